@@ -13,7 +13,14 @@ from .denoisers import Denoiser, _LOG_2PI
 
 __all__ = ["EmpiricalDenoiser"]
 
-_BACKENDS = ("auto", "numba", "torch")
+_BACKENDS = ("auto", "numba", "torch", "triton")
+
+
+def _auto_backend(device: torch.device) -> str:
+    """numba on the CPU; on a GPU the fused Triton kernels when Triton is installed, else torch."""
+    if device.type == "cpu":
+        return "numba"
+    return "triton" if device.type == "cuda" and kernels.have_triton() else "torch"
 
 
 class EmpiricalDenoiser(Denoiser):
@@ -35,10 +42,12 @@ class EmpiricalDenoiser(Denoiser):
     Parameters
     ----------
     data : (N, *event_shape) training points, float32 or float64 (integers become float64).
-    backend : ``"numba"`` (CPU), ``"torch"`` (CPU or CUDA) or ``"auto"``: numba for CPU data,
-        torch for CUDA data (the faster exact backend of each device, see
-        ``validation/benchmarks``).
-    chunk_size : training points per streamed chunk.
+    backend : ``"numba"`` (CPU), ``"torch"`` (CPU or CUDA), ``"triton"`` (fused GPU kernels, CUDA
+        data; on CPU tensors only under Triton's interpreter, ``TRITON_INTERPRET=1``) or
+        ``"auto"``: numba for CPU data, triton for CUDA data (torch where Triton is missing): the
+        fastest exact backend of each device, see ``validation/benchmarks``.
+    chunk_size : training points per streamed chunk; ``None``: 2048 on the CPU, and on a GPU
+        (triton) as many as keep one ``(B, chunk)`` tile at 2^25 elements.
     n_candidates : leading candidates per query recomputed from exact differences.
     rtol : certificate threshold of the float64 fallback.
 
@@ -48,7 +57,7 @@ class EmpiricalDenoiser(Denoiser):
     use ``spawn``/``forkserver`` (or loky) process pools, never ``fork``.
     """
 
-    def __init__(self, data, *, backend: str = "auto", chunk_size: int = kernels.DEFAULT_CHUNK,
+    def __init__(self, data, *, backend: str = "auto", chunk_size: int | None = None,
                  n_candidates: int = kernels.N_CANDIDATES, rtol: float = kernels.DEFAULT_RTOL):
         data = check_data(data, "data")
         if data.dtype not in (torch.float32, torch.float64):
@@ -56,10 +65,17 @@ class EmpiricalDenoiser(Denoiser):
         if backend not in _BACKENDS:
             raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
         if backend == "auto":
-            backend = "numba" if data.device.type == "cpu" else "torch"
+            backend = _auto_backend(data.device)
         if backend == "numba" and data.device.type != "cpu":
             raise ValueError(f"backend: 'numba' runs on CPU data only, data is on {data.device}")
-        self.chunk_size = kernels._check_chunk(chunk_size)
+        if backend == "triton":
+            if not kernels.have_triton():
+                raise ValueError("backend: 'triton' needs the triton package (it comes with CUDA builds of torch)")
+            if data.device.type != "cuda" and not kernels.triton_interpreted():
+                raise ValueError(f"backend: 'triton' runs on CUDA data (or under TRITON_INTERPRET=1), "
+                                 f"data is on {data.device}")
+        self._stream_chunk = None if chunk_size is None else kernels._check_chunk(chunk_size)
+        self.chunk_size = kernels.DEFAULT_CHUNK if chunk_size is None else self._stream_chunk
         if isinstance(n_candidates, bool) or int(n_candidates) != n_candidates or n_candidates < 1:
             raise ValueError(f"n_candidates: must be a positive integer, got {n_candidates!r}")
         if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol >= 0):
@@ -78,8 +94,8 @@ class EmpiricalDenoiser(Denoiser):
 
     def to(self, *, dtype=None, device=None) -> "EmpiricalDenoiser":
         data = self.data.to(dtype=dtype or self.dtype, device=device or self.device)
-        backend = self.backend if data.device.type == "cpu" else "torch"
-        return EmpiricalDenoiser(data, backend=backend, chunk_size=self.chunk_size,
+        backend = self.backend if data.device == self.device else "auto"
+        return EmpiricalDenoiser(data, backend=backend, chunk_size=self._stream_chunk,
                                  n_candidates=self.n_candidates, rtol=self.rtol)
 
     # -- the streamed posterior ----------------------------------------------------------------
@@ -91,6 +107,10 @@ class EmpiricalDenoiser(Denoiser):
             out = kernels.empirical_posterior_numba(np.ascontiguousarray(x.detach().numpy()), self._prep,
                                                     s.detach().to(torch.float64).numpy(), **kw)
             out = tuple(torch.from_numpy(o) for o in out)
+        elif self.backend == "triton":
+            from ._triton import empirical_posterior_triton
+            kw["chunk_size"] = self._stream_chunk
+            out = empirical_posterior_triton(x.detach(), self._prep, s.detach(), **kw)
         else:
             out = kernels.empirical_posterior_torch(x.detach(), self._prep, s.detach(), **kw)
         self.last_info = info

@@ -75,7 +75,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-__all__ = ["DEFAULT_CHUNK", "DEFAULT_RTOL", "N_CANDIDATES", "PreparedData", "prepare_data",
+__all__ = ["DEFAULT_CHUNK", "DEFAULT_RTOL", "N_CANDIDATES", "PreparedData", "prepare_data", "have_triton",
            "empirical_posterior", "empirical_posterior_numba", "empirical_posterior_torch",
            "empirical_posterior_naive", "nearest_neighbors", "nearest_neighbors_numba",
            "nearest_neighbors_torch", "nearest_neighbors_naive"]
@@ -126,8 +126,8 @@ class PreparedData:
 def prepare_data(data, *, backend: str = "numba") -> PreparedData:
     """Centre ``data`` (N, d) once: float64 mean, centred copy in the data's float dtype.
 
-    ``backend="numba"`` gives numpy arrays (C-contiguous), ``"torch"`` tensors on the data's
-    device."""
+    ``backend="numba"`` gives numpy arrays (C-contiguous), ``"torch"`` and ``"triton"`` tensors
+    on the data's device."""
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
@@ -144,9 +144,9 @@ def prepare_data(data, *, backend: str = "numba") -> PreparedData:
     if backend == "numba":
         return PreparedData(np.ascontiguousarray(data.cpu().numpy()), np.ascontiguousarray(yc.cpu().numpy()),
                             center.cpu().numpy(), ysq.cpu().numpy(), ymax)
-    if backend == "torch":
+    if backend in ("torch", "triton"):
         return PreparedData(data.contiguous(), yc.contiguous(), center, ysq, ymax)
-    raise ValueError(f"backend: expected 'numba' or 'torch', got {backend!r}")
+    raise ValueError(f"backend: expected 'numba', 'torch' or 'triton', got {backend!r}")
 
 
 def _query_terms(x64c, ymax: float, sigma64, d: int, u: float):
@@ -263,8 +263,10 @@ def _stream_block(xb, yc, ysq, xsq, inv2s2, chunk, m, z, h, acc, cand_l, cand_i,
 
 
 @njit(cache=True)
-def _stream_block_wide(xb64, yc, ysq, xsq, inv2s2, chunk, m, z, h, acc, cand_l, cand_i, want_mean):
-    """:func:`_stream_block` with both GEMMs in float64 (each chunk converted on the fly)."""
+def _stream_block_wide(xb64, y, center, yc, ysq, xsq, inv2s2, chunk, m, z, h, acc, cand_l, cand_i, want_mean):
+    """:func:`_stream_block` with both GEMMs in float64: each chunk is centred on the fly in
+    float64 from the original values ``y`` (the stored centred copy ``yc`` is rounded to the data's
+    dtype, an error the float64 certificate does not allow for)."""
     N = yc.shape[0]
     d = yc.shape[1]
     ywide = np.empty((min(chunk, N), d))
@@ -273,7 +275,7 @@ def _stream_block_wide(xb64, yc, ysq, xsq, inv2s2, chunk, m, z, h, acc, cand_l, 
         yk = ywide[:c1 - c0]
         for i in range(c1 - c0):
             for j in range(d):
-                yk[i, j] = yc[c0 + i, j]
+                yk[i, j] = np.float64(y[c0 + i, j]) - center[j]
         _stream_chunk64(xb64, yk, yc, ysq, xsq, inv2s2, c0, m, z, h, acc, cand_l, cand_i, want_mean)
 
 
@@ -291,7 +293,7 @@ def _stream_chunk64(xb64, yk, yc, ysq, xsq, inv2s2, c0, m, z, h, acc, cand_l, ca
 
 
 @njit(parallel=True, cache=True)
-def _stream_kernel(xq, xq64, yc, ysq, xsq, inv2s2, chunk, qblock, ncand, want_mean, wide):
+def _stream_kernel(xq, xq64, y, center, yc, ysq, xsq, inv2s2, chunk, qblock, ncand, want_mean, wide):
     """Stream over ``yc`` (N, d) in chunks, ``prange`` over blocks of ``qblock`` queries (each
     thread calls single-threaded BLAS on its own (qblock, chunk) tile). ``xq`` (B, d) centred
     queries in ``yc``'s dtype, ``xq64`` the same in float64 (used when ``wide``: both GEMMs in
@@ -309,7 +311,7 @@ def _stream_kernel(xq, xq64, yc, ysq, xsq, inv2s2, chunk, qblock, ncand, want_me
         b0 = blk * qblock
         b1 = min(B, b0 + qblock)
         if wide:
-            _stream_block_wide(xq64[b0:b1], yc, ysq, xsq[b0:b1], inv2s2[b0:b1], chunk, m[b0:b1], z[b0:b1],
+            _stream_block_wide(xq64[b0:b1], y, center, yc, ysq, xsq[b0:b1], inv2s2[b0:b1], chunk, m[b0:b1], z[b0:b1],
                                h[b0:b1], acc[b0:b1], cand_l[b0:b1], cand_i[b0:b1], want_mean)
         else:
             _stream_block(xq[b0:b1], yc, ysq, xsq[b0:b1], inv2s2[b0:b1], chunk, m[b0:b1], z[b0:b1],
@@ -537,7 +539,8 @@ def empirical_posterior_numba(x, prep: PreparedData, sigma, *, chunk_size: int =
     def run(rows, xq_, wide, eps_):
         xr = np.ascontiguousarray(xq_[rows])
         with _single_threaded_blas():
-            m, z, h, acc, cl, ci = kernel(xr, np.ascontiguousarray(x64c[rows]), prep.yc, prep.ysq, xsq[rows],
+            m, z, h, acc, cl, ci = kernel(xr, np.ascontiguousarray(x64c[rows]), y, prep.center, prep.yc, prep.ysq,
+                                          xsq[rows],
                                           inv2s2[rows], chunk, _qblock(len(rows)), K, True, wide)
         return _refine_kernel(x[rows], y, prep.center, prep.yc, inv2s2[rows], m, z, h, acc, cl, ci, eps_[rows])
 
@@ -573,7 +576,8 @@ def nearest_neighbors_numba(x, prep: PreparedData, k: int = 1, *, chunk_size: in
     xsq = (x64c * x64c).sum(1)
     inv2s2 = np.ones(B)
     with _single_threaded_blas():
-        _, _, _, _, cl, ci = kernel(xq, x64c, prep.yc, prep.ysq, xsq, inv2s2, chunk, _qblock(B), K, False, False)
+        _, _, _, _, cl, ci = kernel(xq, x64c, y, prep.center, prep.yc, prep.ysq, xsq, inv2s2, chunk, _qblock(B), K,
+                                    False, False)
     bound = _knn_bound(xsq, prep.ymax, prep.d, _unit_roundoff(y.dtype))
     dist, idx, ok = _knn_refine_kernel(x, y, cl, ci, inv2s2, bound, k)
     bad = np.nonzero(~ok)[0]
@@ -618,8 +622,8 @@ def _torch_stream(xq, xq64, prep, xsq, inv2s2, chunk, K, want_mean, wide):
     for c0 in range(0, N, chunk):
         yk = prep.yc[c0:c0 + chunk]
         n = yk.shape[0]
-        if wide:
-            yk = yk.to(f64)
+        if wide:                          # exact float64 centring (the stored copy is rounded)
+            yk = prep.y[c0:c0 + chunk].to(f64) - prep.center
             G = xq64 @ yk.T
         else:
             G = xq @ yk.T
@@ -689,17 +693,9 @@ def empirical_posterior_torch(x: torch.Tensor, prep: PreparedData, sigma, *,
     rounding, so the certificate is skipped and the result is *approximate* (opt-in only).
     Returns float64 tensors ``(mean (B, d), lse (B,), neff (B,))``."""
     y = prep.y
-    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != prep.d:
-        raise ValueError(f"x: expected a (B, {prep.d}) tensor, got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if x.dtype != y.dtype or x.device != y.device:
-        raise ValueError(f"x: expected dtype {y.dtype} on {y.device}, got {x.dtype} on {x.device}")
+    s = _check_torch_inputs(x, prep, sigma)
     B = x.shape[0]
     f64 = torch.float64
-    s = torch.as_tensor(sigma, dtype=f64, device=x.device)
-    s = s.expand(B) if s.ndim == 0 else s
-    if s.shape != (B,) or not bool(((s > 0) & torch.isfinite(s)).all()):
-        raise ValueError(f"sigma: expected finite positive values, a float or shape ({B},)")
     chunk = _check_chunk(chunk_size)
     K = max(1, min(int(n_candidates), prep.n))
     x64c = x.to(f64) - prep.center
@@ -726,6 +722,24 @@ def empirical_posterior_torch(x: torch.Tensor, prep: PreparedData, sigma, *,
         info["n_fallback"] = n_fb
         info["cert"] = cert
     return mean + prep.center, lse, torch.exp(ent)
+
+
+def _check_torch_inputs(x, prep: PreparedData, sigma) -> torch.Tensor:
+    """Validate queries for the torch / triton backends; returns sigma as a (B,) float64 tensor."""
+    y = prep.y
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != prep.d:
+        raise ValueError(f"x: expected a (B, {prep.d}) tensor, got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if x.dtype != y.dtype or x.device != y.device:
+        raise ValueError(f"x: expected dtype {y.dtype} on {y.device}, got {x.dtype} on {x.device}")
+    if x.shape[0] < 1:
+        raise ValueError("x: needs at least one query")
+    B = x.shape[0]
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
+    s = s.expand(B) if s.ndim == 0 else s
+    if s.shape != (B,) or not bool(((s > 0) & torch.isfinite(s)).all()):
+        raise ValueError(f"sigma: expected finite positive values, a float or shape ({B},)")
+    return s
 
 
 class _tf32:
@@ -825,10 +839,29 @@ def nearest_neighbors_naive(x, data, k: int = 1):
 # dispatch
 # =============================================================================================
 
+def have_triton() -> bool:
+    """Whether the fused Triton kernels (:mod:`gaussdiff._triton`) can be imported."""
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``; used by the tests)."""
+    import os
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def empirical_posterior(x, prep: PreparedData, sigma, *, backend: str, **kwargs):
-    """Dispatch to :func:`empirical_posterior_numba` (numpy in/out) or the torch backend."""
+    """Dispatch to :func:`empirical_posterior_numba` (numpy in/out), the torch backend or the
+    fused Triton kernels (:func:`gaussdiff._triton.empirical_posterior_triton`)."""
     if backend == "numba":
         return empirical_posterior_numba(x, prep, sigma, **kwargs)
+    if backend == "triton":
+        from ._triton import empirical_posterior_triton
+        return empirical_posterior_triton(x, prep, sigma, **kwargs)
     return empirical_posterior_torch(x, prep, sigma, **kwargs)
 
 

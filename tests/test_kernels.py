@@ -272,12 +272,13 @@ def test_bad_input_names_the_argument(rng, gen):
 # ---------------------------------------------------------------------------------------------
 
 @cuda
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
-def test_cuda_matches_cpu(gen, dtype):
+def test_cuda_matches_cpu(gen, dtype, backend):
     y = (torch.randn(3000, 20, generator=gen, dtype=F64) * 40 + 120).to(dtype)
     x = y[:33] + torch.randn(33, 20, generator=gen, dtype=F64).to(dtype)
-    Ec = gd.EmpiricalDenoiser(y.cuda())
-    assert Ec.backend == "torch"
+    Ec = gd.EmpiricalDenoiser(y.cuda(), backend=backend)
+    assert Ec.backend == ("triton" if backend == "auto" and K.have_triton() else "torch")
     E = gd.EmpiricalDenoiser(y, backend="numba")
     tol = 1e-10 if dtype == F64 else 2e-6       # float32: output rounding, as on CPU
     for s in (1e-2, 1.0, 40.0, 4e3):
@@ -285,6 +286,25 @@ def test_cuda_matches_cpu(gen, dtype):
     da, ia = Ec.nearest_neighbors(x.cuda(), 3)
     db, ib = E.nearest_neighbors(x, 3)
     assert torch.equal(ia.cpu(), ib)
+
+
+@cuda
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_cuda_float32_accuracy_uncentred_near_duplicates(rng, backend):
+    if backend == "triton" and not K.have_triton():
+        pytest.skip("needs triton")
+    y, half = _pixel_problem(rng)
+    gap = float(np.abs(y[half:] - y[:half]).max())
+    spread = float(y.std())
+    E = gd.EmpiricalDenoiser(torch.from_numpy(y).cuda(), backend=backend)
+    for srel in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3):
+        s = srel * spread
+        pick = rng.integers(0, half, 24)
+        x = (0.5 * (y[pick] + y[pick + half]) + min(s, 1e-3) * rng.standard_normal((24, y.shape[1]))).astype(np.float32)
+        mean, _, _ = K.empirical_posterior_naive(x, y, s)
+        out = E(torch.from_numpy(x).cuda(), s).cpu().numpy().astype(np.float64)
+        err = float(np.abs(out - mean).max())
+        assert err < 1e-2 * gap and err < 1e-4, (srel, err)
 
 
 @cuda

@@ -7,7 +7,8 @@ softmax + matmul, the way research code does it). It reports time, GFLOP/s count
 ``4 B N d`` / time, peak memory above the baseline, both ratios, the error against a float64
 brute force from exact differences, how many queries took the float64 fallback, and the
 first-call compile time of the numba kernels (fresh cache, in a subprocess). On CUDA it also
-times the opt-in TF32 mode and prints its error beside its speed.
+times the fused Triton kernels (the default there) beside the plain torch path, and the opt-in
+TF32 mode with its error printed beside its speed.
 
 Examples
 --------
@@ -169,8 +170,12 @@ def bench_size(N, d, B, sigma_rel, *, device, backends, repeats, naive_repeats, 
                          speedup_vs_naive=(t_naive / best[b]) if t_naive else None,
                          max_abs_err=err, max_err_rel_spread=err / spread, n_fallback=fallback[b]))
     if tf32 and device.type == "cuda":
-        prep = dens["torch"]._prep
-        run = lambda: kernels.empirical_posterior_torch(xt, prep, sigma, allow_tf32=True)  # noqa: E731
+        be = backends[0]
+        prep = dens[be]._prep
+        fn = kernels.empirical_posterior_torch
+        if be == "triton":
+            from gaussdiff._triton import empirical_posterior_triton as fn
+        run = lambda: fn(xt, prep, sigma, allow_tf32=True)  # noqa: E731
         run()
         t = min(_timed(run, device)[0] for _ in range(repeats))
         out = run()[0].cpu().numpy()
@@ -179,6 +184,7 @@ def bench_size(N, d, B, sigma_rel, *, device, backends, repeats, naive_repeats, 
                          device=str(device), time_s=t, gflops=flops / t / 1e9, peak_mem_mb=None,
                          gemm_f32_time_s=t_gemm, gemm_f32_gflops=flops / t_gemm / 1e9,
                          ratio_vs_gemm=t_gemm / t, naive_time_s=None, speedup_vs_naive=None,
+                         tf32_backend=be,
                          max_abs_err=err, max_err_rel_spread=err / spread, n_fallback=0))
     return rows
 
@@ -215,7 +221,8 @@ def main(argv=None):
     sizes = ([tuple(int(v) for v in s.split(",")) for s in a.sizes] if a.sizes
              else QUICK_SIZES if a.quick else SIZES)
     repeats = 1 if a.quick else a.repeats
-    backends = ["numba", "torch"] if device.type == "cpu" else ["torch"]
+    backends = (["numba", "torch"] if device.type == "cpu"
+                else ["triton", "torch"] if kernels.have_triton() else ["torch"])
     rng = np.random.default_rng(a.seed)
     rows = []
     for N, d, B in sizes:

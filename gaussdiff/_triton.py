@@ -1,0 +1,380 @@
+r"""Fused GPU kernels (Triton) for the exact empirical posterior.
+
+The same certified algorithm as :mod:`gaussdiff.kernels` (centring, GEMM in the data's dtype,
+logits in float64, exact recomputation of the leading candidates, rounding-error certificate
+with a float64 fallback), laid out for a GPU, where the two GEMMs are cheap and everything else
+must cost as few passes over memory and as few kernel launches as possible:
+
+per call
+    ``_prep_kernel``: centred queries ``x_c`` in the GEMM dtype, ``|x_c|^2``, ``1/(2 sigma^2)``
+    and the logit error bound ``eps`` (one program per query).
+per chunk of training points (by default one chunk: ``B * chunk`` up to 2^25 elements)
+    1. ``G = x_c y_c^T``: cuBLAS (float32 for float32 data; TF32 only when asked for).
+    2. ``_select_kernel`` (grid: query x column split): float64 logits
+       ``l' = (2 G - |y_c|^2) / (2 sigma^2)`` (the per-query constant ``-|x_c|^2 / 2 sigma^2``
+       is added back at the end), the split's maximum and its ``K`` largest logits (a running
+       top-K kept in registers; ties go to the lower index).
+    3. ``_weights_kernel`` (same grid): ``W = exp(l' - m)`` with ``m`` the chunk maximum of the
+       query, in float64 and rounded to the GEMM dtype; the split's own candidates get weight 0;
+       the split's partial sums ``Z = sum W`` and ``H = sum W (l' - m)`` (of the rounded weights,
+       which are what the second GEMM sees).
+    4. ``A = W y_c``: cuBLAS. Several chunks are merged with the usual log-sum-exp rescaling.
+per call
+    ``_refine_kernel`` (one program per query): the squared distances of *all* candidates
+    (``K`` per split and chunk) from exact float64 differences of the original values, their
+    exact weights added to the candidate-free sums, and the posterior mean, ``lse``, entropy and
+    certificate ``eps * rho`` (``rho`` the candidate-free mass).
+
+Every candidate is kept out of the streamed sums and recomputed exactly, so nothing is ever
+subtracted. With many chunks the candidate lists are merged after each chunk down to
+``_MAX_CANDIDATES`` per query; the ones that drop out are added to the sums with their
+approximate weights (as the CPU kernels do). There are no atomics: the same inputs on the same
+device give the same bits.
+
+The kernels also run under Triton's CPU interpreter (``TRITON_INTERPRET=1`` set before the first
+import), which is how the test suite checks them on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["empirical_posterior_triton", "auto_chunk"]
+
+def _interpreter_numpy_shim():
+    """Triton's CPU interpreter (up to 3.6 at least) turns a scalar into a 1-element array and
+    converts it with ``int(array)``, which numpy >= 2.4 refuses; give its tensors an
+    ``__index__`` that takes the single element. Only active under ``TRITON_INTERPRET=1``."""
+    try:
+        from triton.runtime import interpreter as interp
+    except ImportError:  # pragma: no cover - other Triton layouts
+        return
+    orig = getattr(interp, "_patch_lang_tensor", None)
+    if orig is None or getattr(orig, "_gaussdiff_shim", False):
+        return
+
+    def patched(tensor, scope):
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    patched._gaussdiff_shim = True
+    interp._patch_lang_tensor = patched
+
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    _interpreter_numpy_shim()
+
+_ELEMS = 1 << 25            # default chunk: B * chunk up to this many elements per (B, chunk) tile
+_BLOCK = 1024               # columns per tile in the select / weights kernels
+_MAX_CANDIDATES = 64        # per query, across chunks
+_NEG = tl.constexpr(float("-inf"))   # for the kernels (a plain global is not allowed there)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def auto_chunk(B: int, N: int) -> int:
+    """Default chunk on a GPU: the whole data set if a (B, N) tile has at most 2^25 elements
+    (128 MB in float32), else the largest chunk that keeps the tile at that size (>= 2048)."""
+    return int(min(N, max(2048, _ELEMS // max(1, B))))
+
+
+# =============================================================================================
+# kernels
+# =============================================================================================
+
+@triton.jit
+def _prep_kernel(X, sx, C, S, XQ, sxq, XSQ, A, EPS, d, eps_coef, BLOCK_D: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_D)
+    acc = tl.zeros([BLOCK_D], tl.float64)
+    for start in range(0, d, BLOCK_D):
+        cols = start + offs
+        msk = cols < d
+        x = tl.load(X + row * sx + cols, mask=msk, other=0.0).to(tl.float64)
+        c = tl.load(C + cols, mask=msk, other=0.0)
+        xc = tl.where(msk, x - c, 0.0)
+        tl.store(XQ + row * sxq + cols, xc.to(XQ.dtype.element_ty), mask=msk)
+        acc += xc * xc
+    xsq = tl.sum(acc, 0)
+    s = tl.load(S + row).to(tl.float64)
+    a = 0.5 / (s * s)
+    tl.store(XSQ + row, xsq)
+    tl.store(A + row, a)
+    tl.store(EPS + row, eps_coef * tl.sqrt(xsq) * 2.0 * a)
+
+
+@triton.jit
+def _select_kernel(G, sg, YSQ, A, PMAX, CL, CI, n, c0, span, S,
+                   K: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, split): float64 logits of columns [split*span, (split+1)*span) of the
+    chunk, their maximum, and the K largest (values and global indices; -1 where fewer)."""
+    row = tl.program_id(0)
+    sp = tl.program_id(1)
+    a = tl.load(A + row)
+    lo = sp * span
+    hi = tl.minimum(lo + span, n)
+    offs = tl.arange(0, BLOCK)
+    kk = tl.arange(0, K)
+    cv = tl.full([K], _NEG, tl.float64)
+    cidx = tl.full([K], -1, tl.int64)
+    mx = tl.full([BLOCK], _NEG, tl.float64)
+    for start in range(lo, hi, BLOCK):
+        cols = start + offs
+        msk = cols < hi
+        g = tl.load(G + row * sg + cols, mask=msk, other=0.0).to(tl.float64)
+        ys = tl.load(YSQ + c0 + cols, mask=msk, other=0.0)
+        lg = tl.where(msk, (2.0 * g - ys) * a, _NEG)
+        mx = tl.maximum(mx, lg)
+        lmin = tl.min(cv, 0)
+        tmax = tl.max(lg, 0)
+        while tmax > lmin:                       # insert the tile's maxima while they beat the list
+            pos = tl.min(tl.where(lg == tmax, cols, hi), 0)
+            slot = tl.min(tl.where(cv == lmin, kk, K), 0)
+            cv = tl.where(kk == slot, tmax, cv)
+            cidx = tl.where(kk == slot, (pos + c0).to(tl.int64), cidx)
+            lg = tl.where(cols == pos, _NEG, lg)
+            lmin = tl.min(cv, 0)
+            tmax = tl.max(lg, 0)
+    tl.store(PMAX + row * S + sp, tl.max(mx, 0))
+    base = (row * S + sp) * K
+    tl.store(CL + base + kk, cv)
+    tl.store(CI + base + kk, cidx)
+
+
+@triton.jit
+def _weights_kernel(G, sg, YSQ, A, PMAX, CI, W, sw, MC, ZP, HP, n, c0, span, S,
+                    K: tl.constexpr, SP: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, split): W = exp(l' - m) rounded to W's dtype, 0 for the split's own
+    candidates; partial sums Z and H of the rounded weights. ``m`` is the row's chunk maximum
+    (the max of the S split maxima), stored by split 0."""
+    row = tl.program_id(0)
+    sp = tl.program_id(1)
+    a = tl.load(A + row)
+    ss = tl.arange(0, SP)
+    m = tl.max(tl.load(PMAX + row * S + ss, mask=ss < S, other=_NEG), 0)
+    if sp == 0:
+        tl.store(MC + row, m)
+    lo = sp * span
+    hi = tl.minimum(lo + span, n)
+    offs = tl.arange(0, BLOCK)
+    base = (row * S + sp) * K
+    zacc = tl.zeros([BLOCK], tl.float64)
+    hacc = tl.zeros([BLOCK], tl.float64)
+    for start in range(lo, hi, BLOCK):
+        cols = start + offs
+        msk = cols < hi
+        g = tl.load(G + row * sg + cols, mask=msk, other=0.0).to(tl.float64)
+        ys = tl.load(YSQ + c0 + cols, mask=msk, other=0.0)
+        lg = (2.0 * g - ys) * a - m
+        keep = msk
+        for j in tl.static_range(K):
+            keep = keep & (cols != tl.load(CI + base + j) - c0)
+        w = tl.exp(tl.where(keep, lg, _NEG)).to(W.dtype.element_ty)
+        tl.store(W + row * sw + cols, w, mask=msk)
+        w64 = w.to(tl.float64)
+        zacc += w64
+        hacc += w64 * tl.where(w64 > 0.0, lg, 0.0)
+    tl.store(ZP + row * S + sp, tl.sum(zacc, 0))
+    tl.store(HP + row * S + sp, tl.sum(hacc, 0))
+
+
+@triton.jit
+def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M,
+                   MEAN, smean, LSE, ENT, CERT, d,
+                   SP: tl.constexpr, MP: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Program per query: exact candidates added to the candidate-free sums (m, Z, H, A), which
+    are relative to the shifted logits l' = l + |x_c|^2 / 2 sigma^2; writes the posterior mean
+    (uncentred, float64), lse, entropy and the certificate eps * rho."""
+    row = tl.program_id(0)
+    a = tl.load(A + row)
+    ss = tl.arange(0, SP)
+    z = tl.sum(tl.load(ZP + row * S + ss, mask=ss < S, other=0.0), 0)
+    h = tl.sum(tl.load(HP + row * S + ss, mask=ss < S, other=0.0), 0)
+    m = tl.load(MC + row) - tl.load(XSQ + row) * a          # on the true logit scale
+    jj = tl.arange(0, MP)
+    offs = tl.arange(0, BLOCK_D)
+    lex = tl.full([MP], _NEG, tl.float64)
+    for j in range(0, M):                                   # exact squared distances
+        i = tl.load(CI + row * M + j)
+        if i >= 0:
+            acc = tl.zeros([BLOCK_D], tl.float64)
+            for start in range(0, d, BLOCK_D):
+                cols = start + offs
+                msk = cols < d
+                t = (tl.load(X + row * sx + cols, mask=msk, other=0.0).to(tl.float64)
+                     - tl.load(Y + i * sy + cols, mask=msk, other=0.0).to(tl.float64))
+                acc += t * t
+            lex = tl.where(jj == j, -tl.sum(acc, 0) * a, lex)
+    has_rest = z > 0.0
+    lrest = tl.where(has_rest, m + tl.log(tl.where(has_rest, z, 1.0)), _NEG)
+    m_ex = tl.maximum(lrest, tl.max(lex, 0))
+    sc = tl.where(has_rest, tl.exp(tl.where(has_rest, m - m_ex, 0.0)), 0.0)
+    hr = tl.where(has_rest, sc * (h + (m - m_ex) * z), 0.0)
+    zr = z * sc
+    lm = lex - m_ex
+    w = tl.exp(lm)
+    zt = zr + tl.sum(w, 0)
+    ht = hr + tl.sum(w * tl.where(w > 0.0, lm, 0.0), 0)
+    tl.store(LSE + row, m_ex + tl.log(zt))
+    tl.store(ENT + row, tl.log(zt) - ht / zt)
+    tl.store(CERT + row, tl.load(EPS + row) * zr / zt)
+    inv = 1.0 / zt
+    for start in range(0, d, BLOCK_D):                      # mean = c + (sc A + sum w (y - c)) / Z
+        cols = start + offs
+        msk = cols < d
+        c = tl.load(C + cols, mask=msk, other=0.0)
+        out = tl.load(ACC + row * sacc + cols, mask=msk, other=0.0).to(tl.float64) * sc
+        for j in range(0, M):
+            i = tl.load(CI + row * M + j)
+            if i >= 0:
+                wj = tl.sum(tl.where(jj == j, w, 0.0), 0)
+                out += wj * (tl.load(Y + i * sy + cols, mask=msk, other=0.0).to(tl.float64) - c)
+        tl.store(MEAN + row * smean + cols, c + out * inv, mask=msk)
+
+
+# =============================================================================================
+# host side
+# =============================================================================================
+
+def _splits(B: int, n: int) -> int:
+    """Column splits per query: enough programs to fill a large GPU (~512), spans >= 2 tiles."""
+    return int(max(1, min(16, -(-512 // B), n // (2 * _BLOCK))))
+
+
+def _centred_rows(prep, idx, dtype):
+    """Centred training points ``y[idx] - c`` as the GEMM sees them: the stored centred copy in
+    the data's dtype, or, for the float64 fallback of float32 data, recomputed in float64 from the
+    original values (the float32 copy carries its own rounding, which the float64 certificate
+    does not allow for)."""
+    if dtype == prep.yc.dtype:
+        return prep.yc[idx]
+    return prep.y[idx].to(dtype) - prep.center.to(dtype)
+
+
+def _stream(xq, prep, a, chunk, K, dtype):
+    """Steps 1-4 over all chunks. Returns (m, ZP, HP, A, cand_idx) with ZP / HP (B, S) partials
+    (S = 1 after a merge), m (B,) on the l' scale and A (B, d) (GEMM dtype for one chunk)."""
+    B, d = xq.shape
+    N = prep.n
+    dev = xq.device
+    f64 = torch.float64
+    chunk = min(chunk, (2 ** 31 - 1) // max(1, B))           # int32 offsets inside the kernels
+    state = None
+    cand_l = cand_i = None
+    for c0 in range(0, N, chunk):
+        n = min(chunk, N - c0)
+        yk = _centred_rows(prep, slice(c0, c0 + n), dtype)
+        G = xq @ yk.T
+        S = _splits(B, n)
+        span = -(-n // S)
+        span = -(-span // _BLOCK) * _BLOCK
+        S = -(-n // span)
+        pmax = torch.empty(B, S, dtype=f64, device=dev)
+        cl = torch.empty(B, S * K, dtype=f64, device=dev)
+        ci = torch.empty(B, S * K, dtype=torch.long, device=dev)
+        _select_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, cl, ci, n, c0, span, S, K=K, BLOCK=_BLOCK)
+        W = torch.empty(B, n, dtype=dtype, device=dev)
+        mc = torch.empty(B, dtype=f64, device=dev)
+        zp = torch.empty(B, S, dtype=f64, device=dev)
+        hp = torch.empty(B, S, dtype=f64, device=dev)
+        _weights_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, ci, W, W.stride(0), mc, zp, hp, n, c0, span,
+                                S, K=K, SP=_next_pow2(S), BLOCK=_BLOCK)
+        del G
+        Ac = W @ yk
+        del W
+        if state is None:
+            state = [mc, zp, hp, Ac]
+            cand_l, cand_i = cl, ci
+            continue
+        m, z, h, acc = state
+        if z.shape[1] > 1:
+            z, h = z.sum(1, keepdim=True), h.sum(1, keepdim=True)
+        zc, hc = zp.sum(1, keepdim=True), hp.sum(1, keepdim=True)
+        mn = torch.maximum(m, mc)
+        so, sn = torch.exp(m - mn)[:, None], torch.exp(mc - mn)[:, None]
+        h = so * (h + (m - mn)[:, None] * z) + sn * (hc + (mc - mn)[:, None] * zc)
+        z = so * z + sn * zc
+        acc = acc.to(f64) * so + Ac.to(f64) * sn
+        cand_l, cand_i = torch.cat([cand_l, cl], 1), torch.cat([cand_i, ci], 1)
+        if cand_l.shape[1] > _MAX_CANDIDATES:                   # drop the weakest, with approx. weights
+            keep_l, pos = torch.topk(cand_l, _MAX_CANDIDATES, dim=1, sorted=False)
+            mask = torch.ones_like(cand_l, dtype=torch.bool).scatter_(1, pos, False) & (cand_i >= 0)
+            le = torch.where(mask, cand_l - mn[:, None], torch.full_like(cand_l, -math.inf))
+            we = torch.exp(le)
+            z = z + we.sum(1, keepdim=True)
+            h = h + torch.where(we > 0, we * le, torch.zeros_like(we)).sum(1, keepdim=True)
+            acc = acc + torch.einsum("bm,bmd->bd", we, _centred_rows(prep, cand_i.clamp_min(0), f64))
+            cand_l, cand_i = keep_l, torch.gather(cand_i, 1, pos)
+        state = [mn, z, h, acc]
+    m, z, h, acc = state
+    return m, z, h, acc, cand_i
+
+
+def _run(x, xq, prep, sigma_rows, a, xsq, eps, chunk, K, dtype):
+    """Stream + refine for queries ``x`` (original values) with centred GEMM operands ``xq``."""
+    B, d = x.shape
+    m, zp, hp, acc, ci = _stream(xq, prep, a, chunk, K, dtype)
+    ci = ci.contiguous()
+    acc = acc.contiguous()
+    M = ci.shape[1]
+    f64 = torch.float64
+    mean = torch.empty(B, d, dtype=f64, device=x.device)
+    lse = torch.empty(B, dtype=f64, device=x.device)
+    ent = torch.empty(B, dtype=f64, device=x.device)
+    cert = torch.empty(B, dtype=f64, device=x.device)
+    S = zp.shape[1]
+    _refine_kernel[(B,)](x, x.stride(0), prep.y, prep.y.stride(0), prep.center, a, xsq, eps, m, zp, hp, S,
+                         acc, acc.stride(0), ci, M, mean, mean.stride(0), lse, ent, cert, d,
+                         SP=_next_pow2(S), MP=_next_pow2(M), BLOCK_D=min(256, _next_pow2(d)))
+    return mean, lse, ent, cert
+
+
+def empirical_posterior_triton(x: torch.Tensor, prep, sigma, *, chunk_size: int | None = None,
+                               n_candidates: int = 8, rtol: float = 1e-4, allow_tf32: bool = False,
+                               info: dict | None = None):
+    """Posterior mean, log-sum-exp and effective count with the fused Triton kernels (GPU).
+
+    Same contract as :func:`gaussdiff.kernels.empirical_posterior_torch`; ``chunk_size=None``
+    picks :func:`auto_chunk`. ``n_candidates`` is rounded up to a power of two (per split of
+    every chunk). Returns float64 tensors ``(mean (B, d), lse (B,), neff (B,))``."""
+    from .kernels import _LAMBDA, _check_chunk, _tf32, _unit_roundoff, _check_torch_inputs
+
+    s = _check_torch_inputs(x, prep, sigma)
+    B, d = x.shape
+    y = prep.y
+    chunk = auto_chunk(B, prep.n) if chunk_size is None else _check_chunk(chunk_size)
+    K = _next_pow2(max(1, int(n_candidates)))
+    f64 = torch.float64
+    dev = x.device
+    x = x.contiguous()
+    u = _unit_roundoff(np.float32 if y.dtype == torch.float32 else np.float64)
+    xq = torch.empty(B, d, dtype=y.dtype, device=dev)
+    xsq = torch.empty(B, dtype=f64, device=dev)
+    a = torch.empty(B, dtype=f64, device=dev)
+    eps = torch.empty(B, dtype=f64, device=dev)
+    _prep_kernel[(B,)](x, x.stride(0), prep.center, s.contiguous(), xq, xq.stride(0), xsq, a, eps, d,
+                       _LAMBDA * math.sqrt(d + 2) * u * prep.ymax, BLOCK_D=min(1024, _next_pow2(d)))
+    with _tf32(dev, allow_tf32 and y.dtype == torch.float32):
+        mean, lse, ent, cert = _run(x, xq, prep, s, a, xsq, eps, chunk, K, y.dtype)
+    bad = torch.nonzero(cert > rtol).flatten()
+    n_fb = 0
+    if bad.numel() and y.dtype != f64 and not allow_tf32:
+        xb = x[bad].contiguous()
+        xq64 = (xb.to(f64) - prep.center).contiguous()
+        eps64 = (eps[bad] * (_unit_roundoff(np.float64) / u)).contiguous()
+        mb, lb, eb, cb = _run(xb, xq64, prep, s[bad], a[bad].contiguous(), xsq[bad].contiguous(), eps64,
+                              auto_chunk(len(bad), prep.n) if chunk_size is None else chunk, K, f64)
+        mean[bad], lse[bad], ent[bad], cert[bad] = mb, lb, eb, cb
+        n_fb = int(bad.numel())
+    if info is not None:
+        info["n_fallback"] = n_fb
+        info["cert"] = cert
+    return mean, lse, torch.exp(ent)
