@@ -67,6 +67,18 @@ def test_float64_fallback_path_exact_jit_subset(rng):
     assert _rel(out[0], ref[0]) < 1e-10 and _rel(out[1], ref[1]) < 1e-10   # float64 GEMMs: exact
 
 
+def test_exp_f32_jit_subset():
+    """The vectorisable exp behind float32 weights: within one float32 ulp of exp rounded from
+    float64 (and equal to it in all but a few cases per million), 0 where exp underflows float32."""
+    t = np.concatenate([np.linspace(0.0, 120.0, 200_001), [0.0, 1e-300, 103.0, 104.0, 110.0, 1e300]])
+    f = np.vectorize(lambda v: np.float32(K._exp_f32(v)))
+    fast = f(t).astype(np.float32)
+    ref = np.exp(-t).astype(np.float32)
+    ulps = np.abs(fast.view(np.int32).astype(np.int64) - ref.view(np.int32))
+    assert ulps.max() <= 1 and (ulps > 0).mean() < 1e-5
+    assert fast[-1] == 0.0 and fast[-2] == 0.0 and fast[-6] == 1.0
+
+
 def test_knn_kernel_jit_subset(rng):
     x, y = _problem(rng, N=40, d=4, B=5)
     y[7] = y[3]                                   # an exact tie: the lower index wins
