@@ -23,7 +23,7 @@ per call
     ``_refine_kernel`` (one program per query): the squared distances of *all* candidates
     (``K`` per split and chunk) from exact float64 differences of the original values, their
     exact weights added to the candidate-free sums, and the posterior mean, ``lse``, entropy and
-    certificate ``eps * rho`` (``rho`` the candidate-free mass).
+    certificate of :mod:`gaussdiff.kernels` (step 5).
 
 Every candidate is kept out of the streamed sums and recomputed exactly, so nothing is ever
 subtracted. With many chunks the candidate lists are merged after each chunk down to
@@ -187,18 +187,20 @@ def _weights_kernel(G, sg, YSQ, A, PMAX, CI, W, sw, MC, ZP, HP, n, c0, span, S,
 
 
 @triton.jit
-def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M,
+def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M, TOP,
                    MEAN, smean, LSE, ENT, CERT, d,
                    SP: tl.constexpr, MP: tl.constexpr, BLOCK_D: tl.constexpr):
     """Program per query: exact candidates added to the candidate-free sums (m, Z, H, A), which
     are relative to the shifted logits l' = l + |x_c|^2 / 2 sigma^2; writes the posterior mean
-    (uncentred, float64), lse, entropy and the certificate eps * rho."""
+    (uncentred, float64), lse, entropy and the certificate (``TOP``: the largest approximate
+    logit l' a non-candidate can have)."""
     row = tl.program_id(0)
     a = tl.load(A + row)
     ss = tl.arange(0, SP)
     z = tl.sum(tl.load(ZP + row * S + ss, mask=ss < S, other=0.0), 0)
     h = tl.sum(tl.load(HP + row * S + ss, mask=ss < S, other=0.0), 0)
-    m = tl.load(MC + row) - tl.load(XSQ + row) * a          # on the true logit scale
+    shift = tl.load(XSQ + row) * a
+    m = tl.load(MC + row) - shift                           # on the true logit scale
     jj = tl.arange(0, MP)
     offs = tl.arange(0, BLOCK_D)
     lex = tl.full([MP], _NEG, tl.float64)
@@ -223,9 +225,14 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
     w = tl.exp(lm)
     zt = zr + tl.sum(w, 0)
     ht = hr + tl.sum(w * tl.where(w > 0.0, lm, 0.0), 0)
-    tl.store(LSE + row, m_ex + tl.log(zt))
+    lse = m_ex + tl.log(zt)
+    tl.store(LSE + row, lse)
     tl.store(ENT + row, tl.log(zt) - ht / zt)
-    tl.store(CERT + row, tl.load(EPS + row) * zr / zt)
+    eps = tl.load(EPS + row)
+    rho = zr / zt
+    omega = tl.exp(tl.minimum(tl.load(TOP + row) - shift - lse + eps, 0.0))
+    cert = eps * (tl.sqrt(omega * rho) + rho / (2.0 * tl.sqrt(d + 2.0)))
+    tl.store(CERT + row, tl.where(rho > 0.0, cert, 0.0))
     inv = 1.0 / zt
     for start in range(0, d, BLOCK_D):                      # mean = c + (sc A + sum w (y - c)) / Z
         cols = start + offs
@@ -260,8 +267,10 @@ def _centred_rows(prep, idx, dtype):
 
 
 def _stream(xq, prep, a, chunk, K, dtype):
-    """Steps 1-4 over all chunks. Returns (m, ZP, HP, A, cand_idx) with ZP / HP (B, S) partials
-    (S = 1 after a merge), m (B,) on the l' scale and A (B, d) (GEMM dtype for one chunk)."""
+    """Steps 1-4 over all chunks. Returns (m, ZP, HP, A, cand_idx, top) with ZP / HP (B, S)
+    partials (S = 1 after a merge), m (B,) on the l' scale, A (B, d) (GEMM dtype for one chunk)
+    and ``top`` (B,) the largest l' a non-candidate can have (the largest minimum of a full
+    candidate list, or of the candidates dropped in a merge)."""
     B, d = xq.shape
     N = prep.n
     dev = xq.device
@@ -290,10 +299,12 @@ def _stream(xq, prep, a, chunk, K, dtype):
         del G
         Ac = W @ yk
         del W
+        top_c = cl.view(B, S, K).amin(2).amax(1)          # -inf where a list holds a whole split
         if state is None:
             state = [mc, zp, hp, Ac]
-            cand_l, cand_i = cl, ci
+            cand_l, cand_i, top = cl, ci, top_c
             continue
+        top = torch.maximum(top, top_c)
         m, z, h, acc = state
         if z.shape[1] > 1:
             z, h = z.sum(1, keepdim=True), h.sum(1, keepdim=True)
@@ -312,16 +323,17 @@ def _stream(xq, prep, a, chunk, K, dtype):
             z = z + we.sum(1, keepdim=True)
             h = h + torch.where(we > 0, we * le, torch.zeros_like(we)).sum(1, keepdim=True)
             acc = acc + torch.einsum("bm,bmd->bd", we, _centred_rows(prep, cand_i.clamp_min(0), f64))
+            top = torch.maximum(top, torch.where(mask, cand_l, torch.full_like(cand_l, -math.inf)).amax(1))
             cand_l, cand_i = keep_l, torch.gather(cand_i, 1, pos)
         state = [mn, z, h, acc]
     m, z, h, acc = state
-    return m, z, h, acc, cand_i
+    return m, z, h, acc, cand_i, top
 
 
 def _run(x, xq, prep, sigma_rows, a, xsq, eps, chunk, K, dtype):
     """Stream + refine for queries ``x`` (original values) with centred GEMM operands ``xq``."""
     B, d = x.shape
-    m, zp, hp, acc, ci = _stream(xq, prep, a, chunk, K, dtype)
+    m, zp, hp, acc, ci, top = _stream(xq, prep, a, chunk, K, dtype)
     ci = ci.contiguous()
     acc = acc.contiguous()
     M = ci.shape[1]
@@ -332,7 +344,7 @@ def _run(x, xq, prep, sigma_rows, a, xsq, eps, chunk, K, dtype):
     cert = torch.empty(B, dtype=f64, device=x.device)
     S = zp.shape[1]
     _refine_kernel[(B,)](x, x.stride(0), prep.y, prep.y.stride(0), prep.center, a, xsq, eps, m, zp, hp, S,
-                         acc, acc.stride(0), ci, M, mean, mean.stride(0), lse, ent, cert, d,
+                         acc, acc.stride(0), ci, M, top.contiguous(), mean, mean.stride(0), lse, ent, cert, d,
                          SP=_next_pow2(S), MP=_next_pow2(M), BLOCK_D=min(256, _next_pow2(d)))
     return mean, lse, ent, cert
 

@@ -35,7 +35,7 @@ def _signatures(ptr):
                             {"K": 8, "SP": 4, "BLOCK": 1024}),
         "_refine_kernel": ({"X": ptr, "sx": i32, "Y": ptr, "sy": i32, "C": f64, "A": f64, "XSQ": f64,
                             "EPS": f64, "MC": f64, "ZP": f64, "HP": f64, "S": i32, "ACC": ptr, "sacc": i32,
-                            "CI": i64, "M": i32, "MEAN": f64, "smean": i32, "LSE": f64, "ENT": f64,
+                            "CI": i64, "M": i32, "TOP": f64, "MEAN": f64, "smean": i32, "LSE": f64, "ENT": f64,
                             "CERT": f64, "d": i32, "SP": "constexpr", "MP": "constexpr",
                             "BLOCK_D": "constexpr"}, {"SP": 4, "MP": 32, "BLOCK_D": 256}),
     }
