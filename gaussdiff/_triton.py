@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["empirical_posterior_triton", "auto_chunk"]
+__all__ = ["empirical_posterior_triton", "knn_candidates", "auto_chunk"]
 
 def _interpreter_numpy_shim():
     """Triton's CPU interpreter (up to 3.6 at least) turns a scalar into a 1-element array and
@@ -266,6 +266,54 @@ def _centred_rows(prep, idx, dtype):
     return prep.y[idx].to(dtype) - prep.center.to(dtype)
 
 
+def _split_plan(B: int, n: int):
+    """(S, span): column splits of a chunk of ``n`` points and their width (whole tiles)."""
+    S = _splits(B, n)
+    span = -(-n // S)
+    span = -(-span // _BLOCK) * _BLOCK
+    return -(-n // span), span
+
+
+def knn_candidates(xq, prep, chunk: int, K: int):
+    """Candidates for the exact nearest neighbours: per query the ``K`` largest approximate
+    ``l' = 2 x_c.y_c - |y_c|^2 = |x_c|^2 - |x - y|^2`` over all chunks (``_select_kernel`` with
+    ``1/(2 sigma^2) = 1``). Returns ``(idx (B, M), top (B,))``: candidate indices (-1 for empty
+    slots) and the largest ``l'`` any other point can have (-inf when every point is a
+    candidate), for the certificate of :func:`gaussdiff.kernels.nearest_neighbors_torch`."""
+    B = xq.shape[0]
+    dev = xq.device
+    f64 = torch.float64
+    KP = _next_pow2(K)
+    ones = torch.ones(B, dtype=f64, device=dev)
+    chunk = min(chunk, (2 ** 31 - 1) // max(1, B))
+    top = torch.full((B,), -math.inf, dtype=f64, device=dev)
+    cand_l = torch.empty(B, 0, dtype=f64, device=dev)
+    cand_i = torch.empty(B, 0, dtype=torch.long, device=dev)
+
+    def merge(cand_l, cand_i, top, keep):
+        kept_l, pos = torch.topk(cand_l, keep, dim=1)
+        dropped = torch.ones_like(cand_l, dtype=torch.bool).scatter_(1, pos, False)
+        top = torch.maximum(top, torch.where(dropped, cand_l, torch.full_like(cand_l, -math.inf)).amax(1))
+        return kept_l, torch.gather(cand_i, 1, pos), top
+
+    for c0 in range(0, prep.n, chunk):
+        n = min(chunk, prep.n - c0)
+        G = xq @ prep.yc[c0:c0 + n].T
+        S, span = _split_plan(B, n)
+        pmax = torch.empty(B, S, dtype=f64, device=dev)
+        cl = torch.empty(B, S * KP, dtype=f64, device=dev)
+        ci = torch.empty(B, S * KP, dtype=torch.long, device=dev)
+        _select_kernel[(B, S)](G, G.stride(0), prep.ysq, ones, pmax, cl, ci, n, c0, span, S, K=KP, BLOCK=_BLOCK)
+        del G
+        top = torch.maximum(top, cl.view(B, S, KP).amin(2).amax(1))
+        cand_l, cand_i = torch.cat([cand_l, cl], 1), torch.cat([cand_i, ci], 1)
+        if cand_l.shape[1] > 4 * K:
+            cand_l, cand_i, top = merge(cand_l, cand_i, top, K)
+    if cand_l.shape[1] > K:
+        cand_l, cand_i, top = merge(cand_l, cand_i, top, K)
+    return cand_i, top
+
+
 def _stream(xq, prep, a, chunk, K, dtype):
     """Steps 1-4 over all chunks. Returns (m, ZP, HP, A, cand_idx, top) with ZP / HP (B, S)
     partials (S = 1 after a merge), m (B,) on the l' scale, A (B, d) (GEMM dtype for one chunk)
@@ -282,10 +330,7 @@ def _stream(xq, prep, a, chunk, K, dtype):
         n = min(chunk, N - c0)
         yk = _centred_rows(prep, slice(c0, c0 + n), dtype)
         G = xq @ yk.T
-        S = _splits(B, n)
-        span = -(-n // S)
-        span = -(-span // _BLOCK) * _BLOCK
-        S = -(-n // span)
+        S, span = _split_plan(B, n)
         pmax = torch.empty(B, S, dtype=f64, device=dev)
         cl = torch.empty(B, S * K, dtype=f64, device=dev)
         ci = torch.empty(B, S * K, dtype=torch.long, device=dev)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ._checks import as_tensor, check_data, check_finite, check_positive
-from .denoisers import Denoiser, GaussianDenoiser, GaussianMixtureDenoiser
+from .denoisers import GaussianDenoiser, GaussianMixtureDenoiser
 from .empirical import EmpiricalDenoiser
 
 __all__ = ["ClassConditionalDenoiser", "GuidedDenoiser", "classifier_free_guidance",

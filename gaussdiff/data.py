@@ -31,7 +31,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
-import math
 import os
 import pickle
 import random
@@ -583,7 +582,7 @@ def natural_image_patches(size: int = 8, *, color: bool = False, distinct: bool 
     Returns ``(patches (N, C, size, size) in [-1, 1], source index (N,), info)`` where
     ``info["images"]`` names the photographs by source index."""
     size = _pos_int(size, "size")
-    found, missing, pics = [], [], []
+    missing, pics = [], []
     for pkg, files in _NATURAL_IMAGES.items():
         spec = importlib.util.find_spec(pkg)
         if spec is None or not spec.submodule_search_locations:

@@ -15,7 +15,6 @@ Theory labels such as (G2) refer to the derivations in ``theory/``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 

@@ -161,7 +161,9 @@ class EmpiricalDenoiser(Denoiser):
             dist, idx = kernels.nearest_neighbors_numba(np.ascontiguousarray(xf.numpy()), self._prep, k,
                                                         chunk_size=self.chunk_size)
             return torch.from_numpy(dist), torch.from_numpy(idx)
-        return kernels.nearest_neighbors_torch(xf, self._prep, k, chunk_size=self.chunk_size)
+        if self.backend == "triton":
+            return kernels.nearest_neighbors_torch(xf, self._prep, k, chunk_size=self._stream_chunk, use_triton=True)
+        return kernels.nearest_neighbors_torch(xf, self._prep, k, chunk_size=self.chunk_size, use_triton=False)
 
     # -- diagnostics holding (B, N) or (B, d, d) -------------------------------------------------
     def _exact_d2(self, xf, start, stop):

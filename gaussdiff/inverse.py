@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ._checks import as_tensor, check_finite, check_positive, check_sigma_grid
@@ -434,7 +433,7 @@ def _empirical_points(prior) -> torch.Tensor:
         data = prior
     data = as_tensor(data, "prior")
     if data.ndim < 2:
-        raise ValueError(f"prior: expected an EmpiricalDenoiser or an (N, *event_shape) data set")
+        raise ValueError("prior: expected an EmpiricalDenoiser or an (N, *event_shape) data set")
     return data.reshape(data.shape[0], -1).to(torch.float64)
 
 

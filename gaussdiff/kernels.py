@@ -844,16 +844,17 @@ class _tf32:
             torch.backends.cuda.matmul.allow_tf32 = self.prev
 
 
-def nearest_neighbors_torch(x: torch.Tensor, data, k: int = 1, *, chunk_size: int = DEFAULT_CHUNK,
-                            info: dict | None = None):
+def nearest_neighbors_torch(x: torch.Tensor, data, k: int = 1, *, chunk_size: int | None = DEFAULT_CHUNK,
+                            info: dict | None = None, use_triton: bool | None = None):
     """Exact ``k`` nearest neighbours in torch (CPU/CUDA); same certified scheme as
     :func:`nearest_neighbors_numba`. ``data`` is a (N, ...) tensor or a :class:`PreparedData`.
+    The candidate pass runs in the fused Triton kernel when ``use_triton`` (default: on CUDA
+    tensors when Triton is installed), else in torch ops; the exact refinement is shared.
 
     Returns ``(dist (B, k) float64 ascending, idx (B, k) int64)``."""
     prep = data if isinstance(data, PreparedData) else prepare_data(data.reshape(data.shape[0], -1),
                                                                      backend="torch")
     k = _check_k(k, prep.n)
-    chunk = _check_chunk(chunk_size)
     y = prep.y
     x = x.reshape(x.shape[0], -1).to(dtype=y.dtype, device=y.device)
     B = x.shape[0]
@@ -861,30 +862,38 @@ def nearest_neighbors_torch(x: torch.Tensor, data, k: int = 1, *, chunk_size: in
     K = min(prep.n, k + _KNN_EXTRA)
     x64c = x.to(f64) - prep.center
     xsq = (x64c * x64c).sum(1)
-    inv2s2 = torch.ones(B, dtype=f64, device=x.device)
+    if use_triton is None:
+        use_triton = x.device.type == "cuda" and have_triton()
     with _tf32(x.device, False):
-        _, _, _, _, cl, ci = _torch_stream(x64c.to(y.dtype), x64c, prep, xsq, inv2s2, chunk, K, False, False)
-    diff = x.to(f64)[:, None, :] - y[ci].to(f64)
-    d2 = (diff * diff).sum(2)                                      # (B, K) exact
+        if use_triton:
+            from ._triton import auto_chunk, knn_candidates
+            chunk = auto_chunk(B, prep.n) if chunk_size is None else _check_chunk(chunk_size)
+            ci, top = knn_candidates(x64c.to(y.dtype).contiguous(), prep, chunk, K)
+            rest_d2 = xsq - top                                    # +inf where every point is a candidate
+        else:
+            chunk = DEFAULT_CHUNK if chunk_size is None else _check_chunk(chunk_size)
+            inv2s2 = torch.ones(B, dtype=f64, device=x.device)
+            _, _, _, _, cl, ci = _torch_stream(x64c.to(y.dtype), x64c, prep, xsq, inv2s2, chunk, K, False, False)
+            rest_d2 = -cl[:, K - 1] if K < prep.n else torch.full_like(xsq, math.inf)
+    diff = x.to(f64)[:, None, :] - y[ci.clamp_min(0)].to(f64)
+    d2 = torch.where(ci >= 0, (diff * diff).sum(2), torch.full_like(xsq[:, None], math.inf))   # exact
     # sort by (distance, index): stable sort on index order first
-    oi = torch.argsort(ci, dim=1)
+    oi = torch.argsort(torch.where(ci >= 0, ci, torch.full_like(ci, prep.n)), dim=1)
     d2s, cis = torch.gather(d2, 1, oi), torch.gather(ci, 1, oi)
     od = torch.argsort(d2s, dim=1, stable=True)
     dist, idx = torch.gather(d2s, 1, od)[:, :k], torch.gather(cis, 1, od)[:, :k]
-    if K < prep.n:
-        bound = _knn_bound(xsq, prep.ymax, prep.d, _unit_roundoff(np.float32 if y.dtype == torch.float32
-                                                                  else np.float64))
-        ok = dist[:, k - 1] < -cl[:, K - 1] - bound
-        bad = torch.nonzero(~ok).flatten()
-        for b in bad.tolist():                                     # brute force, exact differences
-            dd = torch.cat([((x[b].to(f64) - y[c0:c0 + chunk].to(f64)) ** 2).sum(1)
-                            for c0 in range(0, prep.n, chunk)])
-            o = torch.argsort(dd, stable=True)[:k]
-            dist[b], idx[b] = dd[o], o
-        if info is not None:
-            info["n_fallback"] = int(bad.numel())
-    elif info is not None:
-        info["n_fallback"] = 0
+    bound = _knn_bound(xsq, prep.ymax, prep.d, _unit_roundoff(np.float32 if y.dtype == torch.float32
+                                                              else np.float64))
+    ok = dist[:, k - 1] < rest_d2 - bound
+    bad = torch.nonzero(~ok).flatten()
+    step = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
+    for b in bad.tolist():                                         # brute force, exact differences
+        dd = torch.cat([((x[b].to(f64) - y[c0:c0 + step].to(f64)) ** 2).sum(1)
+                        for c0 in range(0, prep.n, step)])
+        o = torch.argsort(dd, stable=True)[:k]
+        dist[b], idx[b] = dd[o], o
+    if info is not None:
+        info["n_fallback"] = int(bad.numel())
     return dist.sqrt(), idx
 
 

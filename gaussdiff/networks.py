@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from ._checks import check_batch, check_sigma
 from .denoisers import Denoiser
-from .schedules import VP, RectifiedFlow
+from .schedules import VP
 
 __all__ = ["MLP", "UNet", "Preconditioned", "NetworkDenoiser", "build_network", "init_weights",
            "FRAMEWORKS", "NETS"]

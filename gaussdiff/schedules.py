@@ -25,7 +25,6 @@ output into a score, an eps-prediction or a rectified-flow velocity and back (th
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch

@@ -408,7 +408,7 @@ def _train(data, kw) -> TrainResult:
     cur_lr = None
 
     def flush(step):
-        nonlocal acc, acc_n, last_flush
+        nonlocal acc_n, last_flush
         if acc_n:
             mean = float(acc) / acc_n                         # the one device sync per interval
             history["step"].append(step)

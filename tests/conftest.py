@@ -54,3 +54,42 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+VALIDATION = os.path.join(os.path.dirname(__file__), "..", "validation")
+
+
+@pytest.fixture
+def run_fast_validation():
+    """Runs one validation script's ``--fast`` mode into a folder and checks the contract every
+    ``result.json`` keeps: the stored status is the returned one, PASS or FAIL, PASS exactly when
+    every check passes, a reason for a FAIL, each check with a value and its criterion, and the
+    figures on disk. Returns the stored dict."""
+    import importlib.util
+    import json
+
+    def run(name: str, outdir) -> dict:
+        spec = importlib.util.spec_from_file_location(f"_validation_{name}",
+                                                      os.path.join(VALIDATION, f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        returned = mod.main(["--outdir", str(outdir), "--fast", "--threads", "1"])
+        with open(os.path.join(str(outdir), "result.json")) as f:
+            stored = json.load(f)
+        assert stored["status"] == returned["status"] and stored["status"] in ("PASS", "FAIL")
+        assert stored["mode"] == "fast"
+        assert stored["checks"], "a script must record at least one check"
+        statuses = [c["status"] for c in stored["checks"]]
+        assert set(statuses) <= {"PASS", "FAIL"}
+        assert (stored["status"] == "PASS") == all(s == "PASS" for s in statuses)
+        if stored["status"] == "FAIL":
+            assert stored["reason"], "a FAIL must say why"
+        assert stored["figures"]
+        for fig in stored["figures"]:
+            path = os.path.join(str(outdir), fig)
+            assert os.path.exists(path) and os.path.getsize(path) > 0
+        for c in stored["checks"]:
+            assert c["value"] is not None and c["expected"]
+        return stored
+
+    return run

@@ -1,7 +1,6 @@
 """gaussdiff.conditional: class-conditional closed forms, classifier-free guidance, and the exact
 guided Gaussian flow against an independent ODE solve and Heun's method. float64."""
 
-import math
 
 import pytest
 import torch

@@ -8,7 +8,6 @@ solution (an analytic value, a theorem, a second route through the algebra).
 
 import importlib.util
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -335,7 +335,7 @@ def test_pigdm_is_exact_for_an_isotropic_gaussian_prior(gen):
     A = torch.randn(2, d, generator=gen, dtype=F64)
     y = torch.randn(1, 2, generator=gen, dtype=F64)
     pdn = gd.PosteriorDenoiser(prior, A, y, 0.2)
-    C, m = pdn.posterior_cov()[0], pdn.posterior_mean()[0]
+    C = pdn.posterior_cov()[0]
     errs = []
     for steps in (50, 200):
         sig = gd.karras_sigmas(steps, 1e-3, 80.0)

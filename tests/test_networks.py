@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import gaussdiff as gd
-from gaussdiff.networks import init_weights
 from gaussdiff.training import denoising_loss
 
 FRAMEWORKS = ("edm", "vp", "flow")

@@ -109,6 +109,20 @@ _INTERPRETED = textwrap.dedent(r"""
     a, b = Et(q, sig), Et(q, sig)
     assert a.shape == q.shape and a.dtype == torch.float32 and torch.equal(a, b)
     assert rel(a.numpy(), En(q, sig).numpy()) < 2e-6
+    # exact nearest neighbours (ties by the lower index), through the fused candidate pass
+    for N, d, B, chunk in [(400, 12, 9, None), (300, 5, 7, 16), (5, 3, 4, None)]:
+        y = (rng.uniform(0, 255, (N, d))).astype(np.float32)
+        y[N // 2] = y[1]                                          # an exact tie
+        x = (y[rng.integers(0, N, B)] + rng.standard_normal((B, d)).astype(np.float32)).astype(np.float32)
+        x[0] = y[1]
+        k = min(3, N)
+        E = gd.EmpiricalDenoiser(torch.from_numpy(y), backend="triton", chunk_size=chunk)
+        info = {}
+        dist, idx = K.nearest_neighbors_torch(torch.from_numpy(x), E._prep, k, chunk_size=chunk, info=info,
+                                              use_triton=True)
+        dr, ir = K.nearest_neighbors_naive(x, y, k)
+        assert np.array_equal(idx.numpy(), ir) and np.allclose(dist.numpy(), dr, rtol=1e-12), (N, chunk)
+        assert torch.equal(E.nearest_neighbors(torch.from_numpy(x), k)[1], idx)
     print("OK")
 """)
 

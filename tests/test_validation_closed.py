@@ -9,10 +9,8 @@ end-to-end run of a real script through the command line.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,35 +21,10 @@ from gaussdiff.validate import README_END, README_START, discover, run_validatio
 VALIDATION = Path(__file__).resolve().parent.parent / "validation"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_validation_{name}", VALIDATION / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def _run(name: str, outdir: Path) -> dict:
-    returned = _load(name).main(["--outdir", str(outdir), "--fast", "--threads", "1"])
-    stored = json.loads((outdir / "result.json").read_text())
-    assert stored["status"] == returned["status"]
-    assert stored["status"] in ("PASS", "FAIL")
-    assert stored["mode"] == "fast"
-    assert stored["checks"]
-    statuses = [c["status"] for c in stored["checks"]]
-    assert set(statuses) <= {"PASS", "FAIL"}
-    assert (stored["status"] == "PASS") == all(s == "PASS" for s in statuses)
-    if stored["status"] == "FAIL":
-        assert stored["reason"]
-    assert stored["figures"]
-    for fig in stored["figures"]:
-        assert (outdir / fig).stat().st_size > 0
-    for c in stored["checks"]:
-        assert c["value"] is not None and c["expected"]
-    return stored
-
-
-def test_biroli_regimes_fast(tmp_path):
-    res = _run("biroli_regimes", tmp_path)
+def test_biroli_regimes_fast(tmp_path, run_fast_validation):
+    res = run_fast_validation("biroli_regimes", tmp_path)
     cells = res["cells"]
     assert {c["d"] for c in cells} == {8, 32} and {c["n"] for c in cells} == {100, 1000}
     for c in cells:   # the predictions recorded are the library's (R1) and (R3)
@@ -62,8 +35,8 @@ def test_biroli_regimes_fast(tmp_path):
     assert (chk["status"] == "PASS") == (chk["value"] <= 0.2)
 
 
-def test_yi_empirical_optimum_fast(tmp_path):
-    res = _run("yi_empirical_optimum", tmp_path)
+def test_yi_empirical_optimum_fast(tmp_path, run_fast_validation):
+    res = run_fast_validation("yi_empirical_optimum", tmp_path)
     mi = res["mutual_information"]
     # the plug-in MI is an entropy of a quantiser with N + 1 cells: within [0, log(N + 1)]
     import math
@@ -74,8 +47,8 @@ def test_yi_empirical_optimum_fast(tmp_path):
     assert [r["n"] for r in rate] == sorted(r["n"] for r in rate)
 
 
-def test_li_gaussian_structure_fast(tmp_path):
-    res = _run("li_gaussian_structure", tmp_path)
+def test_li_gaussian_structure_fast(tmp_path, run_fast_validation):
+    res = run_fast_validation("li_gaussian_structure", tmp_path)
     assert set(res["table_last_checkpoint"]) == {"N16_w32", "N16_w128", "N256_w32", "N256_w128"}
 
 

@@ -8,48 +8,22 @@ values, never from the printed verdict). A FAIL is an acceptable outcome in fast
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 
-VALIDATION = Path(__file__).resolve().parent.parent / "validation"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_validation_{name}", VALIDATION / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _run(name: str, outdir: Path) -> dict:
-    result = _load(name).main(["--outdir", str(outdir), "--fast", "--threads", "1"])
-    path = outdir / "result.json"
-    assert path.exists()
-    stored = json.loads(path.read_text())
-    assert stored["status"] == result["status"]
-    assert stored["status"] in ("PASS", "FAIL")
-    assert stored["mode"] == "fast"
-    assert stored["checks"], "a script must record at least one check"
-    statuses = [c["status"] for c in stored["checks"]]
-    assert set(statuses) <= {"PASS", "FAIL"}
-    assert (stored["status"] == "PASS") == all(s == "PASS" for s in statuses)
-    if stored["status"] == "FAIL":
-        assert stored["reason"], "a FAIL must say why"
-    for fig in stored["figures"]:
-        assert (outdir / fig).exists() and (outdir / fig).stat().st_size > 0
-    assert stored["figures"]
-    for c in stored["checks"]:
-        _check_threshold_rule(c)
-    return stored
-
+@pytest.fixture
+def run_checked(run_fast_validation):
+    """The common result.json contract, and every threshold check's verdict recomputed."""
+    def run(name, outdir):
+        stored = run_fast_validation(name, outdir)
+        for c in stored["checks"]:
+            _check_threshold_rule(c)
+        return stored
+    return run
 
 _RULE = re.compile(r"^([-+]) 2 se (>=|<=|<|>) ([0-9.]+)$")
-
 
 def _check_threshold_rule(c: dict) -> None:
     """Checks stated as ``value -/+ 2 se  OP  X`` or ``> 2 se``: recompute the verdict."""
@@ -65,15 +39,13 @@ def _check_threshold_rule(c: dict) -> None:
         return
     assert (c["status"] == "PASS") == ok, c
 
-
 def _find(stored: dict, prefix: str) -> dict:
     found = [c for c in stored["checks"] if c["what"].startswith(prefix)]
     assert len(found) == 1, (prefix, [c["what"] for c in stored["checks"]])
     return found[0]
 
-
-def test_zhang_reproducibility_fast(tmp_path):
-    stored = _run("zhang_reproducibility", tmp_path)
+def test_zhang_reproducibility_fast(tmp_path, run_checked):
+    stored = run_checked("zhang_reproducibility", tmp_path)
     per_n = stored["per_n"]
     assert len(per_n) >= 3                      # both ends and at least one N in between
     assert len(stored["checks"]) == 7
@@ -94,9 +66,8 @@ def test_zhang_reproducibility_fast(tmp_path):
     middle = min(r["rp_all"] for r in per_n[1:-1])
     assert dip["value"] == pytest.approx(ends - middle)
 
-
-def test_kadkhodaie_disjoint_fast(tmp_path):
-    stored = _run("kadkhodaie_disjoint", tmp_path)
+def test_kadkhodaie_disjoint_fast(tmp_path, run_checked):
+    stored = run_checked("kadkhodaie_disjoint", tmp_path)
     curves = stored["curves"]
     assert {k.split("_w")[0] for k in curves} == {"digits", "patches"}
     assert len({k.split("_w")[1] for k in curves}) >= 2                # at least two widths
@@ -120,9 +91,8 @@ def test_kadkhodaie_disjoint_fast(tmp_path):
             share = float(re.search(r"ordered in ([0-9.]+)% of draws", c["note"]).group(1))
             assert (c["status"] == "PASS") == (share >= 97.5)
 
-
-def test_bonnaire_tau_mem_fast(tmp_path):
-    stored = _run("bonnaire_tau_mem", tmp_path)
+def test_bonnaire_tau_mem_fast(tmp_path, run_checked):
+    stored = run_checked("bonnaire_tau_mem", tmp_path)
     assert len(stored["checks"]) == 4
     em, eg = stored["exponent_mem"], stored["exponent_gen"]
     c1 = _find(stored, "exponent of tau_mem")

@@ -54,14 +54,31 @@ def parse_args(doc: str | None, argv=None, extra=None) -> argparse.Namespace:
     return args
 
 
-def set_threads(k: int) -> None:
-    """torch and numba on ``k`` CPU threads. On a shared CPU, numba's default thread pool makes
-    each small empirical-denoiser call many times slower, so the scripts run single-threaded."""
-    import numba
-    import torch
+class set_threads:
+    """torch and numba on ``k`` CPU threads from now on; used as a context manager, the previous
+    counts come back on exit. On a shared CPU, numba's default thread pool makes each small
+    empirical-denoiser call many times slower, so the scripts run single-threaded."""
 
-    torch.set_num_threads(k)
-    numba.set_num_threads(max(1, min(k, numba.config.NUMBA_NUM_THREADS)))
+    def __init__(self, k: int):
+        import numba
+        import torch
+
+        self.prev = (torch.get_num_threads(), numba.get_num_threads())
+        self._apply(k, k)
+
+    @staticmethod
+    def _apply(k_torch: int, k_numba: int) -> None:
+        import numba
+        import torch
+
+        torch.set_num_threads(k_torch)
+        numba.set_num_threads(max(1, min(k_numba, numba.config.NUMBA_NUM_THREADS)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._apply(*self.prev)
 
 
 def fmt(value: float, se: float | None = None, digits: int = 3) -> str:

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args  # noqa: E402
+from _common import Report, fmt, parse_args, set_threads  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 
@@ -95,12 +95,8 @@ def native_sample(den, framework, noise):
 def main(argv=None) -> dict:
     args = parse_args(__doc__, argv)
     cfg = FAST if args.fast else FULL
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads or 1)
-    try:
+    with set_threads(args.threads or 1):
         return _main(args, cfg, args.threads or 1)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _main(args, cfg, threads) -> dict:
