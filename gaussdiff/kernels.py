@@ -200,6 +200,48 @@ def _exp_f32(t):
 
 
 @njit(cache=True)
+def _row_logits(g, ysq, xs, a, buf, n):
+    """``buf[j] = -(xs + ysq[j] - 2 g[j]) a`` in float64 for one query, and their maximum (four
+    running maxima: the order does not matter for a maximum, and four independent chains let
+    LLVM vectorise what a single ``max`` chain keeps scalar)."""
+    m0 = m1 = m2 = m3 = -np.inf
+    n4 = n // 4 * 4
+    for j in range(0, n4, 4):
+        l0 = -(xs + ysq[j] - 2.0 * np.float64(g[j])) * a
+        l1 = -(xs + ysq[j + 1] - 2.0 * np.float64(g[j + 1])) * a
+        l2 = -(xs + ysq[j + 2] - 2.0 * np.float64(g[j + 2])) * a
+        l3 = -(xs + ysq[j + 3] - 2.0 * np.float64(g[j + 3])) * a
+        buf[j] = l0
+        buf[j + 1] = l1
+        buf[j + 2] = l2
+        buf[j + 3] = l3
+        m0 = max(m0, l0)
+        m1 = max(m1, l1)
+        m2 = max(m2, l2)
+        m3 = max(m3, l3)
+    for j in range(n4, n):
+        l0 = -(xs + ysq[j] - 2.0 * np.float64(g[j])) * a
+        buf[j] = l0
+        m0 = max(m0, l0)
+    return max(max(m0, m1), max(m2, m3))
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _weight_sums(w, buf, m, n):
+    """``(sum w_j, sum w_j (buf_j - m))`` over the weights as the second GEMM sees them (rounded to
+    ``w``'s dtype). Reassociation lets LLVM vectorise both sums; the order is fixed by the code,
+    so the same inputs give the same bits. Candidates carry ``buf = -1e300`` and ``w = 0``, which
+    add exactly 0 to both sums."""
+    z = 0.0
+    h = 0.0
+    for j in range(n):
+        wr = np.float64(w[j])
+        z += wr
+        h += wr * (buf[j] - m)
+    return z, h
+
+
+@njit(cache=True)
 def _update_tile(G, yc, ysq, xsq, inv2s2, c0, m, z, h, acc, cand_l, cand_i, W, buf, want_mean):
     """One (b, n) tile of GEMM results ``G = x_c . y_c`` (training points ``c0 ... c0 + n``).
 
@@ -210,9 +252,10 @@ def _update_tile(G, yc, ysq, xsq, inv2s2, c0, m, z, h, acc, cand_l, cand_i, W, b
     ``W @ y_chunk``. So the candidates never enter the running sums and nothing has to be
     subtracted later (no cancellation). ``buf`` (n,) scratch.
 
-    The passes over a row are split so that the long ones vectorise: logits (vectorised), maximum
-    and candidate insertion (scalar, a compare per point), weights (vectorised; :func:`_exp_f32`
-    when ``W`` is float32) and the sums of the rounded weights (scalar, two accumulators each)."""
+    The passes over a row are split so that the long ones vectorise: logits and their maximum
+    (:func:`_row_logits`), candidate insertion (scalar, a compare per point, skipped when the row's
+    maximum cannot enter the list), weights (:func:`_exp_f32` when ``W`` is float32) and the sums
+    of the rounded weights (:func:`_weight_sums`)."""
     B, n = G.shape
     K = cand_l.shape[1]
     d = yc.shape[1]
@@ -222,15 +265,11 @@ def _update_tile(G, yc, ysq, xsq, inv2s2, c0, m, z, h, acc, cand_l, cand_i, W, b
     for b in range(B):
         a = inv2s2[b]
         xs = xsq[b]
-        for j in range(n):
-            buf[j] = -(xs + ysq[c0 + j] - 2.0 * np.float64(G[b, j])) * a
+        mx = _row_logits(G[b], ysq[c0:c0 + n], xs, a, buf, n)
         thr = cand_l[b, K - 1]
-        mx = -np.inf
         n_ev = 0
-        for j in range(n):                    # maximum, insertion into the sorted candidate list
+        for j in range(n if mx > thr else 0):  # insertion into the sorted candidate list
             lj = buf[j]
-            if lj > mx:
-                mx = lj
             if lj > thr:
                 out = cand_i[b, K - 1]
                 if 0 <= out < c0:             # a candidate of an earlier chunk drops out
@@ -261,27 +300,7 @@ def _update_tile(G, yc, ysq, xsq, inv2s2, c0, m, z, h, acc, cand_l, cand_i, W, b
         else:
             for j in range(n):
                 W[b, j] = math.exp(buf[j] - m_new)
-        z0 = 0.0
-        z1 = 0.0
-        h0 = 0.0
-        h1 = 0.0
-        half = n // 2
-        for j in range(half):                 # the rounded weights the second GEMM will see
-            w0 = np.float64(W[b, j])
-            w1 = np.float64(W[b, half + j])
-            z0 += w0
-            z1 += w1
-            if w0 > 0.0:
-                h0 += w0 * (buf[j] - m_new)
-            if w1 > 0.0:
-                h1 += w1 * (buf[half + j] - m_new)
-        if n % 2:
-            w0 = np.float64(W[b, n - 1])
-            z0 += w0
-            if w0 > 0.0:
-                h0 += w0 * (buf[n - 1] - m_new)
-        zz = z0 + z1
-        hh = h0 + h1
+        zz, hh = _weight_sums(W[b], buf, m_new, n)
         for j in range(d):
             acc[b, j] *= sc
         for e in range(n_ev):
