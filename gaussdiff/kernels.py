@@ -68,9 +68,11 @@ Memory: the data (and one centred copy in the GEMM dtype) plus ``O((B + chunk) d
 ``(B, chunk)`` tile of logits and weights; no ``(B, N)`` matrix is formed.
 
 Backends: :func:`empirical_posterior_numba` (CPU; ``numba`` kernels call BLAS for the two GEMMs
-and run the streaming log-sum-exp with ``prange`` over queries) and
-:func:`empirical_posterior_torch` (CPU or CUDA; TF32 is disabled unless asked for). A slow
-float64 reference from exact differences is :func:`empirical_posterior_naive`.
+and run the streaming log-sum-exp with ``prange`` over queries), the fused Triton kernels of
+``gaussdiff._triton`` (CUDA; the same algorithm with every step between the two cuBLAS GEMMs in
+a few kernels, all candidates recomputed exactly) and :func:`empirical_posterior_torch` (plain
+torch ops, CPU or CUDA). TF32 is disabled unless asked for. A slow float64 reference from exact
+differences is :func:`empirical_posterior_naive`.
 
 .. warning:: numba ``parallel=True`` kernels are not fork-safe: once they have run, a child
    created by ``fork`` (``multiprocessing``'s default on Linux, joblib's ``"multiprocessing"``

@@ -259,6 +259,8 @@ def test_bad_input_names_the_argument(rng, gen):
     y = torch.randn(10, 3, generator=gen)
     E = gd.EmpiricalDenoiser(y)
     _raises(lambda: gd.EmpiricalDenoiser(y, backend="cuda"), "backend")
+    if not K.triton_interpreted():
+        _raises(lambda: gd.EmpiricalDenoiser(y, backend="triton"), "backend")     # CPU data
     _raises(lambda: gd.EmpiricalDenoiser(y, chunk_size=0), "chunk_size")
     _raises(lambda: gd.EmpiricalDenoiser(y, n_candidates=0), "n_candidates")
     _raises(lambda: gd.EmpiricalDenoiser(y, rtol=-1.0), "rtol")
