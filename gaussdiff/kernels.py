@@ -49,7 +49,8 @@ How it is computed (both backends, same algorithm)
    most ``eps_b / (lambda sqrt(d + 2))`` per unit of ``|y_i - D| / max|y_c|``. Together,
 
    ``cert_b = eps_b (sqrt(omega_b rho_b) + rho_b / (2 sqrt(d + 2)))``,  and
-   ``|D_computed - D| <~ 2 cert_b max_i |y_i - D|``.
+   ``|D_computed - D| <~ 2 cert_b max_i |y_i - D|``, plus the second GEMM's own rounding (at
+   the level of the output's float32 resolution; ``tests/test_kernels.py`` checks both).
 
    Queries with ``cert_b > rtol`` (default ``1e-4``) are recomputed with float64 GEMMs on data
    centred in float64 (unit round-off ``1.1e-16``). Measured (float32, d = 784, sigma = 10 x the

@@ -227,6 +227,29 @@ def test_float32_accuracy_uncentred_near_duplicates(rng, backend):
     assert np.abs(naive32 - K.empirical_posterior_naive(x, y, s)[0]).max() > 0.1 * gap
 
 
+def test_certificate_bounds_the_float32_error(rng):
+    """The documented bound (kernels, step 5) with the fallback switched off: for float32 pixel
+    data the error of D stays below 2 cert max_i|y_i - D| plus the second GEMM's own float32
+    rounding (Higham-Mary form, 4 sqrt(N) u max|y_c|), from sigma = 0.01 to 100 times the spread."""
+    N, d, B = 3000, 256, 16
+    y = rng.uniform(0, 255, (N, d)).astype(np.float32)
+    spread = float(y.std())
+    prep = K.prepare_data(y)
+    gemm2 = 4 * np.sqrt(N) * 2.0 ** -24 * prep.ymax
+    certified = 0
+    for srel in (1e-2, 1e-1, 1.0, 3.0, 10.0, 30.0, 100.0):
+        s = srel * spread
+        x = (y[rng.integers(0, N, B)] + s * rng.standard_normal((B, d))).astype(np.float32)
+        info = {}
+        mean, _, _ = K.empirical_posterior_numba(x, prep, s, rtol=np.inf, info=info)
+        ref = K.empirical_posterior_naive(x, y, s)[0]
+        err = np.linalg.norm(mean - ref, axis=1)
+        R = np.array([np.linalg.norm(y.astype(np.float64) - r, axis=1).max() for r in ref])
+        assert (err <= 2 * info["cert"] * R + gemm2).all(), (srel, err, info["cert"])
+        certified += int((info["cert"] > 0).sum())
+    assert certified > 0                       # the broad-posterior regime was exercised
+
+
 @pytest.mark.parametrize("backend", ["numba", "torch"])
 def test_float32_nearest_neighbour_winner_never_changes(rng, backend):
     y, half = _pixel_problem(rng, delta=1e-3)
