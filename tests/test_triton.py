@@ -62,13 +62,17 @@ _INTERPRETED = textwrap.dedent(r"""
     import numpy as np, torch
     import gaussdiff as gd
     from gaussdiff import kernels as K
+    from gaussdiff import _triton as T
     from gaussdiff._triton import empirical_posterior_triton as ET
 
     rng = np.random.default_rng(5)
     rel = lambda a, b: float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
 
-    # float64: the maths is exact (1e-10); one chunk, many chunks with candidate merging, N = 1
-    for N, d, B, chunk in [(203, 9, 11, None), (300, 5, 4, 16), (1, 4, 3, None), (50, 4, 1, 7)]:
+    # float64: the maths is exact (1e-10); one chunk, many chunks with candidate merging, N = 1,
+    # and chunks split into 2-3 column ranges per query (uneven last range; with several chunks)
+    assert T._split_plan(3, 5000) == (2, 3072) and T._split_plan(2, 9000) == (3, 3072)
+    for N, d, B, chunk in [(203, 9, 11, None), (300, 5, 4, 16), (1, 4, 3, None), (50, 4, 1, 7),
+                           (5000, 6, 3, None), (9000, 4, 2, None), (9000, 4, 2, 4500)]:
         y = rng.standard_normal((N, d)) * 3 + 50
         x = y[rng.integers(0, N, B)] + rng.standard_normal((B, d))
         prep = K.prepare_data(torch.from_numpy(y), backend="triton")
@@ -110,7 +114,7 @@ _INTERPRETED = textwrap.dedent(r"""
     assert a.shape == q.shape and a.dtype == torch.float32 and torch.equal(a, b)
     assert rel(a.numpy(), En(q, sig).numpy()) < 2e-6
     # exact nearest neighbours (ties by the lower index), through the fused candidate pass
-    for N, d, B, chunk in [(400, 12, 9, None), (300, 5, 7, 16), (5, 3, 4, None)]:
+    for N, d, B, chunk in [(400, 12, 9, None), (300, 5, 7, 16), (5, 3, 4, None), (9000, 4, 2, None)]:
         y = (rng.uniform(0, 255, (N, d))).astype(np.float32)
         y[N // 2] = y[1]                                          # an exact tie
         x = (y[rng.integers(0, N, B)] + rng.standard_normal((B, d)).astype(np.float32)).astype(np.float32)
