@@ -88,7 +88,12 @@ def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma",
             v = float(sigma)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}") from exc
-        s = torch.full((batch,), v, dtype=dtype, device=device)
+        if not math.isfinite(v) or (dtype is not None and torch.empty((), dtype=dtype).is_floating_point()
+                                    and abs(v) > torch.finfo(dtype).max):
+            raise ValueError(f"{name}: must be finite (in {dtype}), got {v}")
+        if v < 0 or (v == 0 and not allow_zero):
+            raise ValueError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got min {v}")
+        return torch.full((batch,), v, dtype=dtype, device=device)       # checked on the host: no sync
     if not bool(torch.isfinite(s).all()):
         raise ValueError(f"{name}: must be finite, got NaN or inf")
     bad = (s < 0) if allow_zero else (s <= 0)

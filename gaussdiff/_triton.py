@@ -91,8 +91,11 @@ def auto_chunk(B: int, N: int) -> int:
 # =============================================================================================
 
 @triton.jit
-def _prep_kernel(X, sx, C, S, XQ, sxq, XSQ, A, EPS, d, eps_coef, BLOCK_D: tl.constexpr):
-    row = tl.program_id(0)
+def _prep_kernel(X, sx, C, S, XQ, sxq, XSQ, A, EPS, COEF, d, BLOCK_D: tl.constexpr):
+    """Program per query: centred query in the GEMM dtype, |x_c|^2, 1/(2 sigma^2) and the logit
+    error bound eps = COEF |x_c| / sigma^2 (COEF a float64 scalar in memory: a Python float
+    argument would be passed as float32)."""
+    row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
     acc = tl.zeros([BLOCK_D], tl.float64)
     for start in range(0, d, BLOCK_D):
@@ -108,15 +111,18 @@ def _prep_kernel(X, sx, C, S, XQ, sxq, XSQ, A, EPS, d, eps_coef, BLOCK_D: tl.con
     a = 0.5 / (s * s)
     tl.store(XSQ + row, xsq)
     tl.store(A + row, a)
-    tl.store(EPS + row, eps_coef * tl.sqrt(xsq) * 2.0 * a)
+    tl.store(EPS + row, tl.load(COEF) * tl.sqrt(xsq) * 2.0 * a)
 
 
 @triton.jit
 def _select_kernel(G, sg, YSQ, A, PMAX, CL, CI, n, c0, span, S,
-                   K: tl.constexpr, BLOCK: tl.constexpr):
+                   K: tl.constexpr, BLOCK: tl.constexpr, MARK: tl.constexpr):
     """Program (row, split): float64 logits of columns [split*span, (split+1)*span) of the
-    chunk, their maximum, and the K largest (values and global indices; -1 where fewer)."""
-    row = tl.program_id(0)
+    chunk, their maximum, and the K largest (values and global indices; -1 where fewer; ties
+    go to the lower index). With ``MARK`` the candidates' entries of ``G`` are set to -inf, so
+    that the weights kernel gives them weight 0 (only this program reads this range of this row,
+    and the weights kernel runs in a later launch)."""
+    row = tl.program_id(0).to(tl.int64)
     sp = tl.program_id(1)
     a = tl.load(A + row)
     lo = sp * span
@@ -136,8 +142,9 @@ def _select_kernel(G, sg, YSQ, A, PMAX, CL, CI, n, c0, span, S,
         lmin = tl.min(cv, 0)
         tmax = tl.max(lg, 0)
         while tmax > lmin:                       # insert the tile's maxima while they beat the list
-            pos = tl.min(tl.where(lg == tmax, cols, hi), 0)
-            slot = tl.min(tl.where(cv == lmin, kk, K), 0)
+            pos = tl.min(tl.where(lg == tmax, cols, hi), 0)           # lowest column among equals
+            out = tl.max(tl.where(cv == lmin, cidx, -2), 0)           # evict the highest index
+            slot = tl.min(tl.where((cv == lmin) & (cidx == out), kk, K), 0)
             cv = tl.where(kk == slot, tmax, cv)
             cidx = tl.where(kk == slot, (pos + c0).to(tl.int64), cidx)
             lg = tl.where(cols == pos, _NEG, lg)
@@ -147,15 +154,18 @@ def _select_kernel(G, sg, YSQ, A, PMAX, CL, CI, n, c0, span, S,
     base = (row * S + sp) * K
     tl.store(CL + base + kk, cv)
     tl.store(CI + base + kk, cidx)
+    if MARK:
+        tl.store(G + row * sg + (cidx - c0), tl.full([K], _NEG, tl.float64).to(G.dtype.element_ty),
+                 mask=cidx >= 0)
 
 
 @triton.jit
-def _weights_kernel(G, sg, YSQ, A, PMAX, CI, W, sw, MC, ZP, HP, n, c0, span, S,
-                    K: tl.constexpr, SP: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (row, split): W = exp(l' - m) rounded to W's dtype, 0 for the split's own
-    candidates; partial sums Z and H of the rounded weights. ``m`` is the row's chunk maximum
-    (the max of the S split maxima), stored by split 0."""
-    row = tl.program_id(0)
+def _weights_kernel(G, sg, YSQ, A, PMAX, W, sw, MC, ZP, HP, n, c0, span, S,
+                    SP: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, split): W = exp(l' - m) rounded to W's dtype (0 for the candidates, whose G
+    entries the select kernel set to -inf); partial sums Z and H of the rounded weights. ``m`` is
+    the row's chunk maximum (the max of the S split maxima), stored by split 0."""
+    row = tl.program_id(0).to(tl.int64)
     sp = tl.program_id(1)
     a = tl.load(A + row)
     ss = tl.arange(0, SP)
@@ -165,7 +175,6 @@ def _weights_kernel(G, sg, YSQ, A, PMAX, CI, W, sw, MC, ZP, HP, n, c0, span, S,
     lo = sp * span
     hi = tl.minimum(lo + span, n)
     offs = tl.arange(0, BLOCK)
-    base = (row * S + sp) * K
     zacc = tl.zeros([BLOCK], tl.float64)
     hacc = tl.zeros([BLOCK], tl.float64)
     for start in range(lo, hi, BLOCK):
@@ -173,11 +182,8 @@ def _weights_kernel(G, sg, YSQ, A, PMAX, CI, W, sw, MC, ZP, HP, n, c0, span, S,
         msk = cols < hi
         g = tl.load(G + row * sg + cols, mask=msk, other=0.0).to(tl.float64)
         ys = tl.load(YSQ + c0 + cols, mask=msk, other=0.0)
-        lg = (2.0 * g - ys) * a - m
-        keep = msk
-        for j in tl.static_range(K):
-            keep = keep & (cols != tl.load(CI + base + j) - c0)
-        w = tl.exp(tl.where(keep, lg, _NEG)).to(W.dtype.element_ty)
+        lg = tl.where(msk, (2.0 * g - ys) * a - m, _NEG)
+        w = tl.exp(lg).to(W.dtype.element_ty)
         tl.store(W + row * sw + cols, w, mask=msk)
         w64 = w.to(tl.float64)
         zacc += w64
@@ -193,8 +199,8 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
     """Program per query: exact candidates added to the candidate-free sums (m, Z, H, A), which
     are relative to the shifted logits l' = l + |x_c|^2 / 2 sigma^2; writes the posterior mean
     (uncentred, float64), lse, entropy and the certificate (``TOP``: the largest approximate
-    logit l' a non-candidate can have)."""
-    row = tl.program_id(0)
+    logit l' a non-candidate can have). The candidates' rows are read as (MP, BLOCK_D) tiles."""
+    row = tl.program_id(0).to(tl.int64)
     a = tl.load(A + row)
     ss = tl.arange(0, SP)
     z = tl.sum(tl.load(ZP + row * S + ss, mask=ss < S, other=0.0), 0)
@@ -202,19 +208,20 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
     shift = tl.load(XSQ + row) * a
     m = tl.load(MC + row) - shift                           # on the true logit scale
     jj = tl.arange(0, MP)
+    ci = tl.load(CI + row * M + jj, mask=jj < M, other=-1)
+    valid = ci >= 0
+    rows_y = tl.where(valid, ci, 0) * sy
     offs = tl.arange(0, BLOCK_D)
-    lex = tl.full([MP], _NEG, tl.float64)
-    for j in range(0, M):                                   # exact squared distances
-        i = tl.load(CI + row * M + j)
-        if i >= 0:
-            acc = tl.zeros([BLOCK_D], tl.float64)
-            for start in range(0, d, BLOCK_D):
-                cols = start + offs
-                msk = cols < d
-                t = (tl.load(X + row * sx + cols, mask=msk, other=0.0).to(tl.float64)
-                     - tl.load(Y + i * sy + cols, mask=msk, other=0.0).to(tl.float64))
-                acc += t * t
-            lex = tl.where(jj == j, -tl.sum(acc, 0) * a, lex)
+    d2 = tl.zeros([MP], tl.float64)
+    for start in range(0, d, BLOCK_D):                      # exact squared distances
+        cols = start + offs
+        msk = cols < d
+        x = tl.load(X + row * sx + cols, mask=msk, other=0.0).to(tl.float64)
+        yv = tl.load(Y + rows_y[:, None] + cols[None, :], mask=valid[:, None] & msk[None, :],
+                     other=0.0).to(tl.float64)
+        t = tl.where(msk[None, :], x[None, :] - yv, 0.0)
+        d2 += tl.sum(t * t, 1)
+    lex = tl.where(valid, -d2 * a, _NEG)
     has_rest = z > 0.0
     lrest = tl.where(has_rest, m + tl.log(tl.where(has_rest, z, 1.0)), _NEG)
     m_ex = tl.maximum(lrest, tl.max(lex, 0))
@@ -231,19 +238,17 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
     eps = tl.load(EPS + row)
     rho = zr / zt
     omega = tl.exp(tl.minimum(tl.load(TOP + row) - shift - lse + eps, 0.0))
-    cert = eps * (tl.sqrt(omega * rho) + rho / (2.0 * tl.sqrt(d + 2.0)))
+    cert = eps * (tl.sqrt(omega * rho) + rho / (2.0 * tl.sqrt(tl.cast(d, tl.float64) + 2.0)))
     tl.store(CERT + row, tl.where(rho > 0.0, cert, 0.0))
     inv = 1.0 / zt
     for start in range(0, d, BLOCK_D):                      # mean = c + (sc A + sum w (y - c)) / Z
         cols = start + offs
         msk = cols < d
         c = tl.load(C + cols, mask=msk, other=0.0)
+        yv = tl.load(Y + rows_y[:, None] + cols[None, :], mask=valid[:, None] & msk[None, :],
+                     other=0.0).to(tl.float64)
         out = tl.load(ACC + row * sacc + cols, mask=msk, other=0.0).to(tl.float64) * sc
-        for j in range(0, M):
-            i = tl.load(CI + row * M + j)
-            if i >= 0:
-                wj = tl.sum(tl.where(jj == j, w, 0.0), 0)
-                out += wj * (tl.load(Y + i * sy + cols, mask=msk, other=0.0).to(tl.float64) - c)
+        out += tl.sum(w[:, None] * (yv - c[None, :]), 0)
         tl.store(MEAN + row * smean + cols, c + out * inv, mask=msk)
 
 
@@ -280,6 +285,11 @@ def knn_candidates(xq, prep, chunk: int, K: int):
     ``1/(2 sigma^2) = 1``). Returns ``(idx (B, M), top (B,))``: candidate indices (-1 for empty
     slots) and the largest ``l'`` any other point can have (-inf when every point is a
     candidate), for the certificate of :func:`gaussdiff.kernels.nearest_neighbors_torch`."""
+    with _on_device(xq.device):
+        return _knn_candidates(xq, prep, chunk, K)
+
+
+def _knn_candidates(xq, prep, chunk, K):
     B = xq.shape[0]
     dev = xq.device
     f64 = torch.float64
@@ -303,7 +313,8 @@ def knn_candidates(xq, prep, chunk: int, K: int):
         pmax = torch.empty(B, S, dtype=f64, device=dev)
         cl = torch.empty(B, S * KP, dtype=f64, device=dev)
         ci = torch.empty(B, S * KP, dtype=torch.long, device=dev)
-        _select_kernel[(B, S)](G, G.stride(0), prep.ysq, ones, pmax, cl, ci, n, c0, span, S, K=KP, BLOCK=_BLOCK)
+        _select_kernel[(B, S)](G, G.stride(0), prep.ysq, ones, pmax, cl, ci, n, c0, span, S, K=KP, BLOCK=_BLOCK,
+                               MARK=False)
         del G
         top = torch.maximum(top, cl.view(B, S, KP).amin(2).amax(1))
         cand_l, cand_i = torch.cat([cand_l, cl], 1), torch.cat([cand_i, ci], 1)
@@ -334,13 +345,14 @@ def _stream(xq, prep, a, chunk, K, dtype):
         pmax = torch.empty(B, S, dtype=f64, device=dev)
         cl = torch.empty(B, S * K, dtype=f64, device=dev)
         ci = torch.empty(B, S * K, dtype=torch.long, device=dev)
-        _select_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, cl, ci, n, c0, span, S, K=K, BLOCK=_BLOCK)
+        _select_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, cl, ci, n, c0, span, S, K=K, BLOCK=_BLOCK,
+                               MARK=True)
         W = torch.empty(B, n, dtype=dtype, device=dev)
         mc = torch.empty(B, dtype=f64, device=dev)
         zp = torch.empty(B, S, dtype=f64, device=dev)
         hp = torch.empty(B, S, dtype=f64, device=dev)
-        _weights_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, ci, W, W.stride(0), mc, zp, hp, n, c0, span,
-                                S, K=K, SP=_next_pow2(S), BLOCK=_BLOCK)
+        _weights_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, W, W.stride(0), mc, zp, hp, n, c0, span, S,
+                                SP=_next_pow2(S), BLOCK=_BLOCK)
         del G
         Ac = W @ yk
         del W
@@ -361,21 +373,22 @@ def _stream(xq, prep, a, chunk, K, dtype):
         acc = acc.to(f64) * so + Ac.to(f64) * sn
         cand_l, cand_i = torch.cat([cand_l, cl], 1), torch.cat([cand_i, ci], 1)
         if cand_l.shape[1] > _MAX_CANDIDATES:                   # drop the weakest, with approx. weights
-            keep_l, pos = torch.topk(cand_l, _MAX_CANDIDATES, dim=1, sorted=False)
-            mask = torch.ones_like(cand_l, dtype=torch.bool).scatter_(1, pos, False) & (cand_i >= 0)
-            le = torch.where(mask, cand_l - mn[:, None], torch.full_like(cand_l, -math.inf))
+            order = torch.argsort(cand_l, dim=1, descending=True, stable=True)
+            keep, drop = order[:, :_MAX_CANDIDATES], order[:, _MAX_CANDIDATES:]
+            dl, di = torch.gather(cand_l, 1, drop), torch.gather(cand_i, 1, drop)
+            le = torch.where(di >= 0, dl - mn[:, None], torch.full_like(dl, -math.inf))
             we = torch.exp(le)
             z = z + we.sum(1, keepdim=True)
             h = h + torch.where(we > 0, we * le, torch.zeros_like(we)).sum(1, keepdim=True)
-            acc = acc + torch.einsum("bm,bmd->bd", we, _centred_rows(prep, cand_i.clamp_min(0), f64))
-            top = torch.maximum(top, torch.where(mask, cand_l, torch.full_like(cand_l, -math.inf)).amax(1))
-            cand_l, cand_i = keep_l, torch.gather(cand_i, 1, pos)
+            acc = acc + torch.einsum("bm,bmd->bd", we, _centred_rows(prep, di.clamp_min(0), f64))
+            top = torch.maximum(top, torch.where(di >= 0, dl, torch.full_like(dl, -math.inf)).amax(1))
+            cand_l, cand_i = torch.gather(cand_l, 1, keep), torch.gather(cand_i, 1, keep)
         state = [mn, z, h, acc]
     m, z, h, acc = state
     return m, z, h, acc, cand_i, top
 
 
-def _run(x, xq, prep, sigma_rows, a, xsq, eps, chunk, K, dtype):
+def _run(x, xq, prep, a, xsq, eps, chunk, K, dtype):
     """Stream + refine for queries ``x`` (original values) with centred GEMM operands ``xq``."""
     B, d = x.shape
     m, zp, hp, acc, ci, top = _stream(xq, prep, a, chunk, K, dtype)
@@ -390,21 +403,38 @@ def _run(x, xq, prep, sigma_rows, a, xsq, eps, chunk, K, dtype):
     S = zp.shape[1]
     _refine_kernel[(B,)](x, x.stride(0), prep.y, prep.y.stride(0), prep.center, a, xsq, eps, m, zp, hp, S,
                          acc, acc.stride(0), ci, M, top.contiguous(), mean, mean.stride(0), lse, ent, cert, d,
-                         SP=_next_pow2(S), MP=_next_pow2(M), BLOCK_D=min(256, _next_pow2(d)))
+                         SP=_next_pow2(S), MP=_next_pow2(M),
+                         BLOCK_D=max(16, min(256, 8192 // _next_pow2(M), _next_pow2(d))))
     return mean, lse, ent, cert
 
 
 def empirical_posterior_triton(x: torch.Tensor, prep, sigma, *, chunk_size: int | None = None,
                                n_candidates: int = 8, rtol: float = 1e-4, allow_tf32: bool = False,
-                               info: dict | None = None):
+                               info: dict | None = None, validated: bool = False):
     """Posterior mean, log-sum-exp and effective count with the fused Triton kernels (GPU).
 
     Same contract as :func:`gaussdiff.kernels.empirical_posterior_torch`; ``chunk_size=None``
     picks :func:`auto_chunk`. ``n_candidates`` is rounded up to a power of two (per split of
-    every chunk). Returns float64 tensors ``(mean (B, d), lse (B,), neff (B,))``."""
-    from .kernels import _LAMBDA, _check_chunk, _tf32, _unit_roundoff, _check_torch_inputs
+    every chunk). ``validated=True`` skips the checks of ``x`` and ``sigma`` (each costs a
+    device sync) when the caller has made them. Returns float64 tensors
+    ``(mean (B, d), lse (B,), neff (B,))``."""
+    from .kernels import _check_torch_inputs
 
-    s = _check_torch_inputs(x, prep, sigma)
+    s = _check_torch_inputs(x, prep, sigma, validated=validated)
+    with _on_device(x.device):
+        return _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info)
+
+
+def _on_device(device):
+    """Triton launches on the *current* CUDA device and stream: make it the tensors' device."""
+    import contextlib
+    device = torch.device(device)
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info):
+    """The body of :func:`empirical_posterior_triton` (on the right device, inputs checked)."""
+    from .kernels import _LAMBDA, _check_chunk, _tf32, _unit_roundoff
     B, d = x.shape
     y = prep.y
     chunk = auto_chunk(B, prep.n) if chunk_size is None else _check_chunk(chunk_size)
@@ -417,18 +447,20 @@ def empirical_posterior_triton(x: torch.Tensor, prep, sigma, *, chunk_size: int 
     xsq = torch.empty(B, dtype=f64, device=dev)
     a = torch.empty(B, dtype=f64, device=dev)
     eps = torch.empty(B, dtype=f64, device=dev)
-    _prep_kernel[(B,)](x, x.stride(0), prep.center, s.contiguous(), xq, xq.stride(0), xsq, a, eps, d,
-                       _LAMBDA * math.sqrt(d + 2) * u * prep.ymax, BLOCK_D=min(1024, _next_pow2(d)))
+    coef = torch.full((1,), _LAMBDA * math.sqrt(d + 2) * u * prep.ymax, dtype=f64, device=dev)
+    _prep_kernel[(B,)](x, x.stride(0), prep.center, s.contiguous(), xq, xq.stride(0), xsq, a, eps, coef, d,
+                       BLOCK_D=min(1024, _next_pow2(d)))
     with _tf32(dev, allow_tf32 and y.dtype == torch.float32):
-        mean, lse, ent, cert = _run(x, xq, prep, s, a, xsq, eps, chunk, K, y.dtype)
+        mean, lse, ent, cert = _run(x, xq, prep, a, xsq, eps, chunk, K, y.dtype)
     bad = torch.nonzero(cert > rtol).flatten()
     n_fb = 0
     if bad.numel() and y.dtype != f64 and not allow_tf32:
         xb = x[bad].contiguous()
         xq64 = (xb.to(f64) - prep.center).contiguous()
         eps64 = (eps[bad] * (_unit_roundoff(np.float64) / u)).contiguous()
-        mb, lb, eb, cb = _run(xb, xq64, prep, s[bad], a[bad].contiguous(), xsq[bad].contiguous(), eps64,
-                              auto_chunk(len(bad), prep.n) if chunk_size is None else chunk, K, f64)
+        # float64 chunks are centred on the fly: keep them at <= 2^25 elements (not the whole set)
+        chunk64 = min(auto_chunk(len(bad), prep.n) if chunk_size is None else chunk, max(2048, _ELEMS // d))
+        mb, lb, eb, cb = _run(xb, xq64, prep, a[bad].contiguous(), xsq[bad].contiguous(), eps64, chunk64, K, f64)
         mean[bad], lse[bad], ent[bad], cert[bad] = mb, lb, eb, cb
         n_fb = int(bad.numel())
     if info is not None:

@@ -110,9 +110,9 @@ class EmpiricalDenoiser(Denoiser):
         elif self.backend == "triton":
             from ._triton import empirical_posterior_triton
             kw["chunk_size"] = self._stream_chunk
-            out = empirical_posterior_triton(x.detach(), self._prep, s.detach(), **kw)
+            out = empirical_posterior_triton(x.detach(), self._prep, s.detach(), validated=True, **kw)
         else:
-            out = kernels.empirical_posterior_torch(x.detach(), self._prep, s.detach(), **kw)
+            out = kernels.empirical_posterior_torch(x.detach(), self._prep, s.detach(), validated=True, **kw)
         self.last_info = info
         return out
 

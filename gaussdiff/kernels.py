@@ -790,7 +790,7 @@ def certificate_torch(eps, rho, top_rest, d: int):
 def empirical_posterior_torch(x: torch.Tensor, prep: PreparedData, sigma, *,
                               chunk_size: int = DEFAULT_CHUNK, n_candidates: int = N_CANDIDATES,
                               rtol: float = DEFAULT_RTOL, allow_tf32: bool = False,
-                              info: dict | None = None):
+                              info: dict | None = None, validated: bool = False):
     """Torch version of :func:`empirical_posterior_numba` (same algorithm, CPU or CUDA).
 
     ``x`` (B, d) tensor in the data's dtype and on its device; ``prep`` from
@@ -799,7 +799,7 @@ def empirical_posterior_torch(x: torch.Tensor, prep: PreparedData, sigma, *,
     rounding, so the certificate is skipped and the result is *approximate* (opt-in only).
     Returns float64 tensors ``(mean (B, d), lse (B,), neff (B,))``."""
     y = prep.y
-    s = _check_torch_inputs(x, prep, sigma)
+    s = _check_torch_inputs(x, prep, sigma, validated=validated)
     B = x.shape[0]
     f64 = torch.float64
     chunk = _check_chunk(chunk_size)
@@ -830,8 +830,11 @@ def empirical_posterior_torch(x: torch.Tensor, prep: PreparedData, sigma, *,
     return mean + prep.center, lse, torch.exp(ent)
 
 
-def _check_torch_inputs(x, prep: PreparedData, sigma) -> torch.Tensor:
-    """Validate queries for the torch / triton backends; returns sigma as a (B,) float64 tensor."""
+def _check_torch_inputs(x, prep: PreparedData, sigma, *, validated: bool = False) -> torch.Tensor:
+    """Validate queries for the torch / triton backends; returns sigma as a (B,) float64 tensor.
+
+    ``validated=True``: the caller has checked that sigma is finite and positive (the value
+    check costs a device sync on a GPU), so only shapes, dtypes and devices are checked here."""
     y = prep.y
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != prep.d:
         raise ValueError(f"x: expected a (B, {prep.d}) tensor, got "
@@ -843,7 +846,7 @@ def _check_torch_inputs(x, prep: PreparedData, sigma) -> torch.Tensor:
     B = x.shape[0]
     s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
     s = s.expand(B) if s.ndim == 0 else s
-    if s.shape != (B,) or not bool(((s > 0) & torch.isfinite(s)).all()):
+    if s.shape != (B,) or not (validated or bool(((s > 0) & torch.isfinite(s)).all())):
         raise ValueError(f"sigma: expected finite positive values, a float or shape ({B},)")
     return s
 

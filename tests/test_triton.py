@@ -25,19 +25,22 @@ def _signatures(ptr):
     f64, i32, i64 = "*fp64", "i32", "*i64"
     return {
         "_prep_kernel": ({"X": ptr, "sx": i32, "C": f64, "S": f64, "XQ": ptr, "sxq": i32, "XSQ": f64, "A": f64,
-                          "EPS": f64, "d": i32, "eps_coef": "fp64", "BLOCK_D": "constexpr"}, {"BLOCK_D": 1024}),
+                          "EPS": f64, "COEF": f64, "d": i32, "BLOCK_D": "constexpr"}, {"BLOCK_D": 1024}),
         "_select_kernel": ({"G": ptr, "sg": i32, "YSQ": f64, "A": f64, "PMAX": f64, "CL": f64, "CI": i64,
-                            "n": i32, "c0": i32, "span": i32, "S": i32, "K": "constexpr", "BLOCK": "constexpr"},
-                           {"K": 8, "BLOCK": 1024}),
-        "_weights_kernel": ({"G": ptr, "sg": i32, "YSQ": f64, "A": f64, "PMAX": f64, "CI": i64, "W": ptr,
+                            "n": i32, "c0": i32, "span": i32, "S": i32, "K": "constexpr", "BLOCK": "constexpr",
+                            "MARK": "constexpr"}, {"K": 8, "BLOCK": 1024, "MARK": True}),
+        "_weights_kernel": ({"G": ptr, "sg": i32, "YSQ": f64, "A": f64, "PMAX": f64, "W": ptr,
                              "sw": i32, "MC": f64, "ZP": f64, "HP": f64, "n": i32, "c0": i32, "span": i32,
-                             "S": i32, "K": "constexpr", "SP": "constexpr", "BLOCK": "constexpr"},
-                            {"K": 8, "SP": 4, "BLOCK": 1024}),
+                             "S": i32, "SP": "constexpr", "BLOCK": "constexpr"}, {"SP": 4, "BLOCK": 1024}),
         "_refine_kernel": ({"X": ptr, "sx": i32, "Y": ptr, "sy": i32, "C": f64, "A": f64, "XSQ": f64,
                             "EPS": f64, "MC": f64, "ZP": f64, "HP": f64, "S": i32, "ACC": ptr, "sacc": i32,
                             "CI": i64, "M": i32, "TOP": f64, "MEAN": f64, "smean": i32, "LSE": f64, "ENT": f64,
                             "CERT": f64, "d": i32, "SP": "constexpr", "MP": "constexpr",
                             "BLOCK_D": "constexpr"}, {"SP": 4, "MP": 32, "BLOCK_D": 256}),
+        "_select_kernel (k-NN)": ({"G": ptr, "sg": i32, "YSQ": f64, "A": f64, "PMAX": f64, "CL": f64, "CI": i64,
+                                   "n": i32, "c0": i32, "span": i32, "S": i32, "K": "constexpr",
+                                   "BLOCK": "constexpr", "MARK": "constexpr"},
+                                  {"K": 32, "BLOCK": 1024, "MARK": False}),
     }
 
 
@@ -50,7 +53,7 @@ def test_kernels_compile_for_gpu(arch, ptr):
     from triton.backends.compiler import GPUTarget
     from gaussdiff import _triton as T
     for name, (sig, consts) in _signatures(ptr).items():
-        fn = getattr(T, name)
+        fn = getattr(T, name.split()[0])
         assert list(sig) == fn.arg_names, name                    # the table follows the kernel
         k = triton.compile(triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts),
                            target=GPUTarget("cuda", arch, 32))
@@ -67,6 +70,17 @@ _INTERPRETED = textwrap.dedent(r"""
 
     rng = np.random.default_rng(5)
     rel = lambda a, b: float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
+
+    # the running top-K keeps the lower index among equal logits (l' = 2 G - |y|^2 with |y|^2 = 0)
+    G = torch.full((1, 2048), -100.0, dtype=torch.float64)
+    G[0, :4] = torch.tensor([2.5, 1.5, 1.5, 1.5], dtype=torch.float64)
+    G[0, 1024] = 2.0
+    f64 = dict(dtype=torch.float64)
+    pmax, cl, ci = torch.empty(1, 1, **f64), torch.empty(1, 4, **f64), torch.empty(1, 4, dtype=torch.long)
+    T._select_kernel[(1, 1)](G, 2048, torch.zeros(2048, **f64), torch.ones(1, **f64), pmax, cl, ci, 2048, 0, 2048, 1,
+                             K=4, BLOCK=1024, MARK=True)
+    assert sorted(ci[0].tolist()) == [0, 1, 2, 1024] and float(pmax) == 5.0
+    assert torch.isinf(G[0, [0, 1, 2, 1024]]).all() and G[0, 3] == 1.5         # candidates marked
 
     # float64: the maths is exact (1e-10); one chunk, many chunks with candidate merging, N = 1,
     # and chunks split into 2-3 column ranges per query (uneven last range; with several chunks)
