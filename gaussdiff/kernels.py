@@ -869,12 +869,13 @@ class _tf32:
             torch.backends.cuda.matmul.allow_tf32 = self.prev
 
 
-def nearest_neighbors_torch(x: torch.Tensor, data, k: int = 1, *, chunk_size: int | None = DEFAULT_CHUNK,
+def nearest_neighbors_torch(x: torch.Tensor, data, k: int = 1, *, chunk_size: int | None = None,
                             info: dict | None = None, use_triton: bool | None = None):
     """Exact ``k`` nearest neighbours in torch (CPU/CUDA); same certified scheme as
     :func:`nearest_neighbors_numba`. ``data`` is a (N, ...) tensor or a :class:`PreparedData`.
     The candidate pass runs in the fused Triton kernel when ``use_triton`` (default: on CUDA
     tensors when Triton is installed), else in torch ops; the exact refinement is shared.
+    ``chunk_size=None``: the GPU default of the triton pass, 2048 for the torch pass.
 
     Returns ``(dist (B, k) float64 ascending, idx (B, k) int64)``."""
     prep = data if isinstance(data, PreparedData) else prepare_data(data.reshape(data.shape[0], -1),
