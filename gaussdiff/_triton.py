@@ -279,6 +279,19 @@ def _split_plan(B: int, n: int):
     return -(-n // span), span
 
 
+def _select(G, prep, a, c0: int, K: int, *, mark: bool):
+    """``_select_kernel`` on one chunk's GEMM tile ``G`` (B, n): returns ``(S, span, split maxima
+    (B, S), candidate logits (B, S K), candidate indices (B, S K))``."""
+    B, n = G.shape
+    S, span = _split_plan(B, n)
+    f64 = torch.float64
+    pmax = torch.empty(B, S, dtype=f64, device=G.device)
+    cl = torch.empty(B, S * K, dtype=f64, device=G.device)
+    ci = torch.empty(B, S * K, dtype=torch.long, device=G.device)
+    _select_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, cl, ci, n, c0, span, S, K=K, BLOCK=_BLOCK, MARK=mark)
+    return S, span, pmax, cl, ci
+
+
 def knn_candidates(xq, prep, chunk: int, K: int):
     """Candidates for the exact nearest neighbours: per query the ``K`` largest approximate
     ``l' = 2 x_c.y_c - |y_c|^2 = |x_c|^2 - |x - y|^2`` over all chunks (``_select_kernel`` with
@@ -309,12 +322,7 @@ def _knn_candidates(xq, prep, chunk, K):
     for c0 in range(0, prep.n, chunk):
         n = min(chunk, prep.n - c0)
         G = xq @ prep.yc[c0:c0 + n].T
-        S, span = _split_plan(B, n)
-        pmax = torch.empty(B, S, dtype=f64, device=dev)
-        cl = torch.empty(B, S * KP, dtype=f64, device=dev)
-        ci = torch.empty(B, S * KP, dtype=torch.long, device=dev)
-        _select_kernel[(B, S)](G, G.stride(0), prep.ysq, ones, pmax, cl, ci, n, c0, span, S, K=KP, BLOCK=_BLOCK,
-                               MARK=False)
+        S, span, pmax, cl, ci = _select(G, prep, ones, c0, KP, mark=False)
         del G
         top = torch.maximum(top, cl.view(B, S, KP).amin(2).amax(1))
         cand_l, cand_i = torch.cat([cand_l, cl], 1), torch.cat([cand_i, ci], 1)
@@ -341,12 +349,7 @@ def _stream(xq, prep, a, chunk, K, dtype):
         n = min(chunk, N - c0)
         yk = _centred_rows(prep, slice(c0, c0 + n), dtype)
         G = xq @ yk.T
-        S, span = _split_plan(B, n)
-        pmax = torch.empty(B, S, dtype=f64, device=dev)
-        cl = torch.empty(B, S * K, dtype=f64, device=dev)
-        ci = torch.empty(B, S * K, dtype=torch.long, device=dev)
-        _select_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, cl, ci, n, c0, span, S, K=K, BLOCK=_BLOCK,
-                               MARK=True)
+        S, span, pmax, cl, ci = _select(G, prep, a, c0, K, mark=True)
         W = torch.empty(B, n, dtype=dtype, device=dev)
         mc = torch.empty(B, dtype=f64, device=dev)
         zp = torch.empty(B, S, dtype=f64, device=dev)
