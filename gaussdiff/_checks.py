@@ -88,7 +88,7 @@ def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma",
             v = float(sigma)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}") from exc
-        if not math.isfinite(v) or (dtype is not None and torch.empty((), dtype=dtype).is_floating_point()
+        if not math.isfinite(v) or (dtype is not None and dtype.is_floating_point
                                     and abs(v) > torch.finfo(dtype).max):
             raise ValueError(f"{name}: must be finite (in {dtype}), got {v}")
         if v < 0 or (v == 0 and not allow_zero):

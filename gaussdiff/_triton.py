@@ -38,12 +38,13 @@ import), which is how the test suite checks them on machines without a GPU.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
 import triton
 import triton.language as tl
+
+from .kernels import triton_interpreted
 
 __all__ = ["empirical_posterior_triton", "knn_candidates", "auto_chunk"]
 
@@ -67,7 +68,7 @@ def _interpreter_numpy_shim():
     interp._patch_lang_tensor = patched
 
 
-if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+if triton_interpreted():
     _interpreter_numpy_shim()
 
 _ELEMS = 1 << 25            # default chunk: B * chunk up to this many elements per (B, chunk) tile
@@ -238,6 +239,7 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
     eps = tl.load(EPS + row)
     rho = zr / zt
     omega = tl.exp(tl.minimum(tl.load(TOP + row) - shift - lse + eps, 0.0))
+    # kernels._certificate (step 5), here in-kernel; tests/test_triton.py compares the two
     cert = eps * (tl.sqrt(omega * rho) + rho / (2.0 * tl.sqrt(tl.cast(d, tl.float64) + 2.0)))
     tl.store(CERT + row, tl.where(rho > 0.0, cert, 0.0))
     inv = 1.0 / zt

@@ -12,18 +12,14 @@ import pytest
 import torch
 
 import gaussdiff as gd
+from _helpers import TINY, same_weights
 from gaussdiff.cli import main
 
 F64 = torch.float64
-TINY = dict(width=16, depth=1, batch_size=16, progress=False, warmup=5, log_every=5, num_threads=1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def _same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def two_class(n=64, d=3, seed=0):
@@ -52,7 +48,7 @@ def test_label_changes_the_output_and_none_is_the_null_token(net, shape):
     assert model.num_classes == 3 and gd.build_network(net, shape, width=8).num_classes is None
     # the unconditional network is unchanged by the new argument: same weights, same output
     a, b = gd.build_network(net, shape, width=8, seed=4), gd.build_network(net, shape, width=8, seed=4)
-    assert _same_weights(a, b)
+    assert same_weights(a, b)
 
 
 def test_unconditional_network_weights_do_not_depend_on_the_label_code():
@@ -134,7 +130,7 @@ def test_conditional_resume_is_bit_identical(tmp_path, net):
     full = gd.train_denoiser(x, steps=16, labels=labels, **kw)
     gd.train_denoiser(x, steps=8, labels=labels, outdir=tmp_path, **kw)
     resumed = gd.train_denoiser(x, steps=16, labels=labels, outdir=tmp_path, **kw)
-    assert _same_weights(full.model, resumed.model) and _same_weights(full.denoiser.model, resumed.denoiser.model)
+    assert same_weights(full.model, resumed.model) and same_weights(full.denoiser.model, resumed.denoiser.model)
     loaded = gd.load_denoiser(tmp_path)
     assert loaded.num_classes == int(labels.max()) + 1
     q = x[:3]

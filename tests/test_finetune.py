@@ -7,18 +7,14 @@ import pytest
 import torch
 
 import gaussdiff as gd
+from _helpers import TINY, same_weights
 from gaussdiff.training import denoising_loss, training_sigmas
 
 F64 = torch.float64
-TINY = dict(width=16, depth=1, batch_size=16, progress=False, warmup=5, log_every=5, num_threads=1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def _same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _points(n=32, d=3, seed=0, shift=0.0):
@@ -29,7 +25,7 @@ def test_starts_from_the_source_weights():
     src = gd.train_denoiser(_points(), steps=20, **TINY)
     b = _points(seed=1, shift=1.0)
     zero = gd.train_denoiser(b, steps=0, init_from=src, **TINY)
-    assert _same_weights(zero.model, src.denoiser.model) and _same_weights(zero.denoiser.model, src.denoiser.model)
+    assert same_weights(zero.model, src.denoiser.model) and same_weights(zero.denoiser.model, src.denoiser.model)
     # the loss of the first step is the source model's loss on the first batch of the new run
     ft = gd.train_denoiser(b, steps=1, init_from=src, seed=7, **dict(TINY, log_every=1))
     gen = torch.Generator().manual_seed(7)
@@ -51,7 +47,7 @@ def test_every_kind_of_source_gives_the_same_run(tmp_path):
     runs = [gd.train_denoiser(b, steps=6, init_from=s, **TINY)
             for s in (tmp_path / "src", str(tmp_path / "src"), src, src.denoiser, src.denoiser.model,
                       gd.load_denoiser(tmp_path / "src"))]
-    assert all(_same_weights(runs[0].model, r.model) for r in runs[1:])
+    assert all(same_weights(runs[0].model, r.model) for r in runs[1:])
 
 
 @pytest.mark.parametrize("net", ["mlp", "unet"])
@@ -66,7 +62,7 @@ def test_finetune_resume_is_bit_identical(tmp_path, net):
     full = gd.train_denoiser(b, steps=16, init_from=src, **kw)
     gd.train_denoiser(b, steps=8, init_from=src, outdir=tmp_path / "ft", **kw)
     resumed = gd.train_denoiser(b, steps=16, init_from=src, outdir=tmp_path / "ft", **kw)
-    assert _same_weights(full.model, resumed.model) and _same_weights(full.denoiser.model, resumed.denoiser.model)
+    assert same_weights(full.model, resumed.model) and same_weights(full.denoiser.model, resumed.denoiser.model)
     assert full.loss_history["loss"][-1] == resumed.loss_history["loss"][-1]
     torch.testing.assert_close(gd.load_denoiser(tmp_path / "ft")(b[:3], 0.5), full.denoiser(b[:3], 0.5),
                                rtol=0, atol=0)

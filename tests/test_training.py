@@ -7,14 +7,10 @@ import pytest
 import torch
 
 import gaussdiff as gd
+from _helpers import TINY, same_weights
 from gaussdiff.cli import main
 
-TINY = dict(width=16, depth=1, batch_size=16, progress=False, warmup=5, log_every=5, num_threads=1)
 
-
-def _same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _points(n=32, d=3, seed=0):
@@ -49,7 +45,7 @@ def test_same_seed_same_run_and_no_global_rng():
     b = gd.train_denoiser(_points(), steps=8, seed=3, **TINY)
     c = gd.train_denoiser(_points(), steps=8, seed=4, **TINY)
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert _same_weights(a.model, b.model) and not _same_weights(a.model, c.model)
+    assert same_weights(a.model, b.model) and not same_weights(a.model, c.model)
 
 
 @pytest.mark.parametrize("net, framework, data", [
@@ -63,8 +59,8 @@ def test_resume_is_bit_identical(tmp_path, net, framework, data):
     # stopped after 8 steps, then extended to 16
     gd.train_denoiser(x, steps=8, outdir=tmp_path / "a", **kw)
     resumed = gd.train_denoiser(x, steps=16, outdir=tmp_path / "a", **kw)
-    assert _same_weights(full.model, resumed.model)
-    assert _same_weights(full.denoiser.model, resumed.denoiser.model)
+    assert same_weights(full.model, resumed.model)
+    assert same_weights(full.denoiser.model, resumed.denoiser.model)
     # killed mid-run (after the state saved at step 10), then rerun
     def crash(step, den):
         if step == 12:
@@ -74,7 +70,7 @@ def test_resume_is_bit_identical(tmp_path, net, framework, data):
                           callback=crash, **kw)
     assert json.loads((tmp_path / "b" / "config.json").read_text())["step"] == 12
     again = gd.train_denoiser(x, steps=16, outdir=tmp_path / "b", save_every=5, checkpoint_steps=(12,), **kw)
-    assert _same_weights(full.model, again.model) and _same_weights(full.denoiser.model, again.denoiser.model)
+    assert same_weights(full.model, again.model) and same_weights(full.denoiser.model, again.denoiser.model)
     assert again.loss_history["loss"][-1] == full.loss_history["loss"][-1]
 
 

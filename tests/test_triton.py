@@ -118,6 +118,15 @@ _INTERPRETED = textwrap.dedent(r"""
     rm, rl, _ = K.empirical_posterior_naive(x, y, 0.7 * spread)
     assert info["n_fallback"] == 5 and rel(m, rm) < 1e-10 and rel(l, rl) < 1e-10
 
+    # the certificate (a broad posterior, fallback off) is the numba backend's formula: the two
+    # differ only through the float32 GEMMs' rounding of the approximate logits (different BLAS)
+    x = (y[:6] + 10 * spread * rng.standard_normal((6, d))).astype(np.float32)
+    it, inb = {}, {}
+    ET(torch.from_numpy(x), prep, 10 * spread, rtol=np.inf, info=it)
+    K.empirical_posterior_numba(x, K.prepare_data(y), 10 * spread, rtol=np.inf, info=inb)
+    ct, cn = it["cert"].numpy(), inb["cert"]
+    assert (cn > 0).all() and np.allclose(ct, cn, rtol=1e-3), (ct, cn)
+
     # images (B, C, H, W), per-query sigma, the same bits twice, and agreement with numba
     img = (rng.standard_normal((13, 2, 3, 3)) * 60 + 120).astype(np.float32)
     q = torch.from_numpy(img[:4] + rng.standard_normal((4, 2, 3, 3)).astype(np.float32))

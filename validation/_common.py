@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Report", "parse_args", "fmt", "set_threads"]
+__all__ = ["Report", "parse_args", "fmt", "set_threads", "save_figure"]
 
 
 def parse_args(doc: str | None, argv=None, extra=None) -> argparse.Namespace:
@@ -79,6 +79,16 @@ class set_threads:
 
     def __exit__(self, *exc):
         self._apply(*self.prev)
+
+
+def save_figure(fig, path):
+    """Lay out, write (110 dpi) and close a matplotlib figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def fmt(value: float, se: float | None = None, digits: int = 3) -> str:

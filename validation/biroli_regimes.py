@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, set_threads  # noqa: E402
+from _common import Report, fmt, parse_args, save_figure, set_threads  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 
@@ -295,10 +295,7 @@ def _figure(cells, curves, cfg, path):
     ax[2].set_ylabel("measured (OU time, +- bootstrap se)")
     ax[2].legend(fontsize=7)
     ax[2].set_title("measured against predicted")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

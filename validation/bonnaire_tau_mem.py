@@ -70,7 +70,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, set_threads  # noqa: E402
+from _common import Report, fmt, parse_args, save_figure, set_threads  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 from gaussdiff.experiments import tau_mem  # noqa: E402
@@ -314,10 +314,7 @@ def plot(path, rows, rows_small, table, b_mem, b_gen, cfg):
     ax[2].plot(sizes, [cfg["steps_per_n"] * n for n in sizes], "k:", lw=1, label=f"budget {cfg['steps_per_n']} N")
     ax[2].set(xscale="log", yscale="log", xlabel="N", ylabel="training steps", title="time scales")
     ax[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

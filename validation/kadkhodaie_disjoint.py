@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args  # noqa: E402
+from _common import Report, fmt, parse_args, save_figure  # noqa: E402
 
 from gaussdiff.experiments import PhaseConfig, run_sweep  # noqa: E402
 
@@ -219,10 +219,7 @@ def plot(path, curves, cfg):
         ax.set(xscale="log", xlabel="N (each of two disjoint training sets)", ylabel="share (+- 2 se)",
                ylim=(-0.05, 1.05), title=f"{name}: disjoint-set models from the same noise (dotted: N*)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

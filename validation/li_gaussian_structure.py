@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, set_threads  # noqa: E402
+from _common import Report, fmt, parse_args, save_figure, set_threads  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 from gaussdiff.experiments import log_checkpoints  # noqa: E402
@@ -261,10 +261,7 @@ def _figure(records, cfg, ckpts, traj, path):
     ax4b.set_ylabel("memorization")
     ax[4].legend(fontsize=7, loc="lower left")
     ax[4].set_title(f"5: N={min(cfg['sizes'])}, width {max(cfg['widths'])} over training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

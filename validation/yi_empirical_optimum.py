@@ -65,7 +65,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, set_threads  # noqa: E402
+from _common import Report, fmt, parse_args, save_figure, set_threads  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 
@@ -280,10 +280,7 @@ def _figure(rows, mi, logn, profs, samples, path):
     ax[3].set_ylabel("relative MSE on noisy training points")
     ax[3].set_title("(C) denoiser distances")
     ax[3].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, set_threads  # noqa: E402
+from _common import Report, fmt, parse_args, save_figure, set_threads  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 
@@ -224,10 +224,7 @@ def plot(path, results, panels, cfg):
         ax.set_yticks([4 + 8 * i for i in range(len(names))])
         ax.set_yticklabels(names if j == 0 else [""] * len(names), fontsize=7)
         ax.set_title(f"N={n}: same noise, each row a model", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":
