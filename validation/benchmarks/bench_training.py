@@ -42,7 +42,10 @@ def _time_full(data, steps_short, steps_long, batch_size, width, threads):
         return time.perf_counter() - t0
 
     run(10)                                                   # warm-up (allocator, kernels)
-    return (run(steps_long) - run(steps_short)) / (steps_long - steps_short)
+    # per-step cost as the difference of two run lengths (the fixed setup cancels); each length
+    # best of three, since a single pair of wall times can even give a negative difference
+    long_, short = min(run(steps_long) for _ in range(3)), min(run(steps_short) for _ in range(3))
+    return (long_ - short) / (steps_long - steps_short)
 
 
 def _time_bare(data, steps, batch_size, width, threads):
