@@ -36,3 +36,7 @@ __all__ += _metrics_all
 __all__ += _predictions_all
 __all__ += _inverse_all
 __all__ += _conditional_all
+from .quality import *  # noqa: F401,F403,E402
+from .quality import __all__ as _quality_all  # noqa: E402
+
+__all__ += _quality_all
