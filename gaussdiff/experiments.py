@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 __all__ = ["PhaseConfig", "run_sweep", "run_cell", "read_results", "tau_mem", "RESULT_COLUMNS",
-           "log_checkpoints", "default_sizes", "atomic_write"]
+           "log_checkpoints", "default_sizes", "atomic_write",
+           "transition_size", "TransitionFit"]
 
 FRAMEWORKS = ("edm", "vp", "flow")
 
@@ -550,3 +551,87 @@ def tau_mem(rows: list[dict], *, level: float = 0.5) -> dict:
                     out[key] = float(math.exp(math.log(s0) + frac * (math.log(s) - math.log(s0))))
                 break
     return out
+
+
+@dataclass(frozen=True)
+class TransitionFit:
+    """What :func:`transition_size` returns.
+
+    Attributes
+    ----------
+    n_star : the size at which the fitted curve crosses ``level`` (nan when the fit does not
+        move in the expected direction). ci : its ``(low, high)`` bootstrap percentile interval.
+    slope, intercept : the logistic fit ``p(N) = 1 / (1 + exp(-(intercept + slope log N)))``.
+    inside_grid : ``n_star`` lies between the smallest and the largest N measured.
+    draws : the bootstrap values of ``log N*`` (nan for draws with no crossing).
+    """
+
+    n_star: float
+    ci: tuple
+    slope: float
+    intercept: float
+    inside_grid: bool
+    draws: np.ndarray = dataclasses.field(repr=False)
+
+
+def _logistic_fit(x: np.ndarray, k: np.ndarray, n: np.ndarray) -> tuple[float, float]:
+    """Binomial maximum likelihood of ``logit p = a + b x`` (Newton, with a small ridge so
+    that a perfectly separated curve still gives a finite, steep fit)."""
+    a, b, ridge = 0.0, 0.0, 1e-6
+    xc = x - x.mean()
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-(a + b * xc)))
+        w = n * p * (1 - p)
+        g = np.array([np.sum(k - n * p) - ridge * a, np.sum((k - n * p) * xc) - ridge * b])
+        h = np.array([[w.sum() + ridge, (w * xc).sum()], [(w * xc).sum(), (w * xc * xc).sum() + ridge]])
+        step = np.linalg.solve(h, g)
+        a, b = a + step[0], b + step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    return a - b * x.mean(), b
+
+
+def transition_size(ns, successes, trials, *, level: float = 0.5, increasing: bool = True,
+                    n_boot: int = 2000, seed: int = 0) -> TransitionFit:
+    r"""The training-set size at which a share crosses ``level``, from a logistic fit in
+    ``log N`` across *all* sizes (not a first crossing, which a non-monotone curve fools).
+
+    At each size :math:`N_j` the share is ``successes[j]`` out of ``trials[j]`` (e.g. the pairs
+    whose similarity passes a threshold); the fit :math:`\mathrm{logit}\, p = a + b \log N` is
+    binomial maximum likelihood and :math:`N^* = \exp((\mathrm{logit}(level) - a)/b)`. Its
+    interval: ``n_boot`` refits with each point's successes redrawn from
+    :math:`\mathrm{Binomial}(n_j, k_j / n_j)`, percentiles 2.5 and 97.5 of :math:`\log N^*`.
+
+    Parameters
+    ----------
+    ns : sizes (at least two distinct). successes, trials : counts per size.
+    level : the share that defines the transition, in (0, 1).
+    increasing : the share is expected to rise with N (reproducibility) or fall (memorization);
+        a fit going the other way gives ``n_star = nan``.
+    n_boot, seed : bootstrap draws and their seed.
+    """
+    x = np.log(np.asarray(ns, dtype=float))
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(trials, dtype=float)
+    if x.ndim != 1 or not (x.shape == k.shape == n.shape) or np.unique(x).size < 2:
+        raise ValueError("ns: need at least two distinct sizes, with one count of successes and trials each")
+    if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
+        raise ValueError("successes: must lie between 0 and trials (trials >= 1)")
+    if not 0 < level < 1:
+        raise ValueError(f"level: must lie in (0, 1), got {level!r}")
+    target = math.log(level / (1 - level))
+    sign = 1.0 if increasing else -1.0
+
+    def crossing(kk):
+        a, b = _logistic_fit(x, kk, n)
+        return (target - a) / b if sign * b > 0 else float("nan"), a, b
+
+    log_star, a, b = crossing(k)
+    rng = np.random.default_rng(seed)
+    draws = np.array([crossing(rng.binomial(n.astype(int), k / n).astype(float))[0] for _ in range(n_boot)])
+    finite = draws[np.isfinite(draws)]
+    ci = (float(np.exp(np.percentile(finite, 2.5))), float(np.exp(np.percentile(finite, 97.5)))) \
+        if finite.size > n_boot // 2 else (float("nan"), float("nan"))
+    n_star = float(math.exp(log_star)) if math.isfinite(log_star) else float("nan")
+    inside = bool(math.isfinite(log_star) and x.min() <= log_star <= x.max())
+    return TransitionFit(n_star, ci, float(b), float(a), inside, draws)

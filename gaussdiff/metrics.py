@@ -41,7 +41,7 @@ from .kernels import nearest_neighbors
 __all__ = [
     # result types
     "Fraction", "SigmaProfile", "ReproducibilityResult", "LinearDistillation", "DistillationComparison",
-    "GeneralizationGap",
+    "GeneralizationGap", "OptimumGap",
     # uncertainty
     "bootstrap_fraction",
     # samples vs training set
@@ -50,7 +50,7 @@ __all__ = [
     # similarities
     "Similarity", "CentredCosine", "NormalisedL2", "FeatureCosine", "get_similarity",
     # denoisers
-    "denoiser_distance", "linearity_score", "centred_linearity_score", "linear_distillation",
+    "denoiser_distance", "optimum_gap", "linearity_score", "centred_linearity_score", "linear_distillation",
     "distillation_distance_to_gaussian", "denoiser_jacobian", "jacobian_spectrum", "effective_rank",
     "effective_dimension", "generalization_gap",
 ]
@@ -753,6 +753,96 @@ def denoiser_distance(d1: Callable, d2: Callable, points, sigmas, *, generator: 
     else:
         vals = mse
     return SigmaProfile(sig, vals.cpu())
+
+
+@dataclass(frozen=True)
+class OptimumGap:
+    """What :func:`optimum_gap` returns: three training losses on the same draws and the
+    denoiser's excess over the optimum.
+
+    Attributes
+    ----------
+    loss, loss_optimum, loss_gaussian : the denoiser's, the exact empirical optimum's and the
+        training set's Gaussian fit's weighted denoising loss (per coordinate, mean over draws).
+    excess, excess_se : ``loss - loss_optimum`` (>= 0 up to Monte-Carlo error) and its standard
+        error over the paired draws.
+    n_draws : the number of ``(x0, sigma, n)`` draws.
+    """
+
+    loss: float
+    loss_optimum: float
+    loss_gaussian: float
+    excess: float
+    excess_se: float
+    n_draws: int
+
+    @property
+    def gaussian_share(self) -> float:
+        """``excess / (loss_gaussian - loss_optimum)``: 0 at the optimum, 1 at the Gaussian fit."""
+        return self.excess / (self.loss_gaussian - self.loss_optimum)
+
+
+def optimum_gap(denoiser: Callable, train, *, generator: torch.Generator, n_draws: int = 4096,
+                p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float | None = None,
+                batch_size: int = 4096) -> OptimumGap:
+    r"""How far a denoiser's *training* loss is from the smallest possible, the exact empirical
+    optimum's: a measured "sufficiently trained".
+
+    The loss is EDM's (Karras et al. 2022, eq. 2 and Table 1), the same for every framework,
+
+    .. math:: L(D) = E_{\sigma, x_0, n}\, \lambda(\sigma)\, \|D(x_0 + \sigma n, \sigma) - x_0\|^2 / d,
+              \qquad \lambda = \frac{\sigma^2 + \sigma_d^2}{(\sigma \sigma_d)^2},\;
+              \ln\sigma \sim N(P_{mean}, P_{std}^2),
+
+    with :math:`x_0` uniform on the training set. Its minimiser over all functions is the
+    empirical optimum :class:`~gaussdiff.EmpiricalDenoiser` (for any weighting and any law of
+    sigma), so ``loss >= loss_optimum`` up to Monte-Carlo error, and the training set's Gaussian
+    fit (:meth:`~gaussdiff.GaussianDenoiser.fit`, the best affine denoiser) sits above it. The
+    three are evaluated on the *same* draws, so their differences are precise: ``excess =
+    L(D) - L(D_emp)`` says how much training loss is left to lose (0 for a denoiser that has
+    reached the optimum), and ``gaussian_share`` sets it against the Gaussian fit's.
+
+    Parameters
+    ----------
+    denoiser : ``D(x, sigma)`` accepting the training set's dtype (a ``(B,)`` sigma).
+    train : (N, *event_shape) its training set (N >= 2).
+    generator : ``torch.Generator`` for the draws (indices, sigmas, noise).
+    n_draws : number of draws.
+    p_mean, p_std : the law of sigma (EDM's defaults).
+    sigma_data : EDM's :math:`\sigma_d` (default: the standard deviation of ``train``).
+    batch_size : rows per denoiser call.
+    """
+    from .denoisers import GaussianDenoiser
+    from .empirical import EmpiricalDenoiser
+
+    train = _points(train, "train", min_rows=2)
+    gen = _check_generator(generator)
+    n_draws = _check_int(n_draws, "n_draws", minimum=2)
+    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    check_positive(p_std, "p_std")
+    if not math.isfinite(p_mean):
+        raise ValueError(f"p_mean: must be finite, got {p_mean!r}")
+    sd = float(train.to(_WORK).std()) if sigma_data is None else check_positive(sigma_data, "sigma_data")
+    idx = torch.randint(train.shape[0], (n_draws,), generator=gen, device=gen.device).cpu()
+    sigma = torch.exp(p_mean + p_std * torch.randn(n_draws, generator=gen, dtype=_WORK, device=gen.device)).cpu()
+    noise = _noise((n_draws, *train.shape[1:]), gen, train).cpu()
+    x0 = train.cpu()[idx]
+    x = x0 + sigma.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1))) * noise
+    lam = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
+    d = math.prod(train.shape[1:])
+    train64 = train.cpu().to(_WORK)
+    x64 = x.to(_WORK)
+
+    def per_draw(den, xx):
+        out = _evaluate(den, xx.to(train.device), sigma.to(xx.dtype), batch_size).cpu()
+        return lam * ((out - _flat64(x0)) ** 2).sum(1) / d
+
+    l_net = per_draw(denoiser, x)
+    l_opt = per_draw(EmpiricalDenoiser(train64), x64)
+    l_gau = per_draw(GaussianDenoiser.fit(train64), x64)
+    diff = l_net - l_opt
+    return OptimumGap(float(l_net.mean()), float(l_opt.mean()), float(l_gau.mean()), float(diff.mean()),
+                      float(diff.std() / math.sqrt(n_draws)), n_draws)
 
 
 def _linearity(denoiser, points, sigmas, generator, alpha, beta, batch_size, centred):

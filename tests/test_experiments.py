@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +150,36 @@ def test_phase_curve_quick_end_to_end(tmp_path):
     sizes = sorted({int(r["n"]) for r in table})
     assert len(sizes) >= 4
     assert (out / "samples.png").exists() and (out / "phase_diagram.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# transition_size: N* from a logistic fit across all N
+# ---------------------------------------------------------------------------------------------
+
+def test_transition_size_recovers_an_exact_logistic():
+    ns = np.array([8, 20, 52, 133, 338, 898])
+    n = np.full(6, 1000.0)
+    p = 1 / (1 + np.exp(-1.3 * (np.log(ns) - np.log(75.0))))
+    fit = ex.transition_size(ns, p * n, n, n_boot=200)            # fractional counts: the MLE is exact
+    assert fit.n_star == pytest.approx(75.0, rel=1e-8) and fit.slope == pytest.approx(1.3, rel=1e-8)
+    assert fit.inside_grid and fit.ci[0] < 75.0 < fit.ci[1]
+    down = ex.transition_size(ns, n - p * n, n, increasing=False, n_boot=200)
+    assert down.n_star == pytest.approx(75.0, rel=1e-8)
+    # the wrong direction gives no crossing
+    assert np.isnan(ex.transition_size(ns, p * n, n, increasing=False, n_boot=50).n_star)
+
+
+def test_transition_size_is_not_fooled_by_a_non_monotone_point():
+    ns = [8, 20, 52, 133, 338, 898]
+    k = [10, 140, 20, 150, 230, 250]           # a lucky point at N=20 would fool a first crossing
+    fit = ex.transition_size(ns, k, [256] * 6, n_boot=300)
+    assert 52 < fit.n_star < 133 and fit.ci[0] < fit.n_star < fit.ci[1]
+
+
+def test_transition_size_bad_input():
+    with pytest.raises(ValueError, match="ns: need at least two distinct"):
+        ex.transition_size([8, 8], [1, 2], [4, 4])
+    with pytest.raises(ValueError, match="successes"):
+        ex.transition_size([8, 16], [5, 2], [4, 4])
+    with pytest.raises(ValueError, match="level"):
+        ex.transition_size([8, 16], [1, 2], [4, 4], level=1.0)

@@ -395,3 +395,49 @@ def test_public_api_is_flat():
     for name in ("bootstrap_fraction", "memorization_fraction", "reproducibility", "denoiser_distance",
                  "centred_linearity_score", "jacobian_spectrum", "Fraction"):
         assert getattr(gd, name) is getattr(M, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimum gap (a measured "sufficiently trained")
+# ---------------------------------------------------------------------------------------------
+
+def test_optimum_gap_is_zero_for_the_optimum_and_the_gaussian_loss_is_exact(gen):
+    train = torch.randn(30, 5, generator=gen, dtype=torch.float64) * torch.tensor([2.0, 1.0, 0.5, 0.3, 0.1],
+                                                                               dtype=torch.float64)
+    emp = gd.EmpiricalDenoiser(train)
+    g = gd.optimum_gap(emp, train, generator=tgen(1), n_draws=512)
+    assert g.excess == 0.0 and g.excess_se == 0.0 and g.loss == g.loss_optimum
+    # Independent route: for the training set's own Gaussian fit and x0 uniform on the set, the
+    # expected squared error at sigma is sum_k l_k s^2 / (l_k + s^2) (the empirical law has
+    # exactly the fitted mean and covariance). A nearly fixed sigma (p_std tiny) makes the
+    # Monte-Carlo mean comparable with it; the tolerance is 4 Monte-Carlo standard errors.
+    gauss = gd.GaussianDenoiser.fit(train)
+    s, sd = math.exp(-0.5), float(train.std())
+    n_draws = 20000
+    g = gd.optimum_gap(gauss, train, generator=tgen(2), n_draws=n_draws, p_mean=-0.5, p_std=1e-9)
+    lam = torch.linalg.eigvalsh(torch.cov(train.T, correction=0))
+    exact = float((lam * s ** 2 / (lam + s ** 2)).sum()) * (s ** 2 + sd ** 2) / (s * sd) ** 2 / 5
+    assert g.loss == g.loss_gaussian
+    per_draw_sd = 2.0 * exact                      # generous bound on the per-draw spread
+    assert abs(g.loss_gaussian - exact) < 4 * per_draw_sd / math.sqrt(n_draws)
+    assert g.loss_optimum < g.loss_gaussian and g.gaussian_share == pytest.approx(1.0)
+
+
+def test_optimum_gap_of_a_worse_denoiser_is_positive(gen):
+    train = torch.randn(20, 4, generator=gen, dtype=torch.float64)
+    identity = lambda x, s: x                                          # noqa: E731
+    g = gd.optimum_gap(identity, train, generator=tgen(3), n_draws=256)
+    assert g.excess > 10 * g.excess_se > 0 and g.gaussian_share > 1
+
+
+def test_optimum_gap_bad_input(gen):
+    train = torch.randn(20, 4, generator=gen, dtype=torch.float64)
+    den = gd.EmpiricalDenoiser(train)
+    with pytest.raises(ValueError, match="train: needs at least 2"):
+        gd.optimum_gap(den, train[:1], generator=tgen())
+    with pytest.raises(ValueError, match="n_draws"):
+        gd.optimum_gap(den, train, generator=tgen(), n_draws=1)
+    with pytest.raises(ValueError, match="p_std"):
+        gd.optimum_gap(den, train, generator=tgen(), p_std=0.0)
+    with pytest.raises(ValueError, match="denoiser: must return"):
+        gd.optimum_gap(lambda x, s: x[:, :2], train, generator=tgen())
