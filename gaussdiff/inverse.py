@@ -731,23 +731,39 @@ def _ancestral(x, den, s_cur, s_next, eta, noise):
 
 def sample_dps(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: float, zeta: float = 1.0,
                seed: int = 0, start: int = 0, callback: Callable | None = None) -> torch.Tensor:
-    r"""Diffusion posterior sampling (Chung, Kim, Mccann, Klasky & Ye, ICLR 2023), Algorithm 1
-    ("DPS - Gaussian"), on any sigma grid and any denoiser.
+    r"""Diffusion posterior sampling (Chung, Kim, McCann, Klasky & Ye, ICLR 2023), Algorithm 1
+    ("DPS - Gaussian"), with the step size of the authors' code, on any sigma grid and any
+    denoiser.
 
-    Each step is the DDPM ancestral step of the unconditional model (Algorithm 1, line 6; here
-    the k-diffusion ancestral step with eta = 1, which is the same DDPM posterior on a sigma grid)
-    followed by the manifold-constrained gradient step (Algorithm 1, line 7)
+    DPS approximates the posterior score by
+    :math:`\nabla \log p(x_i \mid y) \approx s(x_i) + \nabla_{x_i} \log p(y \mid \hat x_0(x_i))`,
+    the Gaussian likelihood taken at the posterior mean :math:`\hat x_0 = D` (the paper's
+    eq. (16)); Algorithm 1 replaces the likelihood's weight by a step size. Each step is the
+    DDPM ancestral step of the unconditional model (Algorithm 1, line 6; here the k-diffusion
+    ancestral step with eta = 1, the same DDPM posterior on a sigma grid) followed by the
+    gradient step (Algorithm 1, line 7), in the form of the authors' code
 
-    .. math:: x_{i-1} = x'_{i-1} - \zeta_i \nabla_{x_i} \| y - A \hat x_0(x_i) \|_2^2,
-              \qquad \zeta_i = \zeta' / \| y - A \hat x_0(x_i) \|
+    .. math:: x_{i-1} = x'_{i-1} - \zeta\, \nabla_{x_i} \| y - A \hat x_0(x_i) \|_2
 
-    (the step-size rule the paper uses in its experiments, Appendix C), :math:`\hat x_0 = D`. The
-    gradient is taken in the VP-scaled variable :math:`x_{VP} = \hat x/\sqrt{1+\sigma^2}` of the
-    paper and translated to the unscaled state, i.e. multiplied by
-    :math:`\sqrt{(1+\sigma_i^2)(1+\sigma_{i+1}^2)}`. The likelihood weight is the heuristic
-    :math:`\zeta'`, not :math:`1/2\sigma_y^2`: ``sigma_y`` only enters through ``y``. One
-    denoiser evaluation and one vector-Jacobian product per step; stochastic (fresh noise of step
-    ``i`` = ``seeded_noise`` stream ``i + 1``).
+    (DPS2022/diffusion-posterior-sampling, ``guided_diffusion/condition_methods.py``, class
+    ``PosteriorSampling``: ``norm = torch.linalg.norm(difference)``, ``norm_grad =
+    torch.autograd.grad(outputs=norm, inputs=x_prev)[0]``, ``x_t -= norm_grad * self.scale``):
+    ``zeta`` is their ``scale``, the *unsquared* residual norm is differentiated. Conversion:
+    Algorithm 1 as written, :math:`\zeta_i \nabla \|r\|_2^2` with :math:`\zeta_i = \zeta'/\|r\|`
+    (the step-size rule of the paper's Appendix C.2), is :math:`2\zeta' \nabla\|r\|`, i.e. this
+    step with ``zeta = 2 zeta'``. The authors' configs use ``scale`` 0.5 for inpainting
+    (``configs/inpainting_config.yaml``) and 0.3 for super-resolution and Gaussian deblurring
+    (``configs/super_resolution_config.yaml``, ``configs/gaussian_deblur_config.yaml``); the
+    default ``zeta = 1.0`` is their code's default (``kwargs.get('scale', 1.0)``): pass the
+    config value of the task at hand.
+
+    The norm is taken per sample (the authors' code takes it over the batch tensor and runs
+    one image at a time, ``batch_size=1`` in ``sample_condition.py``). The gradient is taken in
+    the VP-scaled variable :math:`x_{VP} = \hat x/\sqrt{1+\sigma^2}` of the paper and translated
+    to the unscaled state, i.e. multiplied by :math:`\sqrt{(1+\sigma_i^2)(1+\sigma_{i+1}^2)}`.
+    The likelihood weight is the heuristic ``zeta``, not :math:`1/2\sigma_y^2`: ``sigma_y`` only
+    enters through ``y``. One denoiser evaluation and one vector-Jacobian product per step;
+    stochastic (fresh noise of step ``i`` = ``seeded_noise`` stream ``i + 1``).
 
     Parameters
     ----------
@@ -755,26 +771,29 @@ def sample_dps(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: fl
     x : (B, *event_shape) start, ``sigmas[0] * noise``.
     sigmas : decreasing grid ending in 0.
     A, y, sigma_y : operator (or (m, d) tensor), (B, m) measurements, noise level.
-    zeta : :math:`\zeta'` (the paper uses values of order 0.1 to 1 depending on the task).
+    zeta : the authors' ``scale`` (step on :math:`\nabla\|r\|`; ``2 zeta'`` of the paper's
+        Appendix C.2 rule), default 1.0.
+
+    Returns
+    -------
+    (B, *event_shape) samples.
     """
     sig, op, sy, yy = _setup(denoiser, x, sigmas, A, y, sigma_y)
     check_positive(zeta, "zeta", allow_zero=True)
     B = x.shape[0]
     for i, (s_cur, s_next) in enumerate(zip(sig[:-1], sig[1:])):
-        norm = {}
 
         def v_of(D):
             r = yy - op.forward(D)
-            norm["r"] = r.norm(dim=1).clamp_min(torch.finfo(r.dtype).tiny)
-            return -2 * op.adjoint(r)                                   # grad of |y - A D|^2 wrt D
+            norm = r.norm(dim=1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny)
+            return -op.adjoint(r) / norm                                # grad of |y - A D| wrt D
 
         den, grad = _denoise_vjp(denoiser, x, s_cur, v_of)
         noise = lambda: seeded_noise(B, x.shape[1:], seed=seed, start=start, step=i + 1,  # noqa: E731
                                      dtype=x.dtype, device=x.device)
         x_next = _ancestral(x, den, s_cur, s_next, 1.0, noise)
-        scale = math.sqrt((1 + s_cur ** 2) * (1 + s_next ** 2))
-        step = (zeta * scale / norm["r"])[:, None] * grad
-        x_next = x_next - step.reshape(x.shape)
+        scale = math.sqrt((1 + s_cur ** 2) * (1 + s_next ** 2))        # VP variable -> unscaled state
+        x_next = x_next - (zeta * scale * grad).reshape(x.shape)
         if callback is not None:
             callback({"i": i, "sigma": s_cur, "x": x, "denoised": den})
         x = x_next
@@ -786,9 +805,9 @@ def sample_pigdm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: 
     r"""Pseudoinverse-guided diffusion (PiGDM; Song, Vahdat, Mardani & Kautz, ICLR 2023), any
     sigma grid and any denoiser.
 
-    PiGDM approximates :math:`p(x_0 \mid x_t) \approx N(\hat x_0, r_t^2 I)` (Section 3.1), which
-    gives :math:`p_t(y \mid x_t) \approx N(A\hat x_0, r_t^2 AA^T + \sigma_y^2 I)` and the guidance
-    (the noisy-measurement form, Section 3.2)
+    PiGDM approximates :math:`p(x_0 \mid x_t) \approx N(\hat x_0, r_t^2 I)`, which gives
+    :math:`p_t(y \mid x_t) \approx N(A\hat x_0, r_t^2 AA^T + \sigma_y^2 I)` and the guidance (the
+    paper's form for noisy linear measurements)
 
     .. math:: g = \Big(\big(y - A\hat x_0\big)^T \big(r_t^2 AA^T + \sigma_y^2 I\big)^{-1} A
               \frac{\partial \hat x_0}{\partial x_t}\Big)^T
@@ -797,11 +816,12 @@ def sample_pigdm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: 
     with :math:`r_t^2 = \sigma^2 v / (v + \sigma^2)`, ``v = data_var`` (the paper's
     :math:`r_t^2 = \sigma_t^2/(1+\sigma_t^2)` for data of unit variance: the exact posterior
     variance of an :math:`N(0, vI)` prior). Here ``g`` is added to the prior score, i.e. the
-    conditional denoiser :math:`D + \sigma^2 g` is used in the DDIM step (Euler for ``eta = 0``,
-    the paper's Algorithm 1 sampler); this is Bayes' rule with weight 1. The paper's Algorithm 1
-    scales the guidance by a tuned factor instead; no such factor is applied here. For an
-    isotropic Gaussian prior :math:`N(\mu, vI)` the approximation is exact, and so is the sampler
-    as the steps grow. One denoiser evaluation, one VJP and one ``m x m`` solve per step.
+    conditional denoiser :math:`D + \sigma^2 g` is used in the DDIM step (Euler for ``eta = 0``);
+    this is Bayes' rule with weight 1: no extra guidance weight is applied. For an isotropic
+    Gaussian prior :math:`N(\mu, vI)` the approximation is exact, and so is the sampler as the
+    steps grow. One denoiser evaluation, one VJP and one ``m x m`` solve per step.
+    Equation, section and algorithm numbers of the paper are not cited here: they could not be
+    checked against its text.
     """
     sig, op, sy, yy = _setup(denoiser, x, sigmas, A, y, sigma_y)
     v = check_positive(data_var, "data_var")
@@ -836,18 +856,19 @@ def sample_ddrm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: f
 
     In the spectral coordinates of :math:`A = U\,\mathrm{diag}(s)\,V^T` (``V`` completed to an
     orthonormal basis), :math:`\bar x = V^T x`, :math:`\bar y_j = (U^T y)_j / s_j` with noise
-    :math:`\sigma_y / s_j`. Start (the paper's eq. (7)): observed coordinates with
-    :math:`\sigma_0 \ge \sigma_y/s_j` start at :math:`\bar y_j + \sqrt{\sigma_0^2 - \sigma_y^2/s_j^2}\,\epsilon_j`
+    :math:`\sigma_y / s_j`. Start: observed coordinates with :math:`\sigma_0 \ge \sigma_y/s_j`
+    start at :math:`\bar y_j + \sqrt{\sigma_0^2 - \sigma_y^2/s_j^2}\,\epsilon_j`
     (``epsilon`` = the given start noise ``x / sigma_0``), the others at ``x``. Each step from
-    :math:`\sigma_{i}` to :math:`\sigma_{i+1}` with :math:`\bar x_\theta = V^T D(x_i, \sigma_i)`
-    (the paper's eq. (8)):
+    :math:`\sigma_{i}` to :math:`\sigma_{i+1}` with :math:`\bar x_\theta = V^T D(x_i, \sigma_i)`:
 
     * unobserved (:math:`s_j = 0`): :math:`\bar x_\theta + \sqrt{1-\eta^2}\,\sigma_{i+1}(\bar x_i - \bar x_\theta)/\sigma_i + \eta\sigma_{i+1}\epsilon`;
     * :math:`\sigma_{i+1} < \sigma_y/s_j`: :math:`\bar x_\theta + \sqrt{1-\eta^2}\,\sigma_{i+1}(\bar y - \bar x_\theta)\,s_j/\sigma_y + \eta\sigma_{i+1}\epsilon`;
     * :math:`\sigma_{i+1} \ge \sigma_y/s_j`: :math:`(1-\eta_b)\bar x_\theta + \eta_b\bar y + \sqrt{\sigma_{i+1}^2 - \eta_b^2\sigma_y^2/s_j^2}\,\epsilon`.
 
-    Defaults ``eta = 0.85``, ``eta_b = 1`` are the paper's. One denoiser evaluation per step, no
-    gradient; uses ``A.svd()``. Fresh noise of step ``i`` = ``seeded_noise`` stream ``i + 1``.
+    Defaults ``eta = 0.85``, ``eta_b = 1`` are the authors' (bahjat-kawar/ddrm, ``README.md``:
+    ``--eta`` default 0.85, ``--etaB`` default 1). Equation and section numbers of the paper are
+    not cited here: they could not be checked against its text. One denoiser evaluation per
+    step, no gradient; uses ``A.svd()``. Fresh noise of step ``i`` = ``seeded_noise`` stream ``i + 1``.
     """
     sig, op, sy, yy = _setup(denoiser, x, sigmas, A, y, sigma_y)
     for name, val in (("eta", eta), ("eta_b", eta_b)):

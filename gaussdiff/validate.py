@@ -69,7 +69,7 @@ ADAPTERS: dict[str, Adapter] = {
     "inverse_reproducibility": Adapter(
         claim="exact posterior flows of inverse problems and conditional closed forms are reproducible "
               "across solvers and frameworks from the same noise",
-        source="Zhang et al. 2023 (closed-form part)",
+        source="Zhang, Zhou, Lu, Guo, Wang, Shen & Qu, ICML 2024 (closed-form part; conditional and fine-tuned networks)",
         expected="exact flows: reproducibility share >= 0.95 (centred cosine >= 0.9) for every solver and "
                  "framework pair, guided Gaussian flow on its exact map; networks (conditional, fine-tuned): "
                  "share >= 0.9 with controls below 0.5",

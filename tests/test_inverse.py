@@ -349,6 +349,48 @@ def test_pigdm_is_exact_for_an_isotropic_gaussian_prior(gen):
     assert errs[1][1] < 1e-3 and errs[1][1] < errs[0][1] / 2.5
 
 
+def test_dps_step_is_zeta_times_the_gradient_of_the_residual_norm(gen):
+    """One DPS gradient step equals ``zeta * grad ||y - A x0_hat||`` (unsquared norm) in the VP
+    variable, as in the authors' code (DPS2022/diffusion-posterior-sampling,
+    ``guided_diffusion/condition_methods.py``, ``PosteriorSampling``), checked against a direct
+    autograd of ``torch.linalg.norm`` one sample at a time and against the hand-computed gradient
+    for a Gaussian prior (linear denoiser, Jacobian ``S (S + sigma^2 I)^-1``); and the paper's
+    Algorithm 1 with ``zeta_i = zeta' / ||r||`` equals ``zeta = 2 zeta'``. float64, 1e-10."""
+    d, m, B = 5, 3, 4
+    prior, A, y, sy = gaussian_problem(gen, d=d, m=m, B=B)
+    s0, s1 = 2.5, 0.7
+    sig = torch.tensor([s0, s1, 0.0], dtype=F64)
+    x = torch.randn(B, d, generator=gen, dtype=F64) * s0
+
+    def first_step(zeta):
+        seen = []
+        gd.sample_dps(prior, x, sig, A=A, y=y, sigma_y=sy, zeta=zeta, seed=3,
+                      callback=lambda info: seen.append(info["x"]))
+        return seen[1]                                       # the state after step 0
+
+    zeta = 0.5
+    step = first_step(zeta) - first_step(0.0)                # the ancestral part cancels (same noise)
+    c0, c1 = math.sqrt(1 + s0 ** 2), math.sqrt(1 + s1 ** 2)
+    # the authors' code: norm of one sample's residual, autograd wrt the VP variable x / sqrt(1 + s^2)
+    ref = torch.empty_like(x)
+    for b in range(B):
+        x_vp = (x[b:b + 1] / c0).requires_grad_(True)
+        norm = torch.linalg.norm(y[b:b + 1] - prior(x_vp * c0, s0) @ A.T)
+        (g,) = torch.autograd.grad(norm, x_vp)
+        ref[b] = -zeta * c1 * g[0]                           # x_vp -= scale * grad, back to x: * c1
+    assert rel(step, ref) < 1e-10
+    # by hand: D(x) = mu + S (S + s^2 I)^-1 (x - mu), J symmetric, grad_x |r| = -J A^T r / |r|
+    S = prior.cov
+    J = S @ torch.linalg.inv(S + s0 ** 2 * torch.eye(d, dtype=F64))
+    r = y - prior(x, s0) @ A.T
+    hand = -zeta * c0 * c1 * (-(r @ A) @ J.T / r.norm(dim=1, keepdim=True))
+    assert rel(step, hand) < 1e-10
+    # the paper's Algorithm 1 with zeta_i = zeta' / |r| (Appendix C.2) is zeta = 2 zeta'
+    zeta_p = 0.3
+    paper = -zeta_p / r.norm(dim=1, keepdim=True) * c0 * c1 * (-2 * (r @ A) @ J.T)
+    assert rel(first_step(2 * zeta_p) - first_step(0.0), paper) < 1e-10
+
+
 def test_samplers_take_any_denoiser_and_are_deterministic(gen):
     data = torch.randn(12, 1, 2, 2, generator=gen, dtype=F64)
     emp = gd.EmpiricalDenoiser(data)
