@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Report", "parse_args", "fmt", "set_threads", "save_figure"]
+__all__ = ["Report", "parse_args", "fmt", "set_threads", "save_figure", "train_to_plateau"]
 
 
 def parse_args(doc: str | None, argv=None, extra=None) -> argparse.Namespace:
@@ -80,6 +80,46 @@ class set_threads:
     def __exit__(self, *exc):
         self._apply(*self.prev)
 
+
+
+def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000, tol: float = 0.1,
+                     close: float | None = None, gap_draws: int = 2048, gap_seed: int = 0, **train_kw):
+    """Train until the training loss stops approaching the exact optimum's, or comes close to
+    it: a measured "sufficiently trained", the same rule for every framework and architecture.
+
+    The run trains ``start`` steps, then doubles its length (resuming in ``outdir``, so the
+    result is bit-identical to one uninterrupted run) while ``max_steps`` allows. After each
+    length the excess of its EMA network's training loss over the exact empirical optimum's
+    (``gaussdiff.optimum_gap``, EDM's loss on ``gap_draws`` fixed draws: the same draws at every
+    length, so the differences are paired) is measured. The run stops with
+
+    * ``"plateau"`` when the excess after a doubling is more than ``(1 - tol)`` times the excess
+      before it (less than a ``tol`` share gained by doubling the training);
+    * ``"close to the optimum"`` when ``close`` is given and the excess is at most ``close``
+      times the gap between the training set's Gaussian fit and the optimum;
+    * ``"budget reached"`` when doubling again would pass ``max_steps`` (the condition is not met).
+
+    Returns ``(TrainResult, history, reason)`` with ``history`` a list of ``{"step", "excess",
+    "excess_se", "loss", "loss_optimum", "loss_gaussian", "gaussian_share"}``."""
+    import torch
+
+    import gaussdiff as gd
+
+    history, steps = [], start
+    while True:
+        res = gd.train_denoiser(train, steps=steps, outdir=outdir, progress=False, **train_kw)
+        g = gd.optimum_gap(res.denoiser, train, generator=torch.Generator().manual_seed(gap_seed),
+                           n_draws=gap_draws)
+        history.append({"step": steps, "excess": g.excess, "excess_se": g.excess_se, "loss": g.loss,
+                        "loss_optimum": g.loss_optimum, "loss_gaussian": g.loss_gaussian,
+                        "gaussian_share": g.gaussian_share})
+        if close is not None and g.gaussian_share <= close:
+            return res, history, "close to the optimum"
+        if len(history) >= 2 and history[-1]["excess"] > (1 - tol) * history[-2]["excess"]:
+            return res, history, "plateau"
+        if 2 * steps > max_steps:
+            return res, history, "budget reached"
+        steps *= 2
 
 def save_figure(fig, path):
     """Lay out, write (110 dpi) and close a matplotlib figure; returns ``path``."""
