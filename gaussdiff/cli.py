@@ -372,6 +372,9 @@ def _add_inverse(sub):
     p.add_argument("--n-meas", type=int, default=4, help="measured held-out rows (default 4)")
     p.add_argument("--samples", type=int, default=100, help="samples per measurement (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of split, operator, measurement noise, samplers")
+    p.add_argument("--dps-zeta", type=float, default=None,
+                   help="DPS step scale, the 'scale' of the DPS authors' configs (default: 0.5 for inpaint, "
+                        "their inpainting value, 0.3 otherwise, their super-resolution and deblurring value)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--outdir", type=Path, required=True, help="where to write measurements.csv/.json and inverse.png")
     p.set_defaults(func=_run_inverse)
@@ -391,6 +394,8 @@ def _run_inverse(args):
     for sy in args.sigma_y:
         if not sy > 0:
             raise ValueError(f"--sigma-y: must be > 0, got {sy}")
+    if args.dps_zeta is not None and not args.dps_zeta >= 0:
+        raise ValueError(f"--dps-zeta: must be >= 0, got {args.dps_zeta}")
     data, labels, _ = gd.load_dataset(args.data)
     data = data.to(torch.float64)
     n_train = min(args.n_train, data.shape[0] - args.n_meas)
@@ -408,14 +413,16 @@ def _run_inverse(args):
         prior = gd.ClassConditionalDenoiser.from_data(train, labels[perm[:n_train]], kind="gaussian",
                                                       unconditional="marginal").unconditional
     op = gd.make_operator(args.operator, data.shape[1:], seed=args.seed)
+    dps_zeta = args.dps_zeta if args.dps_zeta is not None else (0.5 if args.operator.startswith("inpaint") else 0.3)
     rows, shown = [], {}
     for sy in args.sigma_y:
         y = op(test) + sy * gd.seeded_noise(test.shape[0], op.out_dim, seed=args.seed + 1000)
         post = gd.PosteriorDenoiser(prior, op, y, sy)
         for steps in args.steps:
             for name in args.sampler:
+                extra = {"zeta": dps_zeta} if name == "dps" else {}
                 smp = gd.run_posterior_sampler(name, prior, op, y, sy, steps=steps, n_samples=args.samples,
-                                               seed=args.seed)
+                                               seed=args.seed, **extra)
                 res = gd.measure_posterior_samples(smp, post)
                 row = dict(prior=args.prior, operator=args.operator, sigma_y=sy, sampler=name, steps=steps, **res)
                 rows.append(row)

@@ -461,3 +461,29 @@ def test_bad_input_is_refused(gen):
     with pytest.raises(ValueError, match="^denoiser:"):
         gd.sample_dps(lambda x, s: x.detach() * 0, torch.randn(4, 5, dtype=F64), gd.karras_sigmas(3), A=A, y=y,
                       sigma_y=sy)
+
+
+def test_cli_inverse_passes_the_authors_dps_scale(tmp_path, monkeypatch, capsys):
+    """``gaussdiff inverse`` gives DPS the DPS authors' config scale by operator (0.5 for
+    inpainting, 0.3 otherwise) unless ``--dps-zeta`` says otherwise; a negative one is refused."""
+    from gaussdiff.cli import main as cli_main
+
+    seen = []
+    real = gd.run_posterior_sampler
+
+    def spy(name, *args, **kw):
+        seen.append((name, kw.get("zeta")))
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(gd, "run_posterior_sampler", spy)
+    base = ["inverse", "--sampler", "dps,ddrm", "--steps", "3", "--samples", "2", "--n-meas", "1", "--n-train", "50"]
+    assert cli_main(base + ["--outdir", str(tmp_path / "a")]) in (0, None)
+    assert seen == [("dps", 0.5), ("ddrm", None)]
+    seen.clear()
+    assert cli_main(base + ["--operator", "blur:1", "--outdir", str(tmp_path / "b")]) in (0, None)
+    assert seen[0] == ("dps", 0.3)
+    seen.clear()
+    assert cli_main(base + ["--dps-zeta", "1.5", "--outdir", str(tmp_path / "c")]) in (0, None)
+    assert seen[0] == ("dps", 1.5)
+    assert cli_main(base + ["--dps-zeta", "-1", "--outdir", str(tmp_path / "d")]) not in (0, None)
+    assert "--dps-zeta: must be >= 0" in capsys.readouterr().err
