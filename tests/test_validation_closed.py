@@ -58,7 +58,11 @@ def test_yi_empirical_optimum_fast(tmp_path, run_fast_validation):
 
 def test_li_gaussian_structure_fast(tmp_path, run_fast_validation):
     res = run_fast_validation("li_gaussian_structure", tmp_path)
-    assert set(res["table_last_checkpoint"]) == {"N16_w32", "N16_w128", "N256_w32", "N256_w128"}
+    # the wide model at every N, the narrow one (width >= d = 64) at the largest N only
+    assert set(res["table"]) == {"N16_w128", "N256_w128", "N256_w64"}
+    assert [c["what"][0] for c in res["checks"]] == ["1", "2", "3", "4", "5"]
+    assert all(m["stopped"] in ("plateau", "budget reached") for m in res["models"])
+    assert res["early_training_trajectory"]
 
 
 # ---------------------------------------------------------------------------------------------
