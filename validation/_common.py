@@ -36,7 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Report", "parse_args", "fmt", "set_threads", "save_figure", "train_to_plateau"]
+__all__ = ["Report", "parse_args", "fmt", "set_threads", "save_figure", "train_to_plateau", "pair_null_threshold",
+           "max_null_threshold"]
 
 
 def parse_args(doc: str | None, argv=None, extra=None) -> argparse.Namespace:
@@ -120,6 +121,50 @@ def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000
         if 2 * steps > max_steps:
             return res, history, "budget reached"
         steps *= 2
+
+
+def _unit_centred(data):
+    """Rows of ``data`` flattened, each minus its own mean and scaled to unit norm (float64), so
+    that a dot product is the centred cosine (``gaussdiff``'s ``similarity="cosine"``)."""
+    x = data.reshape(data.shape[0], -1).double()
+    x = x - x.mean(1, keepdim=True)
+    return x / x.norm(dim=1, keepdim=True)
+
+
+def pair_null_threshold(data, quantile: float = 0.99, *, max_points: int = 4000, seed: int = 0) -> float:
+    """A similarity threshold fixed from data alone, for comparing *one pair* of images: the
+    ``quantile`` of the centred cosine between two distinct images of ``data`` (all pairs of at
+    most ``max_points`` images, a seeded subset when there are more)."""
+    import numpy as np
+    import torch
+
+    if data.shape[0] > max_points:
+        data = data[torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points]]
+    x = _unit_centred(data)
+    iu = torch.triu_indices(x.shape[0], x.shape[0], 1)
+    return float(np.quantile((x @ x.T)[iu[0], iu[1]].numpy(), quantile))
+
+
+def max_null_threshold(data, n: int, quantile: float = 0.99, *, draws: int = 2000, seed: int = 0) -> float:
+    """A similarity threshold fixed from data alone, for a sample's *largest* similarity to a
+    training set of ``n`` images: the ``quantile`` of the largest centred cosine between a real
+    image and ``n`` other images of ``data`` (``draws`` random draws of the image and its ``n``
+    companions; every image against all the others when ``n >= len(data) - 1``). A maximum over
+    ``n`` images needs this null: a pair threshold is passed far more often by a maximum."""
+    import numpy as np
+
+    x = _unit_centred(data)
+    if n >= x.shape[0] - 1:
+        c = x @ x.T
+        c.fill_diagonal_(-2.0)
+        vals = c.max(1).values.numpy()
+    else:
+        rng = np.random.default_rng(seed)
+        vals = np.empty(draws)
+        for r in range(draws):
+            idx = rng.choice(x.shape[0], n + 1, replace=False)
+            vals[r] = float((x[idx[1:]] @ x[idx[0]]).max())
+    return float(np.quantile(vals, quantile))
 
 def save_figure(fig, path):
     """Lay out, write (110 dpi) and close a matplotlib figure; returns ``path``."""

@@ -108,7 +108,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, save_figure, set_threads, train_to_plateau  # noqa: E402
+from _common import (Report, fmt, max_null_threshold, pair_null_threshold, parse_args, save_figure,  # noqa: E402
+                     set_threads, train_to_plateau)
 
 import gaussdiff as gd  # noqa: E402
 
@@ -126,38 +127,6 @@ ARCH_PAIR = ("edm-mlp", "edm-unet")
 FULL = dict(sizes=(4, 1797), start=1500, max_steps=24000, batch=64, mlp_width=128, unet_width=8, n_samples=256)
 FAST = dict(sizes=(4, 64, 512), start=150, max_steps=300, batch=64, mlp_width=32, unet_width=8, n_samples=32)
 CLOSE = 0.5
-
-
-def _unit_centred(data):
-    x = data.reshape(data.shape[0], -1).double()
-    x = x - x.mean(1, keepdim=True)
-    return x / x.norm(dim=1, keepdim=True)
-
-
-def null_threshold(data) -> float:
-    """RP threshold: the NULL_QUANTILE quantile of the centred cosine over all pairs of distinct images."""
-    x = _unit_centred(data)
-    iu = torch.triu_indices(x.shape[0], x.shape[0], 1)
-    v = (x @ x.T)[iu[0], iu[1]]
-    return float(np.quantile(v.numpy(), NULL_QUANTILE))
-
-
-def memorization_threshold(data, n: int, *, draws: int = 2000, seed: int = 0) -> float:
-    """Memorization threshold at training-set size n: the NULL_QUANTILE quantile of the largest
-    centred cosine between a real image and n *other* images (``draws`` random draws; every
-    image against all the others when n >= N - 1)."""
-    x = _unit_centred(data)
-    c = x @ x.T
-    if n >= x.shape[0] - 1:
-        c.fill_diagonal_(-2.0)
-        vals = c.max(1).values.numpy()
-    else:
-        rng = np.random.default_rng(seed)
-        vals = np.empty(draws)
-        for r in range(draws):
-            idx = rng.choice(x.shape[0], n + 1, replace=False)
-            vals[r] = float(c[idx[0], idx[1:]].max())
-    return float(np.quantile(vals, NULL_QUANTILE))
 
 
 def rp(a, b, t, seed=0):
@@ -196,7 +165,7 @@ def train_model(train, net, fw, width, seed, cfg, threads, outdir):
 
 def _main(args, cfg, threads) -> dict:
     data, _, _ = gd.load_dataset("digits")
-    t_sub = null_threshold(data)
+    t_sub = pair_null_threshold(data, NULL_QUANTILE)
     rep = Report("zhang_reproducibility",
                  claim="models of different frameworks and architectures trained on the same data give nearly "
                        "the same samples from the same noise, in the memorization and the generalization regime",
@@ -206,7 +175,7 @@ def _main(args, cfg, threads) -> dict:
                           f"N and <= 0.1 at large N; framework and architecture RP (share of same-noise pairs with "
                           f"similarity > t) >= {HIGH} at both ends; centred cosine (SSCD substitute), t = {t_sub:.3f} "
                           f"and t_N the {NULL_QUANTILE} quantiles of the data's pair and max-over-N nulls", args=args)
-    t_mem = {n: memorization_threshold(data, n) for n in cfg["sizes"]}
+    t_mem = {n: max_null_threshold(data, n, NULL_QUANTILE) for n in cfg["sizes"]}
     print(f"   substitute thresholds: RP t = {t_sub:.4f} ({NULL_QUANTILE} quantile over distinct digits); "
           "memorization " + ", ".join(f"N={n}: {t:.4f}" for n, t in t_mem.items()))
     rep.note("threshold", t_sub)
