@@ -76,33 +76,53 @@ def test_zhang_reproducibility_fast(tmp_path, run_checked):
     assert dip["lowest_middle_rp_all"] == min(r["rp_all"] for r in per_n[1:-1])
 
 def test_kadkhodaie_disjoint_fast(tmp_path, run_checked):
+    from gaussdiff.experiments import transition_size
+
     stored = run_checked("kadkhodaie_disjoint", tmp_path)
     curves = stored["curves"]
     assert {k.split("_w")[0] for k in curves} == {"digits", "patches"}
     assert len({k.split("_w")[1] for k in curves}) >= 2                # at least two widths
-    assert len(stored["checks"]) == 4 + 4 + 2 + 2
+    assert len(stored["checks"]) == 4 * len(curves) + 2 + 2
+    assert stored["im_set_corr_max_abs_diff"] < 1e-5                   # centred cosine == im_set_corr
     for key, c in curves.items():
         name, w = key.split("_w")
+        assert c["threshold"] == pytest.approx(stored["thresholds"][name]["pair"])
+        # a sample's maximum over its N training images has its own, higher null threshold
+        t_mem = stored["thresholds"][name]["memorization"]
+        assert [int(n) for n in t_mem] == c["ns"] and all(v > c["threshold"] for v in t_mem.values())
         a = _find(stored, f"{name} width {w}: memorization")
-        assert a["value"] == pytest.approx(c["mem"][0])
+        assert a["value"] == pytest.approx(c["mem"][0]) == pytest.approx(c["mem_k"][0] / c["n_mem"])
         b = _find(stored, f"{name} width {w}: reproducibility")
-        assert b["value"] == pytest.approx(c["rp"][-1])
-        # N* is where the recorded RP curve first reaches 0.5
-        first = next((i for i, v in enumerate(c["rp"]) if v >= 0.5), None)
-        if first is None:
-            assert c["nstar"] is None
-        elif first == 0:
-            assert c["nstar"] == pytest.approx(c["ns"][0])
+        assert b["value"] == pytest.approx(c["rp"][-1]) == pytest.approx(c["rp_k"][-1] / c["n_pairs"])
+        assert (a["status"] == "PASS") == (a["value"] - 2 * a["se"] >= 0.5)
+        assert (b["status"] == "PASS") == (b["value"] - 2 * b["se"] >= 0.5)
+        p = _find(stored, f"{name} width {w}: pair-cosine median")
+        assert p["value"] == pytest.approx(c["med_pair"][-1] - c["med_pair"][0])
+        assert (p["status"] == "PASS") == (p["value"] - 2 * p["se"] > 0)
+        q = _find(stored, f"{name} width {w}: train-cosine median")
+        assert q["value"] == pytest.approx(c["med_train"][0] - c["med_train"][-1])
+        assert (q["status"] == "PASS") == (q["value"] - 2 * q["se"] > 0)
+        # N* is the logistic fit of the recorded RP counts over all N (not a first crossing)
+        fit = transition_size(c["ns"], c["rp_k"], [c["n_pairs"]] * len(c["ns"]), level=0.5, n_boot=10)
+        if c["nstar"] is None:
+            assert math.isnan(fit.n_star)
         else:
-            assert c["ns"][first - 1] <= c["nstar"] <= c["ns"][first]
+            assert c["nstar"] == pytest.approx(fit.n_star, rel=1e-6)
     for c in stored["checks"]:
         if "N*(" in c["what"]:
             share = float(re.search(r"ordered in ([0-9.]+)% of draws", c["note"]).group(1))
             assert (c["status"] == "PASS") == (share >= 97.5)
 
 def test_bonnaire_tau_mem_fast(tmp_path, run_checked):
+    import numpy as np
+
     stored = run_checked("bonnaire_tau_mem", tmp_path)
     assert len(stored["checks"]) == 4
+    assert 0.5 < stored["classifier_accuracy"] <= 1.0
+    assert stored["training"]["warmup"] == 0 and stored["training"]["ema"] == 0.0
+    null = stored["fd_null"]
+    for kind in ("classifier", "pixel"):
+        assert null[kind]["tol"] == pytest.approx(null[kind]["mean"] + 2 * null[kind]["sd"])
     em, eg = stored["exponent_mem"], stored["exponent_gen"]
     c1 = _find(stored, "exponent of tau_mem")
     ok1 = (em["ci_low"] is not None and not math.isnan(em["ci_low"])
@@ -111,15 +131,8 @@ def test_bonnaire_tau_mem_fast(tmp_path, run_checked):
     c2 = _find(stored, "exponent of tau_gen")
     ok2 = not math.isnan(eg["ci_low"]) and eg["ci_low"] > -0.5 and eg["ci_high"] < 0.5
     assert (c2["status"] == "PASS") == ok2
-    import numpy as np
-
     # the time scales follow from the recorded curves by the docstring's rules
     sizes = sorted({r["n"] for r in stored["rows"]})
-    assert 0.5 < stored["classifier_accuracy"] <= 1.0
-    assert stored["training"]["warmup"] == 0 and stored["training"]["ema"] == 0.0
-    null = stored["fd_null"]
-    for kind in ("classifier", "pixel"):
-        assert null[kind]["tol"] == pytest.approx(null[kind]["mean"] + 2 * null[kind]["sd"])
     assert len(sizes) >= 3
     for t in stored["time_scales"]:
         rs = sorted((r for r in stored["rows"] if r["n"] == t["n"] and r["seed"] == t["seed"]),
