@@ -235,12 +235,13 @@ def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas, *, eta: 
         denoised = denoiser(x, s_cur)
         s_up = min(s_next, eta * math.sqrt(max(0.0, s_next ** 2 * (s_cur ** 2 - s_next ** 2) / s_cur ** 2)))
         s_down = math.sqrt(max(0.0, s_next ** 2 - s_up ** 2))
-        x = x + (s_down - s_cur) * (x - denoised) / s_cur
+        x_next = x + (s_down - s_cur) * (x - denoised) / s_cur
         if s_up > 0:
-            x = x + s_up * seeded_noise(x.shape[0], x.shape[1:], seed=seed, start=start, step=i + 1,
-                                        dtype=x.dtype, device=x.device)
-        if callback is not None:
+            x_next = x_next + s_up * seeded_noise(x.shape[0], x.shape[1:], seed=seed, start=start, step=i + 1,
+                                                  dtype=x.dtype, device=x.device)
+        if callback is not None:          # the state at sigma = s_cur, as in the other samplers
             callback({"i": i, "t": s_cur, "sigma": s_cur, "x": x, "denoised": denoised})
+        x = x_next
     return x
 
 

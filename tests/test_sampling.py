@@ -203,6 +203,26 @@ def test_samplers_bit_reproducible(gauss):
         assert torch.equal(fn(gauss, x, sig), fn(gauss, x, sig))
 
 
+
+@pytest.mark.parametrize("fn", [gd.sample_euler, gd.sample_heun, gd.sample_edm_stochastic, gd.sample_euler_ancestral],
+                         ids=lambda f: f.__name__)
+def test_callback_state_is_at_its_sigma(gauss, fn):
+    """Every sampler's callback reports the state *at* ``info["sigma"]`` (before the step), with
+    ``denoised`` its denoiser output there: the first call sees the start, each later call the
+    previous step's result, and ``denoised`` is ``D(x, sigma)`` of that state."""
+    x = _noise(3, 5, 80.0)
+    sig = gd.karras_sigmas(6)
+    seen = []
+    out = fn(gauss, x, sig, callback=lambda info: seen.append({k: v for k, v in info.items()}))
+    assert len(seen) == len(sig) - 1 and torch.equal(seen[0]["x"], x)
+    for info in seen:
+        assert info["sigma"] == pytest.approx(float(sig[info["i"]]))
+    if fn is not gd.sample_edm_stochastic:        # its denoiser sees the churned state at sigma_hat
+        for info in seen:
+            torch.testing.assert_close(info["denoised"], gauss(info["x"], info["sigma"]), rtol=1e-12, atol=1e-12)
+    if fn is gd.sample_euler_ancestral:           # the last state reported is the one the last step starts from
+        assert not torch.equal(seen[-1]["x"], out)
+
 def test_stochastic_samplers_do_not_depend_on_batching(gauss):
     x = _noise(6, 5, 80.0)
     sig = gd.karras_sigmas(10)

@@ -319,9 +319,9 @@ def run_trajectories(d: int, cfg: Config, seed: int) -> dict:
     ts, phis, nearest = [], [], []
 
     def record(info):
-        s = float(sigmas[info["i"] + 1])                 # the state after step i is at sigmas[i + 1]
-        if s == 0.0:
+        if info["i"] == 0:                               # levels sigmas[1:-1]: the start is not recorded
             return
+        s = float(info["sigma"])
         xa = info["x"] @ train.T - half_sq[None]          # -|x - a_i|^2 / 2 up to a per-row constant
         w = torch.softmax(xa / (s * s), dim=1)
         q = w[:, plus].sum(1)
