@@ -507,9 +507,13 @@ def _write_tables(outdir: Path, cells: list[dict] | None = None) -> list[dict]:
     atomic_write(outdir / "results.csv", buf.getvalue())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["n", "width", "framework", "tau_mem"])
+    from .training import TRAIN_DEFAULTS
+
+    warmup = TRAIN_DEFAULTS["warmup"]            # the sweep trains with the trainer's warm-up
+    w.writerow(["n", "width", "framework", "tau_mem", "inside_warmup"])
     for (n, width, fw), t in sorted(tau_mem(rows).items()):
-        w.writerow([n, width, fw, "" if t is None else f"{t:.6g}"])
+        # a tau inside the learning-rate warm-up is set by the ramp, not by the dynamics: flagged
+        w.writerow([n, width, fw, "" if t is None else f"{t:.6g}", "" if t is None else int(t <= warmup)])
     atomic_write(outdir / "tau_mem.csv", buf.getvalue())
     return rows
 

@@ -125,6 +125,9 @@ def test_cli_phase_curve_and_plot(tmp_path, capsys):
                      "--widths", "32", "--checkpoints", "2", "--samples", "16", "--workers", "1", "--no-progress",
                      "--outdir", str(out)])
     assert code == 0
+    with open(out / "tau_mem.csv") as f:    # 40 steps lie inside the 100-step warm-up: every tau is flagged
+        taus = list(csv.DictReader(f))
+    assert taus and all(r["inside_warmup"] == ("" if r["tau_mem"] == "" else "1") for r in taus)
     for name in ("results.csv", "tau_mem.csv", "config.json", "phase_curves.png", "phase_diagram.png"):
         assert (out / name).exists(), name
     assert "memorization" in capsys.readouterr().out
