@@ -84,7 +84,8 @@ class set_threads:
 
 
 def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000, tol: float = 0.1,
-                     close: float | None = None, gap_draws: int = 2048, gap_seed: int = 0, **train_kw):
+                     close: float | None = None, gap_draws: int = 2048, gap_seed: int = 0,
+                     checkpoint_steps=(), callback=None, fresh: bool = False, **train_kw):
     """Train until the training loss stops approaching the exact optimum's, or comes close to
     it: a measured "sufficiently trained", the same rule for every framework and architecture.
 
@@ -100,15 +101,37 @@ def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000
       times the gap between the training set's Gaussian fit and the optimum;
     * ``"budget reached"`` when doubling again would pass ``max_steps`` (the condition is not met).
 
-    Returns ``(TrainResult, history, reason)`` with ``history`` a list of ``{"step", "excess",
-    "excess_se", "loss", "loss_optimum", "loss_gaussian", "gaussian_share"}``."""
+    ``checkpoint_steps`` and ``callback`` are the trainer's (each length gets the checkpoints it
+    reaches). The EMA at every length is saved, so a rerun into the same ``outdir`` reads the
+    lengths already trained instead of failing; ``fresh=True`` deletes ``outdir`` first (a run
+    whose callbacks must all be seen again). Returns ``(TrainResult or loaded result, history,
+    reason)`` with ``history`` a list of ``{"step", "excess", "excess_se", "loss",
+    "loss_optimum", "loss_gaussian", "gaussian_share"}``; the result has ``.denoiser`` and
+    ``.step``."""
+    import json
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
     import torch
 
     import gaussdiff as gd
 
+    outdir = Path(outdir)
+    if fresh:
+        shutil.rmtree(outdir, ignore_errors=True)
+    wanted = set(checkpoint_steps)
+    cb = None if callback is None else (lambda step, den: callback(step, den) if step in wanted else None)
     history, steps = [], start
     while True:
-        res = gd.train_denoiser(train, steps=steps, outdir=outdir, progress=False, **train_kw)
+        meta = outdir / "config.json"
+        done = json.loads(meta.read_text())["step"] if meta.exists() else 0
+        if done > steps:                       # a previous run went further: its EMA at this length
+            res = SimpleNamespace(denoiser=gd.load_denoiser(outdir, step=steps), step=steps)
+        else:
+            ck = sorted({c for c in wanted if c <= steps} | {steps})
+            res = gd.train_denoiser(train, steps=steps, outdir=outdir, progress=False, checkpoint_steps=ck,
+                                    callback=cb, **train_kw)
         g = gd.optimum_gap(res.denoiser, train, generator=torch.Generator().manual_seed(gap_seed),
                            n_draws=gap_draws)
         history.append({"step": steps, "excess": g.excess, "excess_se": g.excess_se, "loss": g.loss,
@@ -121,7 +144,6 @@ def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000
         if 2 * steps > max_steps:
             return res, history, "budget reached"
         steps *= 2
-
 
 def _unit_centred(data):
     """Rows of ``data`` flattened, each minus its own mean and scaled to unit norm (float64), so

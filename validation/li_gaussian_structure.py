@@ -50,8 +50,8 @@ makes the network's Jacobian c_skip I plus a term of rank <= width < d, which ca
 all (a bottleneck, not the paper's capacity). Seeds 0 and 1 at the smallest and the largest N
 (the cells the checks compare), seed 0 at the others (figure only).
 
-Training, the same measured rule for every model (``_common.train_to_plateau``'s rule, written
-out here because check 5 evaluates checkpoints along the same run): 1000 steps, then doublings
+Training, the same measured rule for every model (``_common.train_to_plateau``, whose callback
+lets check 5 evaluate checkpoints along the same run): 1000 steps, then doublings
 up to 8000 while the excess of the EMA network's training loss over the exact empirical
 optimum's (``gaussdiff.optimum_gap``, EDM's loss on 2048 fixed draws) still shrinks by more than
 10 % per doubling. A model that reaches 8000 steps first is flagged "budget reached" (not
@@ -140,7 +140,6 @@ not meaningful).
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 from pathlib import Path
 
@@ -148,7 +147,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, save_figure, set_threads  # noqa: E402
+from _common import Report, fmt, parse_args, save_figure, set_threads, train_to_plateau  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 from gaussdiff.experiments import log_checkpoints  # noqa: E402
@@ -247,27 +246,6 @@ def evaluate_checkpoint(net, train, refs, noise, grid, seed) -> dict:
             "memorization": gd.memorization_fraction(x_net, train, seed=seed).value}
 
 
-def train_to_rule(train, *, outdir, width, seed, cfg, threads, checkpoints=(), callback=None):
-    """``_common.train_to_plateau``'s rule (start, doublings to max_steps, < TOL gain stops),
-    with the checkpoints of the current length passed to each call (train_to_plateau passes
-    the same keywords to every length, and checkpoints beyond it are refused)."""
-    shutil.rmtree(outdir, ignore_errors=True)      # a fresh run: callbacks are not repeated on resume
-    history, steps = [], cfg["start"]
-    while True:
-        ck = [c for c in checkpoints if c <= steps]
-        res = gd.train_denoiser(train, steps=steps, width=width, seed=seed, batch_size=cfg["batch"], outdir=outdir,
-                                checkpoint_steps=ck, callback=callback if ck else None, progress=False,
-                                num_threads=threads)
-        g = gd.optimum_gap(res.denoiser, train, generator=torch.Generator().manual_seed(0), n_draws=GAP_DRAWS)
-        history.append({"step": steps, "excess": g.excess, "excess_se": g.excess_se,
-                        "gaussian_share": g.gaussian_share})
-        if len(history) >= 2 and history[-1]["excess"] > (1 - TOL) * history[-2]["excess"]:
-            return res, history, "plateau"
-        if 2 * steps > cfg["max_steps"]:
-            return res, history, "budget reached"
-        steps *= 2
-
-
 def main(argv=None) -> dict:
     args = parse_args(__doc__, argv)
     cfg = FAST if args.fast else FULL
@@ -312,9 +290,10 @@ def _main(args, cfg, threads) -> dict:
                     def cb(step, den, train=train, refs=refs, seed=seed, traj=traj):
                         traj.append({"step": step, **evaluate_checkpoint(den, train, refs, noise, grid, seed)})
                     ck = ckpts
-                res, history, why = train_to_rule(train.float(), width=width, seed=seed, cfg=cfg, threads=threads,
-                                                  outdir=rep.outdir / "models" / f"n{n}_w{width}_s{seed}",
-                                                  checkpoints=ck, callback=cb)
+                res, history, why = train_to_plateau(
+                    train.float(), outdir=rep.outdir / "models" / f"n{n}_w{width}_s{seed}", start=cfg["start"],
+                    max_steps=cfg["max_steps"], tol=TOL, gap_draws=GAP_DRAWS, checkpoint_steps=ck, callback=cb,
+                    fresh=True, width=width, seed=seed, batch_size=cfg["batch"], num_threads=threads)
                 r = evaluate_end(res.denoiser, train, refs, noise, grid, seed)
                 models.append(dict(n=n, width=width, seed=seed, steps=res.step, stopped=why, history=history, **r))
                 if traj:
