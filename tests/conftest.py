@@ -23,6 +23,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Trained feature classifiers are cached under $GAUSSDIFF_CACHE: the tests use a folder of
+    their own, never the user's ~/.cache/gaussdiff."""
+    old = os.environ.get("GAUSSDIFF_CACHE")
+    os.environ["GAUSSDIFF_CACHE"] = str(tmp_path_factory.mktemp("gaussdiff_cache"))
+    yield
+    if old is None:
+        os.environ.pop("GAUSSDIFF_CACHE", None)
+    else:
+        os.environ["GAUSSDIFF_CACHE"] = old
+
+
 @pytest.fixture
 def rng():
     """A seeded numpy generator (tests never touch a global generator)."""
