@@ -32,6 +32,8 @@ guidance (:func:`gaussdiff.classifier_free_guidance`).
 
 from __future__ import annotations
 
+import copy
+
 import math
 from typing import Callable, Sequence
 
@@ -367,8 +369,10 @@ class NetworkDenoiser(Denoiser):
         return self.model.num_classes
 
     def to(self, *, dtype=None, device=None) -> "NetworkDenoiser":
-        self.model.to(dtype=dtype or self.dtype, device=device or self.device)
-        return NetworkDenoiser(self.model, self.event_shape, config=self.config)
+        """A new denoiser on a copy of the network in ``dtype`` / on ``device``; this one is
+        unchanged and keeps working (the module is copied, never moved in place)."""
+        model = copy.deepcopy(self.model).to(dtype=dtype or self.dtype, device=device or self.device)
+        return NetworkDenoiser(model, self.event_shape, config=self.config)
 
     def _prepare_any(self, x, sigma):
         x = check_batch(x, self.event_shape, "x")

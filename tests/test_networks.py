@@ -133,6 +133,19 @@ def test_network_denoiser_contract():
     assert xs.shape == (3, 2, 3) and bool(torch.isfinite(xs).all())
 
 
+def test_network_denoiser_to_returns_a_new_object():
+    """``.to`` copies the network: the wrapper one holds keeps its dtype and keeps working (it
+    used to move the shared module in place, so ``d(x, 1.0)`` then failed on a dtype mismatch)."""
+    den = gd.NetworkDenoiser(gd.build_network("mlp", (6,), width=8), (6,))
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))
+    before = den(x, 1.0)
+    d64 = den.to(dtype=torch.float64)
+    assert d64.dtype == torch.float64 and den.dtype == torch.float32
+    assert next(den.model.parameters()).dtype == torch.float32 and d64.model is not den.model
+    torch.testing.assert_close(den(x, 1.0), before, rtol=0, atol=0)
+    torch.testing.assert_close(d64(x.double(), 1.0), before.double(), rtol=1e-5, atol=1e-6)
+
+
 def test_build_network_errors():
     with pytest.raises(ValueError, match="^net: 'unet' needs images"):
         gd.build_network("unet", (5,))
