@@ -32,7 +32,6 @@ import json
 import math
 import multiprocessing
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ._io import atomic_write
 
 __all__ = ["PhaseConfig", "run_sweep", "run_cell", "read_results", "tau_mem", "RESULT_COLUMNS",
            "log_checkpoints", "default_sizes", "atomic_write",
@@ -183,25 +184,6 @@ def cell_key(cell: dict) -> str:
 # =============================================================================================
 # Atomic files
 # =============================================================================================
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``,
-    so that a reader (or a rerun after a crash) sees the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def _npz_bytes(**arrays) -> bytes:
     buf = io.BytesIO()

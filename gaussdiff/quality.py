@@ -27,7 +27,6 @@ same numbers of samples.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from ._checks import as_tensor, check_data, check_finite
+from ._io import atomic_torch_save
 
 __all__ = ["FeatureStats", "frechet_distance", "pixel_frechet_distance", "FeatureClassifier",
            "feature_classifier", "classifier_frechet_distance", "cache_dir"]
@@ -204,7 +204,6 @@ def feature_classifier(data="digits", *, seed: int = 0, steps: int = 2000, batch
     data's name, ``.info`` the settings and the data fingerprint.
     """
     from .data import data_fingerprint, load_dataset
-    from .experiments import atomic_write
 
     if isinstance(data, str):
         images, labels, info = load_dataset(data)
@@ -253,9 +252,7 @@ def feature_classifier(data="digits", *, seed: int = 0, steps: int = 2000, batch
         finally:
             torch.set_num_threads(old)
         if cache:
-            buf = io.BytesIO()
-            torch.save({"state": model.state_dict(), "accuracy": accuracy, "settings": settings}, buf)
-            atomic_write(path, buf.getvalue())
+            atomic_torch_save({"state": model.state_dict(), "accuracy": accuracy, "settings": settings}, path)
     model.eval()
     model.accuracy, model.spec, model.info = accuracy, spec, settings | {"cache_key": key}
     return model

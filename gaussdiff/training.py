@@ -43,6 +43,7 @@ from typing import Callable, Sequence
 import torch
 
 from ._checks import check_data, check_positive
+from ._io import atomic_torch_save, atomic_write
 from .data import data_fingerprint, load_dataset
 from .networks import FRAMEWORKS, NETS, NetworkDenoiser, Preconditioned, build_network
 from .conditional import _check_labels
@@ -136,18 +137,6 @@ def _resolve_device(device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} requested but CUDA is not available; use device='cpu'")
     return dev
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def _ema_name(step: int) -> str:
@@ -391,11 +380,11 @@ def _train(data, kw) -> TrainResult:
             return
         meta = {"format": _FORMAT, "config": config, "step": step, "loss_history": history,
                 "checkpoints": saved_ckpts, "files": {"final": "model.pt", "state": "state.pt"}}
-        _atomic_save({"step": step, "model": model.state_dict(), "ema": ema_model.state_dict(),
+        atomic_torch_save({"step": step, "model": model.state_dict(), "ema": ema_model.state_dict(),
                       "opt": opt.state_dict(), "gen": gen.get_state(), "history": history,
                       "config": config, "checkpoints": saved_ckpts}, outdir / "state.pt")
-        _atomic_save({"step": step, "config": config, "ema": ema_model.state_dict()}, outdir / "model.pt")
-        _atomic_json(meta, outdir / "config.json")
+        atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()}, outdir / "model.pt")
+        atomic_write(outdir / "config.json", json.dumps(meta, indent=2))
 
     bar = None
     if progress and done < steps:
@@ -452,7 +441,7 @@ def _train(data, kw) -> TrainResult:
                 flush(step)
             if step in ckpt_set:
                 if outdir is not None:
-                    _atomic_save({"step": step, "config": config, "ema": ema_model.state_dict()},
+                    atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()},
                                  outdir / _ema_name(step))
                     saved_ckpts.append(step)
                     write_outputs(step)
