@@ -41,12 +41,12 @@ import numpy as np
 import torch
 
 from ._io import atomic_write
+from .networks import FRAMEWORKS
 
 __all__ = ["PhaseConfig", "run_sweep", "run_cell", "read_results", "tau_mem", "RESULT_COLUMNS",
            "log_checkpoints", "default_sizes", "atomic_write",
            "transition_size", "TransitionFit"]
 
-FRAMEWORKS = ("edm", "vp", "flow")
 
 #: The columns of ``results.csv``, in order (more may follow).
 RESULT_COLUMNS = [
