@@ -550,6 +550,9 @@ class TransitionFit:
     slope, intercept : the logistic fit ``p(N) = 1 / (1 + exp(-(intercept + slope log N)))``.
     inside_grid : ``n_star`` lies between the smallest and the largest N measured.
     draws : the bootstrap values of ``log N*`` (nan for draws with no crossing).
+    separated : the shares jump from one end (0 or 1) to the other between two neighbouring sizes
+        with nothing in between: ``n_star`` then only says "between those two sizes" (the slope
+        is set by a tiny ridge) and ``ci`` is degenerate.
     """
 
     n_star: float
@@ -558,6 +561,7 @@ class TransitionFit:
     intercept: float
     inside_grid: bool
     draws: np.ndarray = dataclasses.field(repr=False)
+    separated: bool = False
 
 
 def _logistic_fit(x: np.ndarray, k: np.ndarray, n: np.ndarray) -> tuple[float, float]:
@@ -587,6 +591,8 @@ def transition_size(ns, successes, trials, *, level: float = 0.5, increasing: bo
     binomial maximum likelihood and :math:`N^* = \exp((\mathrm{logit}(level) - a)/b)`. Its
     interval: ``n_boot`` refits with each point's successes redrawn from
     :math:`\mathrm{Binomial}(n_j, k_j / n_j)`, percentiles 2.5 and 97.5 of :math:`\log N^*`.
+    A share that never moves (all zero, or all full) gives ``n_star = nan``; a perfectly
+    separated one is flagged (``separated``).
 
     Parameters
     ----------
@@ -596,7 +602,10 @@ def transition_size(ns, successes, trials, *, level: float = 0.5, increasing: bo
         a fit going the other way gives ``n_star = nan``.
     n_boot, seed : bootstrap draws and their seed.
     """
-    x = np.log(np.asarray(ns, dtype=float))
+    sizes = np.asarray(ns, dtype=float)
+    if sizes.ndim == 1 and not np.all(np.isfinite(sizes) & (sizes > 0)):
+        raise ValueError("ns: sizes must be finite and > 0")
+    x = np.log(sizes)
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
     if x.ndim != 1 or not (x.shape == k.shape == n.shape) or np.unique(x).size < 2:
@@ -612,6 +621,15 @@ def transition_size(ns, successes, trials, *, level: float = 0.5, increasing: bo
         a, b = _logistic_fit(x, kk, n)
         return (target - a) / b if sign * b > 0 else float("nan"), a, b
 
+    if np.all(k == 0) or np.all(k == n):       # the share never moves: no crossing to locate
+        return TransitionFit(float("nan"), (float("nan"), float("nan")), 0.0, float("nan"), False,
+                             np.full(n_boot, np.nan), False)
+    order = np.argsort(x)
+    ks, ns_ = k[order], n[order]
+    lo_side, hi_side = (ks == 0, ks == ns_) if increasing else (ks == ns_, ks == 0)
+    # perfectly separated: every size below some point at one end, every size above at the other;
+    # the fit's slope is then set by the ridge and the bootstrap cannot widen the interval
+    separated = any(lo_side[:j].all() and hi_side[j:].all() for j in range(1, x.size))
     log_star, a, b = crossing(k)
     rng = np.random.default_rng(seed)
     draws = np.array([crossing(rng.binomial(n.astype(int), k / n).astype(float))[0] for _ in range(n_boot)])
@@ -620,4 +638,4 @@ def transition_size(ns, successes, trials, *, level: float = 0.5, increasing: bo
         if finite.size > n_boot // 2 else (float("nan"), float("nan"))
     n_star = float(math.exp(log_star)) if math.isfinite(log_star) else float("nan")
     inside = bool(math.isfinite(log_star) and x.min() <= log_star <= x.max())
-    return TransitionFit(n_star, ci, float(b), float(a), inside, draws)
+    return TransitionFit(n_star, ci, float(b), float(a), inside, draws, separated)

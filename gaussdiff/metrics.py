@@ -823,6 +823,9 @@ def optimum_gap(denoiser: Callable, train, *, generator: torch.Generator, n_draw
     if not math.isfinite(p_mean):
         raise ValueError(f"p_mean: must be finite, got {p_mean!r}")
     sd = float(train.to(_WORK).std()) if sigma_data is None else check_positive(sigma_data, "sigma_data")
+    if not sd > 0:
+        raise ValueError("train: all its entries are equal, so sigma_data (its standard deviation) is 0; "
+                         "pass sigma_data")
     idx = torch.randint(train.shape[0], (n_draws,), generator=gen, device=gen.device).cpu()
     sigma = torch.exp(p_mean + p_std * torch.randn(n_draws, generator=gen, dtype=_WORK, device=gen.device)).cpu()
     noise = _noise((n_draws, *train.shape[1:]), gen, train).cpu()

@@ -60,7 +60,8 @@ class FeatureStats:
     @classmethod
     def from_features(cls, features, name: str = "features") -> "FeatureStats":
         """Fit of ``(n, D)`` features, ``n >= 2``."""
-        f = check_data(features, name, min_rows=2).reshape(features.shape[0], -1).to(torch.float64)
+        f = check_data(features, name, min_rows=2)
+        f = f.reshape(f.shape[0], -1).to(torch.float64)
         mean = f.mean(0)
         c = f - mean
         cov = c.T @ c / (f.shape[0] - 1)
@@ -82,8 +83,12 @@ def _as_stats(a, name: str) -> FeatureStats:
         if cov.shape != (mean.numel(), mean.numel()):
             raise ValueError(f"{name}: covariance of shape {tuple(cov.shape)} does not match a mean of "
                              f"length {mean.numel()}")
-        if not torch.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * float(cov.abs().max().clamp_min(1e-300))):
+        scale = float(cov.abs().max().clamp_min(1e-300))
+        if not torch.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * scale):
             raise ValueError(f"{name}: covariance is not symmetric")
+        low = float(torch.linalg.eigvalsh(0.5 * (cov + cov.T)).min())
+        if low < -1e-10 * scale:
+            raise ValueError(f"{name}: covariance is not positive semi-definite (smallest eigenvalue {low:.3g})")
         return FeatureStats(mean, cov, 0)
     raise ValueError(f"{name}: expected FeatureStats or a (mean, cov) pair, got {type(a).__name__}")
 
@@ -185,9 +190,11 @@ def feature_classifier(data="digits", *, seed: int = 0, steps: int = 2000, batch
     The data are split by a seeded permutation into a training part and a held-out part
     (``holdout`` of the rows); the network trains ``steps`` Adam steps on cross-entropy with
     batches drawn from a generator seeded with ``seed`` (weights seeded too), so the same
-    arguments give the same bits on the same machine. The trained weights and the held-out
-    accuracy are cached under :func:`cache_dir` (written atomically, keyed by the data's
-    fingerprint and every argument), so the classifier trains once per data set.
+    arguments give the same bits on the same machine and thread count. The trained weights and
+    the held-out accuracy are cached under :func:`cache_dir` (written atomically, keyed by the
+    fingerprints of the images and the labels and by every argument; not by the thread count,
+    which can change the last bits of a retrained network), so the classifier trains once per
+    data set.
 
     Parameters
     ----------
@@ -228,13 +235,15 @@ def feature_classifier(data="digits", *, seed: int = 0, steps: int = 2000, batch
             raise ValueError(f"{name}: must be a {'non-negative' if name == 'seed' else 'positive'} integer, got {v!r}")
     labels = labels.long()
     num_classes = int(labels.max()) + 1
-    settings = dict(format=_FORMAT, fingerprint=data_fingerprint(images), seed=int(seed), steps=int(steps),
+    settings = dict(format=_FORMAT, fingerprint=data_fingerprint(images),
+                    labels=hashlib.sha1(labels.numpy().astype("int64").tobytes()).hexdigest()[:16],
+                    seed=int(seed), steps=int(steps),
                     batch_size=int(batch_size), lr=float(lr), width=int(width), feature_dim=int(feature_dim),
                     holdout=float(holdout), num_classes=num_classes)
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "classifiers" / f"{key}.pt"
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))        # seeded weights, the caller's global RNG untouched
+        torch.default_generator.manual_seed(int(seed))   # seeded weights; no generator of the caller's changes
         model = FeatureClassifier(images.shape[1], num_classes, width=width, feature_dim=feature_dim)
     if cache and path.exists():
         try:

@@ -186,3 +186,17 @@ def test_transition_size_bad_input():
         ex.transition_size([8, 16], [5, 2], [4, 4])
     with pytest.raises(ValueError, match="level"):
         ex.transition_size([8, 16], [1, 2], [4, 4], level=1.0)
+
+
+def test_transition_size_edges():
+    # a share that never moves has no crossing
+    assert np.isnan(ex.transition_size([10, 100, 1000], [0, 0, 0], [1000, 10, 1], n_boot=20).n_star)
+    assert np.isnan(ex.transition_size([10, 100, 1000], [5, 5, 5], [5, 5, 5], n_boot=20).n_star)
+    # a perfect jump between two sizes is flagged: N* lies between them, its interval is degenerate
+    fit = ex.transition_size([10, 100, 1000], [0, 10, 10], [10] * 3, n_boot=50)
+    assert fit.separated and 10 < fit.n_star < 100
+    fit = ex.transition_size([10, 100, 1000], [10, 0, 0], [10] * 3, increasing=False, n_boot=50)
+    assert fit.separated and 10 < fit.n_star < 100
+    assert not ex.transition_size([8, 20, 52], [10, 140, 250], [256] * 3, n_boot=50).separated
+    with pytest.raises(ValueError, match="ns: sizes must be finite and > 0"):
+        ex.transition_size([0, 10], [1, 2], [4, 4])

@@ -410,16 +410,21 @@ def test_optimum_gap_is_zero_for_the_optimum_and_the_gaussian_loss_is_exact(gen)
     # Independent route: for the training set's own Gaussian fit and x0 uniform on the set, the
     # expected squared error at sigma is sum_k l_k s^2 / (l_k + s^2) (the empirical law has
     # exactly the fitted mean and covariance). A nearly fixed sigma (p_std tiny) makes the
-    # Monte-Carlo mean comparable with it; the tolerance is 4 Monte-Carlo standard errors.
+    # Monte-Carlo mean comparable with it; the tolerance is 4 standard errors, the per-draw spread
+    # measured on independent draws of the same loss.
     gauss = gd.GaussianDenoiser.fit(train)
     s, sd = math.exp(-0.5), float(train.std())
     n_draws = 20000
     g = gd.optimum_gap(gauss, train, generator=tgen(2), n_draws=n_draws, p_mean=-0.5, p_std=1e-9)
     lam = torch.linalg.eigvalsh(torch.cov(train.T, correction=0))
-    exact = float((lam * s ** 2 / (lam + s ** 2)).sum()) * (s ** 2 + sd ** 2) / (s * sd) ** 2 / 5
+    weight = (s ** 2 + sd ** 2) / (s * sd) ** 2 / 5
+    exact = float((lam * s ** 2 / (lam + s ** 2)).sum()) * weight
+    gen2 = tgen(7)
+    x0 = train[torch.randint(30, (n_draws,), generator=gen2)]
+    per_draw = weight * ((gauss(x0 + s * torch.randn(x0.shape, generator=gen2, dtype=x0.dtype), s) - x0) ** 2).sum(1)
+    assert float(per_draw.mean()) == pytest.approx(exact, abs=4 * float(per_draw.std()) / math.sqrt(n_draws))
     assert g.loss == g.loss_gaussian
-    per_draw_sd = 2.0 * exact                      # generous bound on the per-draw spread
-    assert abs(g.loss_gaussian - exact) < 4 * per_draw_sd / math.sqrt(n_draws)
+    assert abs(g.loss_gaussian - exact) < 4 * float(per_draw.std()) / math.sqrt(n_draws)
     assert g.loss_optimum < g.loss_gaussian and g.gaussian_share == pytest.approx(1.0)
 
 
@@ -441,3 +446,5 @@ def test_optimum_gap_bad_input(gen):
         gd.optimum_gap(den, train, generator=tgen(), p_std=0.0)
     with pytest.raises(ValueError, match="denoiser: must return"):
         gd.optimum_gap(lambda x, s: x[:, :2], train, generator=tgen())
+    with pytest.raises(ValueError, match="train: all its entries are equal"):
+        gd.optimum_gap(den, torch.ones(5, 4, dtype=torch.float64), generator=tgen())

@@ -132,3 +132,21 @@ def test_feature_classifier_bad_input(tmp_cache):
     (bad / f"{clf.info['cache_key']}.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cache: .* is unreadable"):
         gd.feature_classifier("digits", steps=1, width=4, feature_dim=4)
+
+
+def test_frechet_refuses_a_covariance_that_is_not_psd():
+    with pytest.raises(ValueError, match="a: covariance is not positive semi-definite"):
+        gd.frechet_distance(([0.0, 0.0], np.diag([1.0, -1.0])), ([0.0, 0.0], np.eye(2)))
+    with pytest.raises(ValueError, match="features: needs at least 2"):
+        gd.FeatureStats.from_features([[1.0, 2.0]])
+
+
+def test_feature_classifier_cache_key_follows_labels_and_settings(tmp_cache):
+    images = gd.load_dataset("digits")[0][:200]
+    labels = gd.load_dataset("digits")[1][:200]
+    kw = dict(steps=2, width=4, feature_dim=4)
+    keys = {gd.feature_classifier((images, labels), **kw).info["cache_key"],
+            gd.feature_classifier((images, 9 - labels), **kw).info["cache_key"],     # other labels
+            gd.feature_classifier((images, labels), seed=1, **kw).info["cache_key"],
+            gd.feature_classifier((images, labels), steps=3, width=4, feature_dim=4).info["cache_key"]}
+    assert len(keys) == 4 and len(list((tmp_cache / "classifiers").glob("*.pt"))) == 4

@@ -177,3 +177,23 @@ def test_inverse_adapter_converts_its_json(tmp_path):
                     {"name": "C edm vs vp", "value": 0.5, "verdict": "FAIL"}]}))
     checks = ADAPTERS["inverse_reproducibility"].convert(tmp_path)
     assert [c["status"] for c in checks] == ["PASS", "FAIL"] and checks[1]["value"] == 0.5
+
+
+def test_train_to_plateau_reruns_and_refuses_another_run(tmp_path, one_thread):
+    """``_common.train_to_plateau``: a rerun into the same folder reads what it trained (same
+    history), and a folder holding a run of other settings is refused, never silently reused."""
+    import sys
+
+    sys.path.insert(0, str(VALIDATION))
+    from _common import train_to_plateau
+
+    import gaussdiff as gd
+
+    train = gd.load_dataset("gmm:k=2,d=4,n=64")[0]
+    kw = dict(start=20, max_steps=80, tol=0.0, gap_draws=64, width=16, batch_size=16, seed=0)
+    res, hist, why = train_to_plateau(train, outdir=tmp_path / "m", **kw)
+    assert why in ("plateau", "budget reached") and [h["step"] for h in hist][0] == 20
+    res2, hist2, why2 = train_to_plateau(train, outdir=tmp_path / "m", **kw)       # rerun: read back
+    assert hist2 == hist and why2 == why and res2.step == res.step
+    with pytest.raises(ValueError, match="holds a different run"):
+        train_to_plateau(train, outdir=tmp_path / "m", **{**kw, "seed": 1})

@@ -126,7 +126,9 @@ def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000
     while True:
         meta = outdir / "config.json"
         done = json.loads(meta.read_text())["step"] if meta.exists() else 0
-        if done > steps:                       # a previous run went further: its EMA at this length
+        if done > steps:                       # a previous run went further: its EMA at this length,
+            # once the trainer has checked that the folder holds a run of these data and settings
+            gd.train_denoiser(train, steps=done, outdir=outdir, progress=False, **train_kw)
             res = SimpleNamespace(denoiser=gd.load_denoiser(outdir, step=steps), step=steps)
         else:
             ck = sorted({c for c in wanted if c <= steps} | {steps})
