@@ -189,11 +189,6 @@ class GeneralizationGap:
 # Validation helpers (private)
 # =============================================================================================
 
-def _points(x, name: str, *, min_rows: int = 1) -> torch.Tensor:
-    """A finite, non-empty ``(N, *event_shape)`` tensor (numpy and sequences accepted)."""
-    return check_data(x, name, min_rows=min_rows)
-
-
 def _same_event(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if tuple(a.shape[1:]) != tuple(b.shape[1:]):
         raise ValueError(f"{name_b}: expected event shape {tuple(a.shape[1:])} to match {name_a}, "
@@ -506,8 +501,8 @@ def nearest_training(samples, train, k: int = 2):
     dist : (B, k) float64 distances, ascending.
     idx : (B, k) int64 indices into ``train``.
     """
-    samples = _points(samples, "samples")
-    train = _points(train, "train")
+    samples = check_data(samples, "samples")
+    train = check_data(train, "train")
     _same_event(samples, train, "samples", "train")
     k = _check_int(k, "k", minimum=1)
     if k > train.shape[0]:
@@ -539,8 +534,8 @@ def memorized(samples, train, *, ratio: float = 1 / 3, neighbors=None) -> torch.
     r = check_positive(ratio, "ratio")
     if r > 1:
         raise ValueError(f"ratio: must lie in (0, 1], got {ratio!r}")
-    samples = _points(samples, "samples")
-    train = _points(train, "train")
+    samples = check_data(samples, "samples")
+    train = check_data(train, "train")
     _same_event(samples, train, "samples", "train")
     if train.shape[0] < 2:
         raise ValueError(f"train: the gap ratio needs at least 2 training points, got {train.shape[0]}")
@@ -584,8 +579,8 @@ def max_similarity(samples, train, *, similarity="cosine", chunk_size: int = 204
     values : (B,) float64 highest similarity.
     idx : (B,) int64 index of that training point.
     """
-    samples = _points(samples, "samples")
-    train = _points(train, "train")
+    samples = check_data(samples, "samples")
+    train = check_data(train, "train")
     _same_event(samples, train, "samples", "train")
     sim = get_similarity(similarity)
     chunk_size = _check_int(chunk_size, "chunk_size", minimum=1)
@@ -670,8 +665,8 @@ def reproducibility(samples_a, samples_b, *, similarity="cosine", threshold: flo
     -------
     :class:`ReproducibilityResult`
     """
-    a = _points(samples_a, "samples_a")
-    b = _points(samples_b, "samples_b")
+    a = check_data(samples_a, "samples_a")
+    b = check_data(samples_b, "samples_b")
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"samples_b: expected shape {tuple(a.shape)} to pair row by row with samples_a, "
                          f"got {tuple(b.shape)}")
@@ -725,7 +720,7 @@ def denoiser_distance(d1: Callable, d2: Callable, points, sigmas, *, generator: 
     -------
     :class:`SigmaProfile` of ``dist`` per sigma; ``.mean`` averages over the grid.
     """
-    points = _points(points, "points")
+    points = check_data(points, "points")
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
@@ -815,7 +810,7 @@ def optimum_gap(denoiser: Callable, train, *, generator: torch.Generator, n_draw
     from .denoisers import GaussianDenoiser
     from .empirical import EmpiricalDenoiser
 
-    train = _points(train, "train", min_rows=2)
+    train = check_data(train, "train", min_rows=2)
     gen = _check_generator(generator)
     n_draws = _check_int(n_draws, "n_draws", minimum=2)
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
@@ -849,7 +844,7 @@ def optimum_gap(denoiser: Callable, train, *, generator: torch.Generator, n_draw
 
 
 def _linearity(denoiser, points, sigmas, generator, alpha, beta, batch_size, centred):
-    points = _points(points, "points", min_rows=2)
+    points = check_data(points, "points", min_rows=2)
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
@@ -984,7 +979,7 @@ def linear_distillation(denoiser: Callable, points, sigmas, *, generator: torch.
     -------
     :class:`LinearDistillation` with ``weight`` (S, d, d), ``bias`` (S, d), ``residual`` (S,).
     """
-    points = _points(points, "points")
+    points = check_data(points, "points")
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
     n_noise = _check_int(n_noise, "n_noise", minimum=1)
@@ -1035,7 +1030,7 @@ def distillation_distance_to_gaussian(distillation: LinearDistillation, gaussian
     if not isinstance(distillation, LinearDistillation):
         raise ValueError(f"distillation: expected a LinearDistillation, got {type(distillation).__name__}")
     if not isinstance(gaussian, GaussianDenoiser):
-        gaussian = GaussianDenoiser.fit(_points(gaussian, "gaussian"))
+        gaussian = GaussianDenoiser.fit(check_data(gaussian, "gaussian"))
     d = distillation.weight.shape[-1]
     if gaussian.dim != d:
         raise ValueError(f"gaussian: has dimension {gaussian.dim} but the distillation has {d}")
@@ -1085,8 +1080,8 @@ def denoiser_jacobian(denoiser: Callable, x: torch.Tensor, sigma, *, max_element
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-    x = _points(x, "x")
-    if not x.is_floating_point():  # pragma: no cover - _points already promotes
+    x = check_data(x, "x")
+    if not x.is_floating_point():  # pragma: no cover - check_data already promotes
         raise ValueError("x: expected a floating dtype")
     B = x.shape[0]
     d = math.prod(x.shape[1:])
@@ -1211,8 +1206,8 @@ def generalization_gap(denoiser: Callable, train, heldout, sigmas, *, generator:
     -------
     :class:`GeneralizationGap` with ``train``, ``heldout`` and ``gap`` profiles.
     """
-    train = _points(train, "train")
-    heldout = _points(heldout, "heldout")
+    train = check_data(train, "train")
+    heldout = check_data(heldout, "heldout")
     _same_event(train, heldout, "train", "heldout")
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
