@@ -112,6 +112,21 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
     return v
 
 
+
+def check_int(value, name: str, *, minimum: int = 1) -> int:
+    """An integer (a bool is refused; a float with an integral value is accepted) ``>= minimum``."""
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    try:
+        iv = int(value)
+        ok = iv == float(value) and iv >= minimum
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return iv
+
 def check_same(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     """Refuse tensors on different devices or with different dtypes."""
     if a.device != b.device:

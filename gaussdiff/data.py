@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_data, check_positive
+from ._checks import check_data, check_int, check_positive
 
 __all__ = [
     "load_dataset", "available_datasets", "register_dataset", "subset", "disjoint_split",
@@ -181,7 +181,7 @@ def gaussian_data(n: int, d: int, *, spectrum=None, alpha: float = 1.0, rotate: 
 
     Returns ``(samples (n, d) float32, truth GaussianDenoiser float64)``."""
     from .denoisers import GaussianDenoiser
-    d = _pos_int(d, "d")
+    d = check_int(d, "d")
     if spectrum is None:
         lam = torch.arange(1, d + 1, dtype=torch.float64) ** (-float(alpha))
     else:
@@ -191,7 +191,7 @@ def gaussian_data(n: int, d: int, *, spectrum=None, alpha: float = 1.0, rotate: 
     g = _gen(seed)
     U = _random_rotation(d, g) if rotate else torch.eye(d, dtype=torch.float64)
     truth = GaussianDenoiser(torch.zeros(d, dtype=torch.float64), (U * lam) @ U.T)
-    return truth.sample(_pos_int(n, "n"), generator=g).float(), truth
+    return truth.sample(check_int(n, "n"), generator=g).float(), truth
 
 
 def gmm_data(n: int, d: int, k: int, *, sep: float = 3.0, std: float = 1.0, seed: int = 0):
@@ -200,14 +200,14 @@ def gmm_data(n: int, d: int, k: int, *, sep: float = 3.0, std: float = 1.0, seed
 
     Returns ``(samples (n, d), component labels (n,), truth GaussianMixtureDenoiser)``."""
     from .denoisers import GaussianMixtureDenoiser
-    d, k = _pos_int(d, "d"), _pos_int(k, "k")
+    d, k = check_int(d, "d"), check_int(k, "k")
     g = _gen(seed)
     mu = torch.randn(k, d, generator=g, dtype=torch.float64)
     mu = float(sep) * mu / mu.norm(dim=1, keepdim=True)
     truth = GaussianMixtureDenoiser(torch.full((k,), 1.0 / k, dtype=torch.float64), mu,
                                     torch.full((k,), float(std) ** 2, dtype=torch.float64),
                                     cov_type="isotropic")
-    x, lab = truth.sample(_pos_int(n, "n"), generator=g)
+    x, lab = truth.sample(check_int(n, "n"), generator=g)
     return x.float(), lab, truth
 
 
@@ -216,9 +216,9 @@ def molrg_data(n: int, d: int, r: int, k: int, *, seed: int = 0):
     ``R^d``, Wang et al. 2024). Returns ``(samples, labels, truth)``."""
     from .denoisers import GaussianMixtureDenoiser
     g = _gen(seed)
-    truth = GaussianMixtureDenoiser.random_molrg(_pos_int(d, "d"), _pos_int(r, "r"), _pos_int(k, "k"),
+    truth = GaussianMixtureDenoiser.random_molrg(check_int(d, "d"), check_int(r, "r"), check_int(k, "k"),
                                                  generator=g)
-    x, lab = truth.sample(_pos_int(n, "n"), generator=g)
+    x, lab = truth.sample(check_int(n, "n"), generator=g)
     return x.float(), lab, truth
 
 
@@ -228,39 +228,29 @@ def two_gaussians_data(n: int, d: int, *, mu: float = 1.0, std: float = 1.0, see
 
     Returns ``(samples (n, d), sign labels in {0, 1} (n,), truth GaussianMixtureDenoiser)``."""
     from .denoisers import GaussianMixtureDenoiser
-    d = _pos_int(d, "d")
+    d = check_int(d, "d")
     m = torch.full((d,), float(mu), dtype=torch.float64)
     truth = GaussianMixtureDenoiser(torch.tensor([0.5, 0.5], dtype=torch.float64),
                                     torch.stack([m, -m]),
                                     torch.full((2,), float(std) ** 2, dtype=torch.float64),
                                     cov_type="isotropic")
-    x, lab = truth.sample(_pos_int(n, "n"), generator=_gen(seed))
+    x, lab = truth.sample(check_int(n, "n"), generator=_gen(seed))
     return x.float(), lab, truth
 
 
 def sphere_data(n: int, d: int = 2, *, radius: float = 1.0, noise: float = 0.0, seed: int = 0):
     """``n`` points uniform on the sphere of ``radius`` in ``R^d`` (``d = 2``: a circle), plus
     optional isotropic Gaussian ``noise``: ``(n, d)`` float32."""
-    d = _pos_int(d, "d")
+    d = check_int(d, "d")
     if d < 2:
         raise ValueError(f"d: a sphere needs d >= 2, got {d}")
     g = _gen(seed)
-    z = torch.randn(_pos_int(n, "n"), d, generator=g, dtype=torch.float64)
+    z = torch.randn(check_int(n, "n"), d, generator=g, dtype=torch.float64)
     x = float(radius) * z / z.norm(dim=1, keepdim=True)
     if noise:
         x = x + float(check_positive(noise, "noise", allow_zero=True)) * torch.randn(
             x.shape, generator=g, dtype=torch.float64)
     return x.float()
-
-
-def _pos_int(v, name: str) -> int:
-    try:
-        iv = int(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive integer, got {v!r}") from None
-    if iv != float(v) or iv < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-    return iv
 
 
 # =============================================================================================
@@ -581,7 +571,7 @@ def natural_image_patches(size: int = 8, *, color: bool = False, distinct: bool 
 
     Returns ``(patches (N, C, size, size) in [-1, 1], source index (N,), info)`` where
     ``info["images"]`` names the photographs by source index."""
-    size = _pos_int(size, "size")
+    size = check_int(size, "size")
     missing, pics = [], []
     for pkg, files in _NATURAL_IMAGES.items():
         spec = importlib.util.find_spec(pkg)
@@ -630,7 +620,7 @@ def natural_image_patches(size: int = 8, *, color: bool = False, distinct: bool 
 
 
 def _load_patches(opts):
-    size = _pos_int(opts.pop("size", 8), "size")
+    size = check_int(opts.pop("size", 8), "size")
     color = _flag(opts.pop("color", "0"), "color")
     return natural_image_patches(size, color=color)
 
@@ -805,7 +795,7 @@ def load_dataset(spec: str = "digits", *, size: int | None = None):
     if size is not None:
         if x.ndim != 4:
             raise ValueError(f"size: only image data can be resized; {spec!r} has shape {tuple(x.shape)}")
-        x = resize_images(x, _pos_int(size, "size"))
+        x = resize_images(x, check_int(size, "size"))
         info["resized"] = int(size)
     x = _as_data(x, "data")
     info.update(spec=spec, shape=list(x.shape))

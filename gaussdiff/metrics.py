@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_data, check_finite, check_positive
+from ._checks import as_tensor, check_data, check_finite, check_int, check_positive
 from .kernels import nearest_neighbors
 
 __all__ = [
@@ -229,12 +229,6 @@ def _check_sigmas(sigmas, name: str = "sigmas") -> torch.Tensor:
     return s
 
 
-def _check_int(value, name: str, *, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or int(value) != value or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _noise(shape, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """Standard normal noise drawn in float64 on the generator's device, then cast like ``like``."""
     n = torch.randn(shape, generator=generator, dtype=_WORK, device=generator.device)
@@ -314,7 +308,7 @@ def bootstrap_fraction(indicators, *, n_boot: int = 1000, seed=0) -> Fraction:
     if arr.dtype != bool:
         if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isin(arr, (0, 1))):
             raise ValueError("indicators: values must be booleans or 0/1 (NaN and other values refused)")
-    n_boot = _check_int(n_boot, "n_boot", minimum=2)
+    n_boot = check_int(n_boot, "n_boot", minimum=2)
     rng = _seed_rng(seed)
     n = int(arr.size)
     k = int(np.count_nonzero(arr))
@@ -504,7 +498,7 @@ def nearest_training(samples, train, k: int = 2):
     samples = check_data(samples, "samples")
     train = check_data(train, "train")
     _same_event(samples, train, "samples", "train")
-    k = _check_int(k, "k", minimum=1)
+    k = check_int(k, "k", minimum=1)
     if k > train.shape[0]:
         raise ValueError(f"k: must be at most the number of training points ({train.shape[0]}), got {k}")
     return nearest_neighbors(samples, train, k)
@@ -583,7 +577,7 @@ def max_similarity(samples, train, *, similarity="cosine", chunk_size: int = 204
     train = check_data(train, "train")
     _same_event(samples, train, "samples", "train")
     sim = get_similarity(similarity)
-    chunk_size = _check_int(chunk_size, "chunk_size", minimum=1)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
     ea = sim.embed(samples)
     best = torch.full((samples.shape[0],), -math.inf, dtype=_WORK, device=samples.device)
     best_i = torch.zeros(samples.shape[0], dtype=torch.long, device=samples.device)
@@ -723,7 +717,7 @@ def denoiser_distance(d1: Callable, d2: Callable, points, sigmas, *, generator: 
     points = check_data(points, "points")
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     if normalize not in ("data", "reference", "none"):
         raise ValueError(f"normalize: expected 'data', 'reference' or 'none', got {normalize!r}")
     if normalize == "data":
@@ -812,8 +806,8 @@ def optimum_gap(denoiser: Callable, train, *, generator: torch.Generator, n_draw
 
     train = check_data(train, "train", min_rows=2)
     gen = _check_generator(generator)
-    n_draws = _check_int(n_draws, "n_draws", minimum=2)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    n_draws = check_int(n_draws, "n_draws", minimum=2)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     check_positive(p_std, "p_std")
     if not math.isfinite(p_mean):
         raise ValueError(f"p_mean: must be finite, got {p_mean!r}")
@@ -847,7 +841,7 @@ def _linearity(denoiser, points, sigmas, generator, alpha, beta, batch_size, cen
     points = check_data(points, "points", min_rows=2)
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     for name, v in (("alpha", alpha), ("beta", beta)):
         if not _is_number(v):
             raise ValueError(f"{name}: expected a finite number, got {v!r}")
@@ -982,8 +976,8 @@ def linear_distillation(denoiser: Callable, points, sigmas, *, generator: torch.
     points = check_data(points, "points")
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
-    n_noise = _check_int(n_noise, "n_noise", minimum=1)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    n_noise = check_int(n_noise, "n_noise", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     S = sig.shape[0]
     base = points.repeat(n_noise, *([1] * (points.ndim - 1)))                 # (M, *event)
     x, y = _on_grid(denoiser, base, sig, _noise((S, *base.shape), gen, base), batch_size)  # (S, M, d)
@@ -1093,7 +1087,7 @@ def denoiser_jacobian(denoiser: Callable, x: torch.Tensor, sigma, *, max_element
             raise ValueError("sigma: must be > 0")
     else:
         check_positive(float(sigma), "sigma")
-    max_elements = _check_int(max_elements, "max_elements", minimum=1)
+    max_elements = check_int(max_elements, "max_elements", minimum=1)
     c = max(1, min(d, max_elements // max(1, B * d)))
     J = torch.empty(B, d, d, dtype=x.dtype, device=x.device)
     xf = x.detach().reshape(B, d)
@@ -1211,7 +1205,7 @@ def generalization_gap(denoiser: Callable, train, heldout, sigmas, *, generator:
     _same_event(train, heldout, "train", "heldout")
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     out = []
     for pts in (train, heldout):
         _, y = _on_grid(denoiser, pts, sig, _noise((sig.shape[0], *pts.shape), gen, pts), batch_size)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._checks import as_tensor, check_data, check_finite
+from ._checks import as_tensor, check_data, check_finite, check_int
 from ._io import atomic_torch_save
 
 __all__ = ["FeatureStats", "frechet_distance", "pixel_frechet_distance", "FeatureClassifier",
@@ -229,10 +229,9 @@ def feature_classifier(data="digits", *, seed: int = 0, steps: int = 2000, batch
         raise ValueError(f"data: labels must be {images.shape[0]} non-negative integers")
     if not 0 < holdout < 1:
         raise ValueError(f"holdout: must lie in (0, 1), got {holdout!r}")
-    for name, v in (("seed", seed), ("steps", steps), ("batch_size", batch_size), ("width", width),
-                    ("feature_dim", feature_dim)):
-        if isinstance(v, bool) or int(v) != v or v < (0 if name == "seed" else 1):
-            raise ValueError(f"{name}: must be a {'non-negative' if name == 'seed' else 'positive'} integer, got {v!r}")
+    seed = check_int(seed, "seed", minimum=0)
+    steps, batch_size, width, feature_dim = (check_int(v, n) for v, n in (
+        (steps, "steps"), (batch_size, "batch_size"), (width, "width"), (feature_dim, "feature_dim")))
     labels = labels.long()
     num_classes = int(labels.max()) + 1
     settings = dict(format=_FORMAT, fingerprint=data_fingerprint(images),

@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._checks import check_data, check_positive
+from ._checks import check_data, check_int, check_positive
 from ._io import atomic_torch_save, atomic_write
 from .data import data_fingerprint, load_dataset
 from .networks import FRAMEWORKS, NETS, NetworkDenoiser, Preconditioned, build_network
@@ -126,12 +126,6 @@ class TrainResult:
     model: Preconditioned | None = field(default=None, repr=False)
 
 
-def _check_int(v, name, lo=1):
-    if isinstance(v, bool) or int(v) != v or v < lo:
-        raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
 def _resolve_device(device) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -213,7 +207,7 @@ def train_denoiser(data, *, steps: int = TRAIN_DEFAULTS["steps"], net: str = "ml
     if num_threads is None:
         return _train(data, locals())
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(_check_int(num_threads, "num_threads"))
+    torch.set_num_threads(check_int(num_threads, "num_threads"))
     try:
         return _train(data, locals())
     finally:
@@ -235,15 +229,15 @@ def _train(data, kw) -> TrainResult:
         spec = str(data)
         data = load_dataset(spec)[0]
     data = check_data(data, "data").to(torch.float32)
-    steps = _check_int(steps, "steps", 0)
+    steps = check_int(steps, "steps", minimum=0)
     if net not in NETS:
         raise ValueError(f"net: must be one of {NETS}, got {net!r}")
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework: must be one of {FRAMEWORKS}, got {framework!r}")
-    batch_size = _check_int(batch_size, "batch_size")
-    warmup = _check_int(warmup, "warmup", 0)
-    log_every = _check_int(log_every, "log_every")
-    save_every = _check_int(save_every, "save_every")
+    batch_size = check_int(batch_size, "batch_size")
+    warmup = check_int(warmup, "warmup", minimum=0)
+    log_every = check_int(log_every, "log_every")
+    save_every = check_int(save_every, "save_every")
     lr = check_positive(lr, "lr")
     ema = float(ema)
     if not 0.0 <= ema < 1.0:
@@ -251,7 +245,7 @@ def _train(data, kw) -> TrainResult:
     if grad_clip is not None:
         grad_clip = check_positive(grad_clip, "grad_clip")
     p_std = check_positive(p_std, "p_std")
-    checkpoint_steps = sorted({_check_int(s, "checkpoint_steps") for s in checkpoint_steps})
+    checkpoint_steps = sorted({check_int(s, "checkpoint_steps") for s in checkpoint_steps})
     if checkpoint_steps and checkpoint_steps[-1] > steps:
         raise ValueError(f"checkpoint_steps: {checkpoint_steps[-1]} is beyond steps = {steps}")
     if checkpoint_steps and outdir is None and callback is None:
@@ -295,7 +289,7 @@ def _train(data, kw) -> TrainResult:
         if num_classes is None:
             lab = _check_labels(lab, 2 ** 62, data.shape[0], "labels")   # integers >= 0
             num_classes = int(lab.max()) + 1
-        num_classes = _check_int(num_classes, "num_classes")
+        num_classes = check_int(num_classes, "num_classes")
         labels = _check_labels(lab, num_classes, data.shape[0], "labels")
         label_dropout = float(label_dropout)
         if not 0.0 <= label_dropout < 1.0:
@@ -470,7 +464,7 @@ def load_denoiser(outdir, step: int | None = None, *, device="cpu") -> NetworkDe
     if step is None:
         f = outdir / "model.pt"
     else:
-        f = outdir / _ema_name(_check_int(step, "step"))
+        f = outdir / _ema_name(check_int(step, "step"))
         if not f.exists():
             raise ValueError(f"step: no checkpoint at step {step} in {outdir}; saved steps: "
                              f"{meta.get('checkpoints', [])} (and the final model, step=None)")
@@ -577,7 +571,7 @@ def train_ensemble(datasets, *, seeds, steps: int = TRAIN_DEFAULTS["steps"], net
     if num_threads is None:
         return _train_ensemble(kw)
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(_check_int(num_threads, "num_threads"))
+    torch.set_num_threads(check_int(num_threads, "num_threads"))
     try:
         return _train_ensemble(kw)
     finally:
@@ -608,7 +602,7 @@ def _train_ensemble(kw) -> list[TrainResult]:
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) != K:
         got = len(seeds) if isinstance(seeds, Sequence) and not isinstance(seeds, str) else repr(seeds)
         raise ValueError(f"seeds: expected one seed per data set ({K}), got {got}")
-    seeds = [_check_int(s, "seeds", 0) for s in seeds]
+    seeds = [check_int(s, "seeds", minimum=0) for s in seeds]
     specs, data = [], []
     for i, d in enumerate(datasets):
         spec = None
@@ -622,15 +616,15 @@ def _train_ensemble(kw) -> list[TrainResult]:
         if tuple(d.shape[1:]) != event_shape:
             raise ValueError(f"datasets: every data set needs the same event shape; datasets[0] has "
                              f"{event_shape}, datasets[{i}] has {tuple(d.shape[1:])}")
-    steps = _check_int(kw["steps"], "steps", 0)
+    steps = check_int(kw["steps"], "steps", minimum=0)
     net, framework = kw["net"], kw["framework"]
     if net not in NETS:
         raise ValueError(f"net: must be one of {NETS}, got {net!r}")
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework: must be one of {FRAMEWORKS}, got {framework!r}")
-    batch_size = _check_int(kw["batch_size"], "batch_size")
-    warmup = _check_int(kw["warmup"], "warmup", 0)
-    log_every = _check_int(kw["log_every"], "log_every")
+    batch_size = check_int(kw["batch_size"], "batch_size")
+    warmup = check_int(kw["warmup"], "warmup", minimum=0)
+    log_every = check_int(kw["log_every"], "log_every")
     lr = check_positive(kw["lr"], "lr")
     ema = float(kw["ema"])
     if not 0.0 <= ema < 1.0:
@@ -639,7 +633,7 @@ def _train_ensemble(kw) -> list[TrainResult]:
     if grad_clip is not None:
         grad_clip = check_positive(grad_clip, "grad_clip")
     p_mean, p_std = float(kw["p_mean"]), check_positive(kw["p_std"], "p_std")
-    checkpoint_steps = sorted({_check_int(s, "checkpoint_steps") for s in kw["checkpoint_steps"]})
+    checkpoint_steps = sorted({check_int(s, "checkpoint_steps") for s in kw["checkpoint_steps"]})
     if checkpoint_steps and checkpoint_steps[-1] > steps:
         raise ValueError(f"checkpoint_steps: {checkpoint_steps[-1]} is beyond steps = {steps}")
     callback = kw["callback"]

@@ -122,7 +122,7 @@ def test_feature_classifier_bad_input(tmp_cache):
         gd.feature_classifier((torch.zeros(4, 1, 8, 8), torch.zeros(3, dtype=torch.long)))
     with pytest.raises(ValueError, match="holdout"):
         gd.feature_classifier("digits", holdout=1.5)
-    with pytest.raises(ValueError, match="steps: must be a positive integer"):
+    with pytest.raises(ValueError, match="steps: expected a positive integer"):
         gd.feature_classifier("digits", steps=0)
     with pytest.raises(ValueError, match="classifier: expected"):
         gd.classifier_frechet_distance(torch.zeros(3, 1, 8, 8), torch.zeros(3, 1, 8, 8), classifier=3)
