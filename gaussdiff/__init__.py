@@ -2,41 +2,77 @@
 in diffusion models.
 
 The public API is flat: ``import gaussdiff as gd`` then ``gd.GaussianDenoiser``,
-``gd.sample_heun``, ``gd.karras_sigmas``, ...
+``gd.sample_heun``, ``gd.karras_sigmas``, ... Every public name is imported here by name, module
+by module (nothing is star-imported), and ``__all__`` lists them in the same order.
 """
 
-from .schedules import *  # noqa: F401,F403
-from .schedules import __all__ as _schedules_all
-from .denoisers import *  # noqa: F401,F403
-from .denoisers import __all__ as _denoisers_all
-from .empirical import *  # noqa: F401,F403
-from .empirical import __all__ as _empirical_all
-from .sampling import *  # noqa: F401,F403
-from .sampling import __all__ as _sampling_all
-from .data import *  # noqa: F401,F403
-from .data import __all__ as _data_all
-from .networks import *  # noqa: F401,F403
-from .networks import __all__ as _networks_all
-from .training import *  # noqa: F401,F403
-from .training import __all__ as _training_all
-from .metrics import *  # noqa: F401,F403
-from .metrics import __all__ as _metrics_all
-from .predictions import *  # noqa: F401,F403
-from .predictions import __all__ as _predictions_all
-from .inverse import *  # noqa: F401,F403
-from .inverse import __all__ as _inverse_all
-from .conditional import *  # noqa: F401,F403
-from .conditional import __all__ as _conditional_all
+from .schedules import (
+    Schedule, EDM, VP, VPDiscrete, OU, RectifiedFlow, karras_sigmas, vp_sigmas, flow_sigmas, score_from_denoiser,
+    denoiser_from_score, eps_from_denoiser, denoiser_from_eps, velocity_from_denoiser, denoiser_from_velocity, to_d,
+    append_zero,
+)
+from .denoisers import Denoiser, GaussianDenoiser, GaussianMixtureDenoiser
+from .empirical import EmpiricalDenoiser
+from .sampling import sample_euler, sample_heun, sample_edm_stochastic, sample_euler_ancestral, solve_flow, seeded_noise
+from .data import (
+    load_dataset, available_datasets, register_dataset, subset, disjoint_split, split_indices, resize_images,
+    to_unit_range, data_fingerprint, gaussian_data, gmm_data, molrg_data, two_gaussians_data, sphere_data, read_array,
+    read_image_folder, read_idx, read_mnist_idx, read_cifar10, natural_image_patches, FASHION_MNIST_DIR,
+)
+from .networks import MLP, UNet, Preconditioned, NetworkDenoiser, build_network, init_weights, FRAMEWORKS, NETS
+from .training import (
+    train_denoiser, train_ensemble, load_denoiser, TrainResult, denoising_loss, training_sigmas, TRAIN_DEFAULTS,
+    weights_fingerprint,
+)
+from .metrics import (
+    Fraction, SigmaProfile, ReproducibilityResult, LinearDistillation, DistillationComparison, GeneralizationGap,
+    OptimumGap, bootstrap_fraction, nearest_training, memorized, memorization_fraction, memorized_within,
+    generalization_score, max_similarity, reproducibility, Similarity, CentredCosine, NormalisedL2, FeatureCosine,
+    get_similarity, denoiser_distance, optimum_gap, linearity_score, centred_linearity_score, linear_distillation,
+    distillation_distance_to_gaussian, denoiser_jacobian, jacobian_spectrum, effective_rank, effective_dimension,
+    generalization_gap,
+)
+from .predictions import (
+    speciation_time, symmetry_breaking_time, collapse_time, gaussian_sampler_factors, gaussian_sampler_output,
+    gaussian_sampler_w2,
+)
+from .inverse import (
+    LinearOperator, MatrixOperator, InpaintOperator, BlurOperator, DownsampleOperator, random_projection, make_operator,
+    as_operator, gaussian_posterior, mixture_posterior, empirical_posterior, PosteriorDenoiser, sample_dps,
+    sample_pigdm, sample_ddrm, run_posterior_sampler, POSTERIOR_SAMPLERS, measure_posterior_samples, gaussian_w2,
+)
+from .conditional import (
+    ClassConditionalDenoiser, GuidedDenoiser, classifier_free_guidance, guided_gaussian_flow, guided_gaussian_output,
+)
+from .quality import (
+    FeatureStats, frechet_distance, pixel_frechet_distance, FeatureClassifier, feature_classifier,
+    classifier_frechet_distance, cache_dir,
+)
 
 __version__ = "0.1.0"
 
-__all__ = [*_schedules_all, *_denoisers_all, *_empirical_all, *_sampling_all, *_data_all, *_networks_all,
-           *_training_all]
-__all__ += _metrics_all
-__all__ += _predictions_all
-__all__ += _inverse_all
-__all__ += _conditional_all
-from .quality import *  # noqa: F401,F403,E402
-from .quality import __all__ as _quality_all  # noqa: E402
-
-__all__ += _quality_all
+__all__ = [
+    'Schedule', 'EDM', 'VP', 'VPDiscrete', 'OU', 'RectifiedFlow', 'karras_sigmas', 'vp_sigmas', 'flow_sigmas',
+    'score_from_denoiser', 'denoiser_from_score', 'eps_from_denoiser', 'denoiser_from_eps', 'velocity_from_denoiser',
+    'denoiser_from_velocity', 'to_d', 'append_zero', 'Denoiser', 'GaussianDenoiser', 'GaussianMixtureDenoiser',
+    'EmpiricalDenoiser', 'sample_euler', 'sample_heun', 'sample_edm_stochastic', 'sample_euler_ancestral', 'solve_flow',
+    'seeded_noise', 'load_dataset', 'available_datasets', 'register_dataset', 'subset', 'disjoint_split',
+    'split_indices', 'resize_images', 'to_unit_range', 'data_fingerprint', 'gaussian_data', 'gmm_data', 'molrg_data',
+    'two_gaussians_data', 'sphere_data', 'read_array', 'read_image_folder', 'read_idx', 'read_mnist_idx',
+    'read_cifar10', 'natural_image_patches', 'FASHION_MNIST_DIR', 'MLP', 'UNet', 'Preconditioned', 'NetworkDenoiser',
+    'build_network', 'init_weights', 'FRAMEWORKS', 'NETS', 'train_denoiser', 'train_ensemble', 'load_denoiser',
+    'TrainResult', 'denoising_loss', 'training_sigmas', 'TRAIN_DEFAULTS', 'weights_fingerprint', 'Fraction',
+    'SigmaProfile', 'ReproducibilityResult', 'LinearDistillation', 'DistillationComparison', 'GeneralizationGap',
+    'OptimumGap', 'bootstrap_fraction', 'nearest_training', 'memorized', 'memorization_fraction', 'memorized_within',
+    'generalization_score', 'max_similarity', 'reproducibility', 'Similarity', 'CentredCosine', 'NormalisedL2',
+    'FeatureCosine', 'get_similarity', 'denoiser_distance', 'optimum_gap', 'linearity_score', 'centred_linearity_score',
+    'linear_distillation', 'distillation_distance_to_gaussian', 'denoiser_jacobian', 'jacobian_spectrum',
+    'effective_rank', 'effective_dimension', 'generalization_gap', 'speciation_time', 'symmetry_breaking_time',
+    'collapse_time', 'gaussian_sampler_factors', 'gaussian_sampler_output', 'gaussian_sampler_w2', 'LinearOperator',
+    'MatrixOperator', 'InpaintOperator', 'BlurOperator', 'DownsampleOperator', 'random_projection', 'make_operator',
+    'as_operator', 'gaussian_posterior', 'mixture_posterior', 'empirical_posterior', 'PosteriorDenoiser', 'sample_dps',
+    'sample_pigdm', 'sample_ddrm', 'run_posterior_sampler', 'POSTERIOR_SAMPLERS', 'measure_posterior_samples',
+    'gaussian_w2', 'ClassConditionalDenoiser', 'GuidedDenoiser', 'classifier_free_guidance', 'guided_gaussian_flow',
+    'guided_gaussian_output', 'FeatureStats', 'frechet_distance', 'pixel_frechet_distance', 'FeatureClassifier',
+    'feature_classifier', 'classifier_frechet_distance', 'cache_dir',
+]

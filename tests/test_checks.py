@@ -24,3 +24,27 @@ def test_check_int_accepts_integral_values():
 def test_check_int_refuses_with_the_argument_named(value, minimum, message):
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
         check_int(value, "n", minimum=minimum)
+
+
+def test_public_surface_is_explicit_and_complete():
+    """``gaussdiff/__init__.py`` imports every public name of its modules by name (no star
+    import), and ``gd.__all__`` is exactly their ``__all__`` lists, in order, without repeats: a
+    name added to a module's ``__all__`` but not to the package face fails here."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import gaussdiff as gd
+
+    src = Path(gd.__file__).read_text()
+    tree = ast.parse(src)
+    imported, modules = [], []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            assert all(a.name != "*" for a in node.names), f"star import from .{node.module}"
+            modules.append(node.module)
+            imported += [a.name for a in node.names]
+    expected = [n for m in modules for n in importlib.import_module(f"gaussdiff.{m}").__all__]
+    assert imported == expected == list(gd.__all__)
+    assert len(set(gd.__all__)) == len(gd.__all__)
+    assert all(hasattr(gd, n) for n in gd.__all__)
