@@ -102,17 +102,9 @@ class EmpiricalDenoiser(Denoiser):
     def _posterior(self, x, s):
         """float64 ``(mean (B, d), lse (B,), neff (B,))`` for flat queries ``x`` (B, d)."""
         info: dict = {}
-        kw = dict(chunk_size=self.chunk_size, n_candidates=self.n_candidates, rtol=self.rtol, info=info)
-        if self.backend == "numba":
-            out = kernels.empirical_posterior_numba(np.ascontiguousarray(x.detach().numpy()), self._prep,
-                                                    s.detach().to(torch.float64).numpy(), **kw)
-            out = tuple(torch.from_numpy(o) for o in out)
-        elif self.backend == "triton":
-            from ._triton import empirical_posterior_triton
-            kw["chunk_size"] = self._stream_chunk
-            out = empirical_posterior_triton(x.detach(), self._prep, s.detach(), validated=True, **kw)
-        else:
-            out = kernels.empirical_posterior_torch(x.detach(), self._prep, s.detach(), validated=True, **kw)
+        chunk = self._stream_chunk if self.backend == "triton" else self.chunk_size
+        out = kernels.empirical_posterior(x.detach(), self._prep, s.detach(), backend=self.backend, validated=True,
+                                          chunk_size=chunk, n_candidates=self.n_candidates, rtol=self.rtol, info=info)
         self.last_info = info
         return out
 

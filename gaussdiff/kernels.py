@@ -973,15 +973,24 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def empirical_posterior(x, prep: PreparedData, sigma, *, backend: str, **kwargs):
-    """Dispatch to :func:`empirical_posterior_numba` (numpy in/out), the torch backend or the
-    fused Triton kernels (:func:`gaussdiff._triton.empirical_posterior_triton`)."""
+def empirical_posterior(x: torch.Tensor, prep: PreparedData, sigma: torch.Tensor, *, backend: str,
+                        validated: bool = False, **kwargs):
+    """The one dispatch of the streamed posterior: :func:`empirical_posterior_numba`, the torch
+    backend or the fused Triton kernels (:func:`gaussdiff._triton.empirical_posterior_triton`).
+
+    ``x`` (B, d) and ``sigma`` (B,) are torch tensors for every backend (numpy is made here for
+    numba); returns float64 torch ``(mean (B, d), lse (B,), neff (B,))``. ``validated`` skips the
+    torch/Triton input checks (the caller has made them); other keywords go to the backend."""
     if backend == "numba":
-        return empirical_posterior_numba(x, prep, sigma, **kwargs)
+        out = empirical_posterior_numba(np.ascontiguousarray(x.detach().cpu().numpy()), prep,
+                                        sigma.detach().to("cpu", torch.float64).numpy(), **kwargs)
+        return tuple(torch.from_numpy(o) for o in out)
     if backend == "triton":
         from ._triton import empirical_posterior_triton
-        return empirical_posterior_triton(x, prep, sigma, **kwargs)
-    return empirical_posterior_torch(x, prep, sigma, **kwargs)
+        return empirical_posterior_triton(x, prep, sigma, validated=validated, **kwargs)
+    if backend == "torch":
+        return empirical_posterior_torch(x, prep, sigma, validated=validated, **kwargs)
+    raise ValueError(f"backend: expected 'numba', 'torch' or 'triton', got {backend!r}")
 
 
 def nearest_neighbors(x: torch.Tensor, data: torch.Tensor, k: int = 1, **kwargs):

@@ -353,3 +353,25 @@ def test_benchmark_quick(tmp_path, capsys):
     assert len(data["rows"]) == len(rows) >= 1
     for r in data["rows"]:
         assert r["time_s"] > 0 and r["speedup_vs_naive"] is not None and r["max_err_rel_spread"] < 1e-5
+
+
+def test_one_dispatch_gives_each_backend_and_refuses_others():
+    """``kernels.empirical_posterior`` is the one dispatch EmpiricalDenoiser uses: torch tensors
+    in for every backend, the same float64 torch triple out (numba and torch agree to float32
+    rounding), and a named error for an unknown backend."""
+    from gaussdiff import kernels
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(200, 16, generator=g)
+    x = data[:5] + 0.3 * torch.randn(5, 16, generator=g)
+    s = torch.full((5,), 0.7)
+    outs = {b: kernels.empirical_posterior(x, kernels.prepare_data(data, backend=b), s, backend=b)
+            for b in ("numba", "torch")}
+    for b, out in outs.items():
+        assert len(out) == 3 and all(isinstance(o, torch.Tensor) and o.dtype == torch.float64 for o in out), b
+    for a, b in zip(outs["numba"], outs["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)    # both certified to float32 rounding
+    ref = kernels.empirical_posterior_naive(x.double().numpy(), data.double().numpy(), s.double().numpy())
+    torch.testing.assert_close(outs["numba"][0], torch.as_tensor(ref[0]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="backend: expected 'numba', 'torch' or 'triton'"):
+        kernels.empirical_posterior(x, kernels.prepare_data(data, backend="torch"), s, backend="cupy")
