@@ -200,3 +200,13 @@ def test_transition_size_edges():
     assert not ex.transition_size([8, 20, 52], [10, 140, 250], [256] * 3, n_boot=50).separated
     with pytest.raises(ValueError, match="ns: sizes must be finite and > 0"):
         ex.transition_size([0, 10], [1, 2], [4, 4])
+
+
+def test_cli_demo_reports_the_package_memorization(tmp_path, capsys):
+    """``gaussdiff demo`` reports gd.memorization_fraction (gap ratio 1/3, bootstrap se): the
+    empirical denoiser's samples copy training points, the Gaussian's do not."""
+    assert cli_main(["demo", "--n-train", "16", "--samples", "64", "--steps", "20", "--outdir", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "demo.json").read_text())
+    assert res["empirical"]["memorization"] == 1.0 and res["gaussian"]["memorization"] < 0.5
+    assert 0 <= res["gaussian"]["memorization_se"] < 0.1
+    assert "memorization" in capsys.readouterr().out
