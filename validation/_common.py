@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -249,10 +247,9 @@ class Report:
                   "wall_seconds": wall, "figures": [str(Path(f).name) for f in figures], "reason": reason,
                   **self.extra}
         path = self.outdir / "result.json"
-        fd, tmp = tempfile.mkstemp(dir=self.outdir, prefix=".result.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result, fh, indent=1, default=_json_default)
-        os.replace(tmp, path)
+        from gaussdiff._io import atomic_write
+
+        atomic_write(path, json.dumps(result, indent=1, default=_json_default))
         print(f"== {self.name}: {self.status} ({len([c for c in self.checks if c['status'] == 'PASS'])}"
               f"/{len(self.checks)} checks) in {wall:.1f} s" + (f" — {reason}" if reason else ""))
         return result
