@@ -21,7 +21,8 @@ from .data import (
 )
 from .networks import MLP, UNet, Preconditioned, NetworkDenoiser, build_network, init_weights, FRAMEWORKS, NETS
 from .training import (
-    train_denoiser, train_ensemble, load_denoiser, TrainResult, denoising_loss, training_sigmas, TRAIN_DEFAULTS,
+    train_denoiser, train_ensemble, load_denoiser, TrainResult, TrainSettings, denoising_loss, training_sigmas,
+    TRAIN_DEFAULTS,
     weights_fingerprint,
 )
 from .metrics import (
@@ -61,7 +62,7 @@ __all__ = [
     'two_gaussians_data', 'sphere_data', 'read_array', 'read_image_folder', 'read_idx', 'read_mnist_idx',
     'read_cifar10', 'natural_image_patches', 'FASHION_MNIST_DIR', 'MLP', 'UNet', 'Preconditioned', 'NetworkDenoiser',
     'build_network', 'init_weights', 'FRAMEWORKS', 'NETS', 'train_denoiser', 'train_ensemble', 'load_denoiser',
-    'TrainResult', 'denoising_loss', 'training_sigmas', 'TRAIN_DEFAULTS', 'weights_fingerprint', 'Fraction',
+    'TrainResult', 'TrainSettings', 'denoising_loss', 'training_sigmas', 'TRAIN_DEFAULTS', 'weights_fingerprint', 'Fraction',
     'SigmaProfile', 'ReproducibilityResult', 'LinearDistillation', 'DistillationComparison', 'GeneralizationGap',
     'OptimumGap', 'bootstrap_fraction', 'nearest_training', 'memorized', 'memorization_fraction', 'memorized_within',
     'generalization_score', 'max_similarity', 'reproducibility', 'Similarity', 'CentredCosine', 'NormalisedL2',

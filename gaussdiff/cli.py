@@ -8,10 +8,13 @@ imports what it needs lazily so that ``gaussdiff --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import textwrap
 from pathlib import Path
+
+from ._io import atomic_write
 
 __all__ = ["main"]
 
@@ -207,8 +210,37 @@ def _run_plot(args):
 # train: a small network as a denoiser of a data set
 # ---------------------------------------------------------------------------------------------
 
+def _none_or(parse):
+    def parse_optional(text):
+        return None if text.strip().lower() in ("none", "off") else parse(text)
+    parse_optional.__name__ = parse.__name__
+    return parse_optional
+
+
+def _auto_or_float(text):
+    return text if text == "auto" else float(text)
+
+
+# How a settings field's annotation is read from the command line.
+_PARSERS = {"int": int, "float": float, "str": str, "int | None": _none_or(int), "float | None": _none_or(float),
+            "float | str": _auto_or_float}
+
+
+def _add_settings(p, settings_class):
+    """One option per field of a frozen settings dataclass (``--batch-size`` for ``batch_size``),
+    its default and help text read from the class, so that the command line cannot drift from it."""
+    from .networks import FRAMEWORKS, NETS
+
+    choices = {"net": NETS, "framework": FRAMEWORKS}
+    for f in dataclasses.fields(settings_class):
+        default = f.default
+        shown = "" if default is None else f" (default {default})"
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=_PARSERS[f.type], default=default,
+                       choices=choices.get(f.name), help=f.metadata["help"] + shown)
+
+
 def _add_train(sub):
-    from .training import TRAIN_DEFAULTS as D
+    from .training import TrainSettings
     p = sub.add_parser(
         "train", formatter_class=_formatter,
         help="train a small network (MLP or U-Net) as a denoiser of a data set",
@@ -247,23 +279,11 @@ def _add_train(sub):
                    help="seed of the permutation that picks the N rows (default 0)")
     p.add_argument("--part", type=int, choices=(0, 1), default=0,
                    help="which of two disjoint subsets of N rows to use (default 0)")
-    p.add_argument("--steps", type=int, default=D["steps"], help=f"optimisation steps (default {D['steps']})")
-    p.add_argument("--seed", type=int, default=D["seed"], help="seed of weights, batches and noise (default 0)")
-    p.add_argument("--net", choices=("mlp", "unet"), default=D["net"], help="network (default mlp)")
-    p.add_argument("--width", type=int, default=None, help="width (default 256 for mlp, 32 for unet)")
-    p.add_argument("--depth", type=int, default=None, help="MLP residual blocks (default 3)")
-    p.add_argument("--framework", choices=("edm", "vp", "flow"), default=D["framework"],
-                   help="parameterisation (default edm)")
-    p.add_argument("--batch-size", type=int, default=D["batch_size"], help=f"batch size (default {D['batch_size']})")
-    p.add_argument("--lr", type=float, default=D["lr"], help=f"Adam learning rate (default {D['lr']})")
-    p.add_argument("--ema", type=float, default=D["ema"], help=f"EMA decay (default {D['ema']})")
+    _add_settings(p, TrainSettings)
     p.add_argument("--checkpoint-steps", default="",
                    help="comma-separated steps at which to save EMA weights (e.g. 500,1000)")
-    p.add_argument("--device", default=D["device"], help="cpu or cuda (default cpu)")
     p.add_argument("--conditional", action="store_true",
                    help="class-conditional network trained on the data set's labels")
-    p.add_argument("--label-dropout", type=float, default=D["label_dropout"],
-                   help=f"share of labels dropped to train the unconditional branch (default {D['label_dropout']})")
     p.add_argument("--classes", type=_int_list, default=None,
                    help="keep only these classes, comma-separated (e.g. 0,1,2; needs labels)")
     p.add_argument("--init-from", type=Path, default=None,
@@ -297,7 +317,7 @@ def _run_train(args):
     elif args.n is not None:
         data, labels = gd.disjoint_split(data, args.n, args.data_seed, labels=labels)[args.part] if args.part else \
             gd.subset(data, args.n, args.data_seed, labels=labels)
-    cond = dict(labels=labels, num_classes=num_classes, label_dropout=args.label_dropout) if args.conditional else {}
+    cond = dict(labels=labels, num_classes=num_classes) if args.conditional else {}
     if args.init_from is not None:
         cond.pop("num_classes", None)                 # the source model's
     try:
@@ -305,17 +325,16 @@ def _run_train(args):
     except ValueError:
         raise ValueError(f"--checkpoint-steps: expected integers separated by commas, got "
                          f"{args.checkpoint_steps!r}") from None
-    res = gd.train_denoiser(data, steps=args.steps, net=args.net, width=args.width, depth=args.depth,
-                            framework=args.framework, seed=args.seed, batch_size=args.batch_size,
-                            lr=args.lr, ema=args.ema, device=args.device, outdir=args.outdir,
-                            checkpoint_steps=ckpts, progress=not args.no_progress,
-                            num_threads=args.threads, init_from=args.init_from, **cond)
+    settings = gd.TrainSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(gd.TrainSettings)})
+    res = gd.train_denoiser(data, settings=settings, outdir=args.outdir, checkpoint_steps=ckpts,
+                            progress=not args.no_progress, num_threads=args.threads, init_from=args.init_from,
+                            **cond)
     meta_file = args.outdir / "config.json"
     meta = json.loads(meta_file.read_text())
     meta["config"].update(data=args.data, data_info={k: v for k, v in info.items() if k != "truth"},
                           n_selected=args.n, data_seed=args.data_seed, part=args.part,
                           classes=list(args.classes) if args.classes else None)
-    meta_file.write_text(json.dumps(meta, indent=2, default=str))
+    atomic_write(meta_file, json.dumps(meta, indent=2, default=str))
     last = res.loss_history["loss"][-1] if res.loss_history["loss"] else float("nan")
     kind = f", {res.config['num_classes']} classes" if res.config.get("num_classes") else ""
     kind += f", fine-tuned from {args.init_from}" if args.init_from is not None else ""

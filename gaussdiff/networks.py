@@ -18,7 +18,7 @@ so ``F`` is EDM's preconditioned output, the VP noise prediction ``eps(s x_hat, 
 (C3): ``D = x_hat - sigma eps``) or the rectified-flow velocity ``v(x_t, t)`` with
 ``x_t = x_hat / (1 + sigma)`` (theory (C4): ``D = x_t - t v``). The one method
 :meth:`Preconditioned.scalings` returns the four coefficients; :meth:`Preconditioned.forward`
-and the training loss (:func:`gaussdiff.training.denoising_loss`) both use it, and the loss
+and the training loss (:meth:`Preconditioned.loss`) both use it, and the loss
 target of ``F`` is ``(x0 - c_skip x_hat) / c_out``: ``x0``'s EDM target, the noise ``n`` (VP)
 or the velocity ``n - x0`` (flow).
 
@@ -237,12 +237,21 @@ class Preconditioned(nn.Module):
         self.net, self.framework, self.sigma_data = net, framework, float(sigma_data)
         self._vp = VP()
 
-    def scalings(self, sigma: torch.Tensor):
-        """``(c_skip, c_out, c_in, c_noise)`` for a ``(B,)`` sigma, each ``(B,)``."""
+    def scalings(self, sigma: torch.Tensor, sigma_data: torch.Tensor | None = None):
+        """``(c_skip, c_out, c_in, c_noise)`` for a ``(B,)`` sigma, each ``(B,)`` (elementwise, so
+        any shape of sigma works).
+
+        ``sigma_data`` (``"edm"`` only): None for this module's, or a float64 tensor that
+        broadcasts against ``sigma`` (an ensemble's per-model values, ``(K, 1)``); it is rounded
+        to ``sigma``'s dtype after squaring, exactly as a Python float is."""
         if self.framework == "edm":                  # Karras et al. 2022, Table 1 / eq. 7
-            sd = self.sigma_data
-            r = torch.rsqrt(sigma ** 2 + sd ** 2)
-            return sd ** 2 * r ** 2, sigma * sd * r, r, torch.log(sigma) / 4
+            if sigma_data is None:
+                sd = self.sigma_data
+                sd2 = sd ** 2
+            else:
+                sd, sd2 = sigma_data.to(sigma.dtype), sigma_data.square().to(sigma.dtype)
+            r = torch.rsqrt(sigma ** 2 + sd2)
+            return sd2 * r ** 2, sigma * sd * r, r, torch.log(sigma) / 4
         if self.framework == "vp":                   # (C3) D = x - sigma eps(s x, t)
             return (torch.ones_like(sigma), -sigma, torch.rsqrt(1 + sigma ** 2),
                     self._vp.t_of_sigma(sigma))
@@ -257,6 +266,32 @@ class Preconditioned(nn.Module):
     def _f(self, x, c_noise, label):
         # unconditional modules keep their two-argument signature
         return self.net(x, c_noise) if label is None else self.net(x, c_noise, label)
+
+    def loss(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, label: torch.Tensor | None = None,
+             *, sigma_data: torch.Tensor | None = None, f: Callable | None = None) -> torch.Tensor:
+        r"""The training loss: the mean over the batch and entries of
+        :math:`\|F(c_{in} x, c_{noise}) - (x_0 - c_{skip} x)/c_{out}\|^2`, ``x = x0 + sigma noise``
+        (Karras et al. 2022, eq. 8 with their weighting: ``lambda(sigma) ||D(x, sigma) - x0||^2``
+        with ``lambda = 1 / c_out^2``). The target of ``F`` is ``x0``'s EDM target, the noise
+        (VP) or the velocity ``noise - x0`` (flow).
+
+        Parameters
+        ----------
+        x0, noise : ``(B, *event_shape)``; sigma : ``(B,)``; label : None or ``(B,)`` (see
+            :meth:`forward`).
+        sigma_data, f : for K models trained as one (:func:`gaussdiff.train_ensemble`): ``x0``,
+            ``noise`` ``(K, B, *event_shape)``, ``sigma`` ``(K, B)``, ``sigma_data`` the models'
+            values (see :meth:`scalings`) and ``f(x, c_noise)`` their vectorised raw network in
+            place of this module's. The result is then ``(K,)``, one loss per model.
+        """
+        shape = sigma.shape + (1,) * (x0.ndim - sigma.ndim)
+        x = x0 + sigma.reshape(shape) * noise
+        c_skip, c_out, c_in, c_noise = self.scalings(sigma, sigma_data)
+        target = (x0 - c_skip.reshape(shape) * x) / c_out.reshape(shape)
+        x_in = c_in.reshape(shape) * x
+        out = self._f(x_in, c_noise, label) if f is None else f(x_in, c_noise)
+        err = (out - target).square()
+        return err.mean() if sigma.ndim == 1 else err.reshape(sigma.shape[0], -1).mean(1)
 
     def raw(self, x: torch.Tensor, sigma: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """The network output ``F(c_in x, c_noise[, label])``: EDM output, ``eps`` or velocity ``v``."""

@@ -1,8 +1,9 @@
 r"""Training small denoising networks: one loss for three parameterisations, Adam, EMA,
 gradient clipping, resumable checkpoints.
 
-The loss (Karras et al. 2022, eq. 8 with their weighting) is written in terms of the raw
-network output ``F`` and the scalings of :meth:`gaussdiff.networks.Preconditioned.scalings`:
+The loss (Karras et al. 2022, eq. 8 with their weighting) is :meth:`Preconditioned.loss
+<gaussdiff.networks.Preconditioned.loss>`, written in terms of the raw network output ``F``
+and the scalings of :meth:`~gaussdiff.networks.Preconditioned.scalings`:
 
 .. math:: L = E_{\sigma, x_0, n} \big\| F(c_{in} x, c_{noise}) - (x_0 - c_{skip} x) / c_{out} \big\|^2,
           \qquad x = x_0 + \sigma n,
@@ -13,6 +14,12 @@ For ``"edm"`` this is EDM's loss with :math:`\lambda(\sigma) = (\sigma^2 + \sigm
 DDPM noise-prediction loss :math:`\|\epsilon - n\|^2` with :math:`t \sim U(\epsilon_t, 1)` on the
 continuous VP schedule; for ``"flow"`` the rectified-flow loss :math:`\|v - (n - x_0)\|^2` with
 :math:`t \sim U(0, 1)`. Only the law of sigma differs (:func:`training_sigmas`).
+
+Every setting of a run and its default lives in one frozen, validated :class:`TrainSettings`;
+:func:`train_denoiser`, :func:`train_ensemble` and the command line read their defaults from
+it. The two trainers run one loop (:func:`_optimise`: warm-up, Adam, clipping, EMA, loss log);
+they differ only in how they hold parameters (one module, or K modules stacked under
+``torch.vmap``).
 
 ``train_denoiser(data, steps=..., outdir=DIR)`` writes ``DIR/config.json`` (configuration, loss
 history, checkpoints), ``DIR/model.pt`` (final EMA weights), ``DIR/ema_XXXXXXX.pt`` at the
@@ -31,6 +38,7 @@ EMA) of a trained model, with a fresh optimiser, and otherwise trains like any r
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,6 +46,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable, Sequence
 
 import torch
@@ -49,16 +58,99 @@ from .networks import FRAMEWORKS, NETS, NetworkDenoiser, Preconditioned, build_n
 from .conditional import _check_labels
 from .schedules import VP
 
-__all__ = ["train_denoiser", "train_ensemble", "load_denoiser", "TrainResult", "denoising_loss", "training_sigmas",
-           "TRAIN_DEFAULTS", "weights_fingerprint"]
+__all__ = ["train_denoiser", "train_ensemble", "load_denoiser", "TrainResult", "TrainSettings", "denoising_loss",
+           "training_sigmas", "TRAIN_DEFAULTS", "weights_fingerprint"]
 
-#: Defaults of :func:`train_denoiser` (also the command line's), in one place.
-TRAIN_DEFAULTS = dict(steps=4000, net="mlp", width=None, depth=None, framework="edm", seed=0,
-                      batch_size=256, lr=1e-3, warmup=100, ema=0.999, grad_clip=1.0,
-                      sigma_data="auto", p_mean=-1.2, p_std=1.2, device="cpu", log_every=50,
-                      save_every=1000, label_dropout=0.1)
 
-# Arguments that define the run: resuming requires them unchanged (steps may grow).
+def _setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting of a training run, with its default: the one place they are written.
+
+    Construction validates and normalises each value (a bad one raises ``ValueError`` naming
+    it), so an instance is always a valid run. ``settings.replace(lr=2e-3)`` gives a changed copy.
+    Each field's ``metadata["help"]`` is its one-line description (the command line's help).
+    """
+
+    # -- length and randomness
+    steps: int = _setting(4000, "optimisation steps (a resumed run continues up to this number)")
+    seed: int = _setting(0, "seed of the weights and of the generator of indices, sigmas and noise")
+    # -- architecture
+    net: str = _setting("mlp", "network: 'mlp' (vectors, or images flattened) or 'unet' (images)")
+    width: int | None = _setting(None, "width (default: 256 for the MLP, 32 for the U-Net)")
+    depth: int | None = _setting(None, "MLP residual blocks (default: 3)")
+    framework: str = _setting("edm", "parameterisation: 'edm', 'vp' or 'flow'")
+    sigma_data: float | str = _setting("auto", "EDM's sigma_data ('auto': the standard deviation of the data)")
+    # -- optimisation
+    batch_size: int = _setting(256, "rows per batch, drawn uniformly with replacement")
+    lr: float = _setting(1e-3, "Adam learning rate")
+    warmup: int = _setting(100, "steps of the linear learning-rate ramp (0: none)")
+    ema: float = _setting(0.999, "EMA decay, in [0, 1)")
+    grad_clip: float | None = _setting(1.0, "maximal gradient norm ('none': no clipping)")
+    # -- law of sigma (EDM)
+    p_mean: float = _setting(-1.2, "mean of ln(sigma) for 'edm'")
+    p_std: float = _setting(1.2, "standard deviation of ln(sigma) for 'edm'")
+    # -- class-conditional training
+    label_dropout: float = _setting(0.1, "share of labels replaced by the 'no label' token, in [0, 1)")
+    # -- where, and how often to log and save
+    device: str = _setting("cpu", "'cpu' or 'cuda'")
+    log_every: int = _setting(50, "steps per loss-history entry (one device sync each)")
+    save_every: int = _setting(1000, "steps between resumable states (state.pt)")
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        put("steps", check_int(self.steps, "steps", minimum=0))
+        if self.net not in NETS:
+            raise ValueError(f"net: must be one of {NETS}, got {self.net!r}")
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"framework: must be one of {FRAMEWORKS}, got {self.framework!r}")
+        put("batch_size", check_int(self.batch_size, "batch_size"))
+        put("warmup", check_int(self.warmup, "warmup", minimum=0))
+        put("log_every", check_int(self.log_every, "log_every"))
+        put("save_every", check_int(self.save_every, "save_every"))
+        put("lr", check_positive(self.lr, "lr"))
+        put("ema", _unit_interval(self.ema, "ema"))
+        if self.grad_clip is not None:
+            put("grad_clip", check_positive(self.grad_clip, "grad_clip"))
+        try:
+            put("p_mean", float(self.p_mean))
+        except (TypeError, ValueError):
+            raise ValueError(f"p_mean: expected a number, got {self.p_mean!r}") from None
+        put("p_std", check_positive(self.p_std, "p_std"))
+        if isinstance(self.sigma_data, str):
+            if self.sigma_data != "auto":
+                raise ValueError(f"sigma_data: 'auto' or a positive number, got {self.sigma_data!r}")
+        else:
+            put("sigma_data", check_positive(self.sigma_data, "sigma_data"))
+        put("label_dropout", _unit_interval(self.label_dropout, "label_dropout"))
+        put("seed", check_int(self.seed, "seed", minimum=0))
+
+    def replace(self, **changes) -> "TrainSettings":
+        """A copy with ``changes`` (validated like a new instance)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _unit_interval(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{name}: must be in [0, 1), got {value!r}")
+    return v
+
+
+_DEFAULT = TrainSettings()
+
+#: The defaults of :class:`TrainSettings` as a read-only mapping (derived from it, not a second copy).
+TRAIN_DEFAULTS = MappingProxyType(dataclasses.asdict(_DEFAULT))
+
+# Settings that define the run: resuming requires them unchanged (steps may grow).
 _IDENTITY = ("data_fingerprint", "data_shape", "net", "width", "depth", "framework", "seed",
              "batch_size", "lr", "warmup", "ema", "grad_clip", "sigma_data", "p_mean", "p_std",
              "device", "num_classes", "label_dropout", "labels_fingerprint", "init_fingerprint")
@@ -66,7 +158,7 @@ _FORMAT = 1
 
 
 def training_sigmas(framework: str, batch: int, *, generator: torch.Generator,
-                    p_mean: float = -1.2, p_std: float = 1.2, device=None) -> torch.Tensor:
+                    p_mean: float = _DEFAULT.p_mean, p_std: float = _DEFAULT.p_std, device=None) -> torch.Tensor:
     r"""Noise levels of one training batch, ``(batch,)`` float32.
 
     ``"edm"``: :math:`\ln\sigma \sim N(P_{mean}, P_{std}^2)` (EDM Table 1);
@@ -86,21 +178,16 @@ def training_sigmas(framework: str, batch: int, *, generator: torch.Generator,
 
 def denoising_loss(model: Preconditioned, x0: torch.Tensor, sigma: torch.Tensor,
                    noise: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Mean over the batch and entries of :math:`\|F(c_{in} x, c_{noise}) - (x_0 - c_{skip} x)/c_{out}\|^2`
-    with :math:`x = x_0 + \sigma n` (module docstring); the target is ``x0``'s EDM target, the
-    noise ``n`` (VP) or the velocity ``n - x0`` (flow).
+    r"""The training loss of ``model`` on one batch: :meth:`Preconditioned.loss
+    <gaussdiff.networks.Preconditioned.loss>` (module docstring), the mean over the batch and
+    entries of :math:`\|F(c_{in} x, c_{noise}) - (x_0 - c_{skip} x)/c_{out}\|^2`, ``x = x0 + sigma noise``.
 
     Parameters
     ----------
     x0 : (B, *event_shape) clean data. sigma : (B,). noise : (B, *event_shape) standard normal.
     label : None, or (B,) integers ``0..C`` for a class-conditional model (``C``: no label).
     """
-    shape = (-1,) + (1,) * (x0.ndim - 1)
-    x = x0 + sigma.reshape(shape) * noise
-    c_skip, c_out, c_in, c_noise = model.scalings(sigma)
-    target = (x0 - c_skip.reshape(shape) * x) / c_out.reshape(shape)
-    out = model._f(c_in.reshape(shape) * x, c_noise, label)
-    return (out - target).square().mean()
+    return model.loss(x0, sigma, noise, label)
 
 
 @dataclass
@@ -126,6 +213,10 @@ class TrainResult:
     model: Preconditioned | None = field(default=None, repr=False)
 
 
+# =============================================================================================
+# What both trainers share: the optimiser, the loop, the loss log, the run's configuration
+# =============================================================================================
+
 def _resolve_device(device) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -133,20 +224,138 @@ def _resolve_device(device) -> torch.device:
     return dev
 
 
+def _with_threads(num_threads, fn):
+    """``fn()`` with torch's CPU thread count set to ``num_threads`` (None: unchanged), restored after."""
+    if num_threads is None:
+        return fn()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(check_int(num_threads, "num_threads"))
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _auto_sigma_data(data: torch.Tensor) -> float:
+    """``sigma_data="auto"``: the data's standard deviation, rounded to 6 digits, at least 1e-3."""
+    return max(round(float(data.std()) if data.numel() > 1 else 0.5, 6), 1e-3)
+
+
+def _check_checkpoints(checkpoint_steps, steps: int) -> list[int]:
+    ckpts = sorted({check_int(s, "checkpoint_steps") for s in checkpoint_steps})
+    if ckpts and ckpts[-1] > steps:
+        raise ValueError(f"checkpoint_steps: {ckpts[-1]} is beyond steps = {steps}")
+    return ckpts
+
+
+def _adam(params, lr: float) -> torch.optim.Adam:
+    try:  # the fused kernel (CPU and CUDA, torch >= 2.4) is ~6x faster for small networks
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # pragma: no cover - older torch
+        return torch.optim.Adam(params, lr=lr)
+
+
+class _LossLog:
+    """Training losses of K models summed on the device and written to their histories once per
+    logging interval (the one device sync per interval), with an optional tqdm bar."""
+
+    def __init__(self, histories: list[dict], device, *, progress: bool, total: int, start: int, desc: str):
+        self.histories = histories
+        self.acc = torch.zeros(len(histories), device=device)
+        self.n, self.last = 0, start
+        self.bar = None
+        if progress and start < total:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=True)
+
+    def add(self, loss: torch.Tensor):
+        """Add one step's loss (a scalar, or K losses); call under ``torch.no_grad()``."""
+        self.acc += loss.detach()
+        self.n += 1
+
+    def flush(self, step: int):
+        if not self.n:
+            return
+        means = [v / self.n for v in self.acc.tolist()]
+        for h, v in zip(self.histories, means):
+            h["step"].append(step)
+            h["loss"].append(v)
+        if self.bar is not None:
+            self.bar.update(step - self.last)
+            self.bar.set_postfix(loss=f"{sum(means) / len(means):.4f}")
+        self.acc.zero_()
+        self.n, self.last = 0, step
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _optimise(s: TrainSettings, opt: torch.optim.Optimizer, params: list, ema_params: list, *, start: int,
+              batch_loss: Callable, clip: Callable, log: _LossLog, after_step: Callable):
+    """The loop both trainers run, for steps ``start + 1 .. s.steps``: the learning rate of the
+    warm-up ramp (linear over ``s.warmup`` steps, then constant, so a run can be extended), one
+    Adam step on ``batch_loss(k)`` (one loss, or K losses whose sum is minimised: the models share
+    no parameter, so each gets its own gradient), the gradients clipped by ``clip(s.grad_clip)``,
+    the EMA update with decay ``min(s.ema, (1 + k) / (10 + k))`` after step ``k``, the loss into
+    ``log``; then ``after_step(step)``."""
+    cur_lr = None
+    for k in range(start, s.steps):
+        new_lr = s.lr * min(1.0, (k + 1) / s.warmup) if s.warmup else s.lr
+        if new_lr != cur_lr:
+            for g in opt.param_groups:
+                g["lr"] = new_lr
+            cur_lr = new_lr
+        loss = batch_loss(k)
+        opt.zero_grad(set_to_none=True)
+        (loss if loss.ndim == 0 else loss.sum()).backward()
+        if s.grad_clip is not None:
+            clip(s.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            beta = min(s.ema, (1 + k) / (10 + k))
+            torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+            log.add(loss)
+        after_step(k + 1)
+
+
+def _run_config(s: TrainSettings, data: torch.Tensor, spec, model: Preconditioned, dev, checkpoint_steps, *,
+                save_every, num_classes=None, label_dropout=None, labels_fingerprint=None, init_fingerprint=None,
+                init_from=None, **extra) -> dict:
+    """The JSON-able configuration of one trained model (what ``config.json`` and
+    :attr:`TrainResult.config` hold): the settings as resolved for this model and its data."""
+    from . import __version__
+
+    mod = model.net
+    return dict(data=spec, data_fingerprint=data_fingerprint(data), data_shape=list(data.shape),
+                n=int(data.shape[0]), event_shape=list(data.shape[1:]), net=s.net, width=int(mod.width),
+                depth=int(getattr(mod, "depth", 0)) or None, framework=s.framework, seed=s.seed,
+                batch_size=s.batch_size, lr=s.lr, warmup=s.warmup, ema=s.ema, grad_clip=s.grad_clip,
+                sigma_data=s.sigma_data, p_mean=s.p_mean, p_std=s.p_std, device=str(dev), steps=s.steps,
+                checkpoint_steps=checkpoint_steps, save_every=save_every, log_every=s.log_every,
+                parameters=sum(p.numel() for p in model.parameters()), num_classes=num_classes,
+                label_dropout=label_dropout, labels_fingerprint=labels_fingerprint,
+                init_fingerprint=init_fingerprint, init_from=init_from, version=__version__, **extra)
+
+
 def _ema_name(step: int) -> str:
     return f"ema_{step:07d}.pt"
 
 
-def train_denoiser(data, *, steps: int = TRAIN_DEFAULTS["steps"], net: str = "mlp",
-                   width: int | None = None, depth: int | None = None, framework: str = "edm",
-                   seed: int = 0, batch_size: int = 256, lr: float = 1e-3, warmup: int = 100,
-                   ema: float = 0.999, grad_clip: float | None = 1.0, sigma_data="auto",
-                   p_mean: float = -1.2, p_std: float = 1.2, device="cpu",
-                   outdir=None, checkpoint_steps: Sequence[int] = (), save_every: int = 1000,
-                   callback: Callable | None = None, progress: bool = True,
-                   log_every: int = 50, num_threads: int | None = None, labels=None,
-                   num_classes: int | None = None, label_dropout: float = TRAIN_DEFAULTS["label_dropout"],
-                   init_from=None) -> TrainResult:
+# =============================================================================================
+# One network
+# =============================================================================================
+
+def train_denoiser(data, *, steps: int = _DEFAULT.steps, net: str = _DEFAULT.net, width: int | None = _DEFAULT.width,
+                   depth: int | None = _DEFAULT.depth, framework: str = _DEFAULT.framework, seed: int = _DEFAULT.seed,
+                   batch_size: int = _DEFAULT.batch_size, lr: float = _DEFAULT.lr, warmup: int = _DEFAULT.warmup,
+                   ema: float = _DEFAULT.ema, grad_clip: float | None = _DEFAULT.grad_clip,
+                   sigma_data=_DEFAULT.sigma_data, p_mean: float = _DEFAULT.p_mean, p_std: float = _DEFAULT.p_std,
+                   device=_DEFAULT.device, outdir=None, checkpoint_steps: Sequence[int] = (),
+                   save_every: int = _DEFAULT.save_every, callback: Callable | None = None, progress: bool = True,
+                   log_every: int = _DEFAULT.log_every, num_threads: int | None = None, labels=None,
+                   num_classes: int | None = None, label_dropout: float = _DEFAULT.label_dropout,
+                   init_from=None, settings: TrainSettings | None = None) -> TrainResult:
     r"""Train a small network as a denoiser of ``data`` and return its EMA as a denoiser.
 
     Each step draws ``batch_size`` training rows uniformly (with replacement), a sigma per row
@@ -190,97 +399,66 @@ def train_denoiser(data, *, steps: int = TRAIN_DEFAULTS["steps"], net: str = "ml
         model's when fine-tuning); labels must lie in ``0..num_classes-1``.
     label_dropout : probability in ``[0, 1)`` that a row's label is replaced by the "no label"
         token, which trains the unconditional branch ``D(x, sigma)`` used by classifier-free
-        guidance (ignored without labels).
-    init_from : fine-tune: start from a trained model, given as an ``outdir`` of
-        :func:`train_denoiser` (its final EMA), a :class:`~gaussdiff.networks.NetworkDenoiser`,
-        a :class:`TrainResult` (its EMA denoiser) or a :class:`~gaussdiff.networks.Preconditioned`
-        module. The architecture (``net``, ``width``, ``depth``, ``framework``, ``sigma_data``,
-        ``num_classes``) is the source's: leave them at their defaults or give the same values.
-        Model and EMA start from the source's weights, Adam from zero; ``seed`` seeds the batches.
         A source with labels needs ``labels`` and one without refuses them. Resuming checks that
         the source is the same (a fingerprint of its weights).
+    settings : a :class:`TrainSettings` to train with instead of the keyword settings above
+        (``steps`` ... ``label_dropout``), which must then be left at their defaults. Every
+        default above is :class:`TrainSettings`'s.
 
     Returns
     -------
     TrainResult with ``.denoiser``, ``.loss_history``, ``.config``.
     """
-    if num_threads is None:
-        return _train(data, locals())
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(check_int(num_threads, "num_threads"))
-    try:
-        return _train(data, locals())
-    finally:
-        torch.set_num_threads(old_threads)
+    given = dict(steps=steps, net=net, width=width, depth=depth, framework=framework, seed=seed,
+                 batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, grad_clip=grad_clip, sigma_data=sigma_data,
+                 p_mean=p_mean, p_std=p_std, label_dropout=label_dropout, device=device, log_every=log_every,
+                 save_every=save_every)
+    return _with_threads(num_threads, lambda: _train(
+        data, _settings(settings, given), outdir=outdir, checkpoint_steps=checkpoint_steps, callback=callback,
+        progress=progress, labels=labels, num_classes=num_classes, init_from=init_from))
 
 
-def _train(data, kw) -> TrainResult:
-    (steps, net, width, depth, framework, seed, batch_size, lr, warmup, ema, grad_clip, sigma_data,
-     p_mean, p_std, device, outdir, checkpoint_steps, save_every, callback, progress, log_every) = (
-        kw[k] for k in ("steps", "net", "width", "depth", "framework", "seed", "batch_size", "lr",
-                        "warmup", "ema", "grad_clip", "sigma_data", "p_mean", "p_std", "device",
-                        "outdir", "checkpoint_steps", "save_every", "callback", "progress",
-                        "log_every"))
-    labels, num_classes, label_dropout, init_from = (kw[k] for k in ("labels", "num_classes",
-                                                                     "label_dropout", "init_from"))
+def _settings(settings: TrainSettings | None, given: dict) -> TrainSettings:
+    """The run's settings: ``settings``, or the keyword arguments ``given`` (one per field)."""
+    assert set(given) == {f.name for f in dataclasses.fields(TrainSettings)}
+    if settings is None:
+        return TrainSettings(**given)
+    if not isinstance(settings, TrainSettings):
+        raise ValueError(f"settings: expected a TrainSettings, got {type(settings).__name__}")
+    changed = [k for k, v in given.items() if v != getattr(_DEFAULT, k)]
+    if changed:
+        raise ValueError(f"settings: given together with {', '.join(changed)}; put them in the settings "
+                         "(settings.replace(...))")
+    return settings
+
+
+def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progress, labels, num_classes,
+           init_from) -> TrainResult:
     t_start = time.perf_counter()
     spec = None
     if isinstance(data, (str, os.PathLike)):
         spec = str(data)
         data = load_dataset(spec)[0]
     data = check_data(data, "data").to(torch.float32)
-    steps = check_int(steps, "steps", minimum=0)
-    if net not in NETS:
-        raise ValueError(f"net: must be one of {NETS}, got {net!r}")
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"framework: must be one of {FRAMEWORKS}, got {framework!r}")
-    batch_size = check_int(batch_size, "batch_size")
-    warmup = check_int(warmup, "warmup", minimum=0)
-    log_every = check_int(log_every, "log_every")
-    save_every = check_int(save_every, "save_every")
-    lr = check_positive(lr, "lr")
-    ema = float(ema)
-    if not 0.0 <= ema < 1.0:
-        raise ValueError(f"ema: the decay must be in [0, 1), got {ema!r}")
-    if grad_clip is not None:
-        grad_clip = check_positive(grad_clip, "grad_clip")
-    p_std = check_positive(p_std, "p_std")
-    checkpoint_steps = sorted({check_int(s, "checkpoint_steps") for s in checkpoint_steps})
-    if checkpoint_steps and checkpoint_steps[-1] > steps:
-        raise ValueError(f"checkpoint_steps: {checkpoint_steps[-1]} is beyond steps = {steps}")
+    checkpoint_steps = _check_checkpoints(checkpoint_steps, s.steps)
     if checkpoint_steps and outdir is None and callback is None:
         raise ValueError("checkpoint_steps: need an outdir (to save them) or a callback")
     event_shape = tuple(data.shape[1:])
-    source = None
+    source = source_name = init_fp = None
     if init_from is not None:
         source, source_name = _source_model(init_from)
-        sm = source.net
-        src = dict(net="mlp" if type(sm).__name__ == "MLP" else "unet", width=int(sm.width),
-                   depth=int(getattr(sm, "depth", 0)) or None, framework=source.framework,
-                   sigma_data=source.sigma_data, num_classes=source.num_classes)
-        if src["net"] == "mlp":
-            fits = math.prod(event_shape) == sm.dim
-        else:
-            fits = len(event_shape) == 3 and event_shape[0] == sm.channels and min(event_shape[1:]) == sm.size
-        if not fits:
-            what = f"{sm.dim} values" if src["net"] == "mlp" else f"{sm.channels}-channel {sm.size} px images"
-            raise ValueError(f"init_from: the source model was built for {what}, the data have event "
-                             f"shape {event_shape}")
-        given = dict(net=net, width=width, depth=depth, framework=framework, sigma_data=sigma_data,
-                     num_classes=num_classes)
-        defaults = dict(net="mlp", width=None, depth=None, framework="edm", sigma_data="auto", num_classes=None)
-        for k, v in given.items():
-            if v != defaults[k] and v != src[k]:     # a default yields to the source's value
-                raise ValueError(f"{k}: fine-tuning keeps the source model's {k} = {src[k]!r}; got {v!r} "
-                                 "(leave it unset)")
-        net, width, depth, framework = src["net"], src["width"], src["depth"], src["framework"]
-        sigma_data, num_classes = src["sigma_data"], src["num_classes"]
+        s = _fine_tuning_settings(s, source, event_shape)
+        if num_classes is not None and num_classes != source.num_classes:
+            raise ValueError(f"num_classes: fine-tuning keeps the source model's num_classes = "
+                             f"{source.num_classes!r}; got {num_classes!r} (leave it unset)")
+        num_classes = source.num_classes
         if num_classes is not None and labels is None:
             raise ValueError(f"labels: the source model is class-conditional ({num_classes} classes); "
                              "fine-tuning it needs labels")
         if num_classes is None and labels is not None:
             raise ValueError("labels: the source model is unconditional; a class-conditional network "
                              "cannot be fine-tuned from it (train one from scratch with labels)")
+    label_dropout = None
     if labels is not None:
         lab = torch.as_tensor(labels)
         if lab.ndim != 1 or lab.shape[0] != data.shape[0]:
@@ -291,49 +469,29 @@ def _train(data, kw) -> TrainResult:
             num_classes = int(lab.max()) + 1
         num_classes = check_int(num_classes, "num_classes")
         labels = _check_labels(lab, num_classes, data.shape[0], "labels")
-        label_dropout = float(label_dropout)
-        if not 0.0 <= label_dropout < 1.0:
-            raise ValueError(f"label_dropout: must be in [0, 1), got {label_dropout!r}")
-    elif num_classes is not None and init_from is None:
+        label_dropout = s.label_dropout
+    elif num_classes is not None:
         raise ValueError("num_classes: given without labels; pass labels= to train a class-conditional network")
-    else:
-        label_dropout = None
-    if sigma_data == "auto":
-        sigma_data = float(data.std()) if data.numel() > 1 else 0.5
-        sigma_data = max(round(sigma_data, 6), 1e-3)
-    sigma_data = check_positive(sigma_data, "sigma_data")
-    dev = _resolve_device(device)
+    if s.sigma_data == "auto":
+        s = s.replace(sigma_data=_auto_sigma_data(data))
+    dev = _resolve_device(s.device)
 
-    model = build_network(net, event_shape, width=width, depth=depth, framework=framework,
-                          sigma_data=sigma_data, seed=seed, num_classes=num_classes)
-    init_fp = None
+    model = build_network(s.net, event_shape, width=s.width, depth=s.depth, framework=s.framework,
+                          sigma_data=s.sigma_data, seed=s.seed, num_classes=num_classes)
     if source is not None:
         model.load_state_dict(source.state_dict())
         init_fp = weights_fingerprint(model)
-    mod = model.net
-    config = dict(data=spec, data_fingerprint=data_fingerprint(data), data_shape=list(data.shape),
-                  n=int(data.shape[0]), event_shape=list(event_shape), net=net,
-                  width=int(mod.width), depth=int(getattr(mod, "depth", 0)) or None,
-                  framework=framework, seed=int(seed), batch_size=batch_size, lr=lr, warmup=warmup,
-                  ema=ema, grad_clip=grad_clip, sigma_data=sigma_data, p_mean=float(p_mean),
-                  p_std=p_std, device=str(dev), steps=steps, checkpoint_steps=checkpoint_steps,
-                  save_every=save_every, log_every=log_every,
-                  parameters=sum(p.numel() for p in model.parameters()),
-                  num_classes=num_classes, label_dropout=label_dropout,
-                  labels_fingerprint=None if labels is None else _labels_fingerprint(labels),
-                  init_fingerprint=init_fp, init_from=None if source is None else source_name)
-    from . import __version__
-    config["version"] = __version__
+    config = _run_config(s, data, spec, model, dev, checkpoint_steps, save_every=s.save_every,
+                         num_classes=num_classes, label_dropout=label_dropout,
+                         labels_fingerprint=None if labels is None else _labels_fingerprint(labels),
+                         init_fingerprint=init_fp, init_from=source_name)
 
     model.to(dev)
     ema_model = copy.deepcopy(model)
     for p in ema_model.parameters():
         p.requires_grad_(False)
-    try:  # the fused kernel (CPU and CUDA, torch >= 2.4) is ~6x faster for small networks
-        opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):  # pragma: no cover - older torch
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    opt = _adam(model.parameters(), s.lr)
+    gen = torch.Generator(device=dev).manual_seed(s.seed)
     history = {"step": [], "loss": []}
     done, saved_ckpts = 0, []
 
@@ -349,9 +507,9 @@ def _train(data, kw) -> TrainResult:
                 raise ValueError(
                     f"outdir: {outdir} holds a different run ({', '.join(f'{k}: {old.get(k)!r} there, {config.get(k)!r} here' for k in diff)}); "
                     "use another outdir or remove it")
-            if state["step"] > steps:
+            if state["step"] > s.steps:
                 raise ValueError(f"steps: {outdir} already holds {state['step']} steps, more than "
-                                 f"steps = {steps}; load an earlier checkpoint with load_denoiser(DIR, step=...)")
+                                 f"steps = {s.steps}; load an earlier checkpoint with load_denoiser(DIR, step=...)")
             model.load_state_dict(state["model"])
             ema_model.load_state_dict(state["ema"])
             opt.load_state_dict(state["opt"])
@@ -360,11 +518,11 @@ def _train(data, kw) -> TrainResult:
             done = int(state["step"])
             saved_ckpts = list(state.get("checkpoints", []))
 
-    params = [p for p in model.parameters()]
-    ema_params = [p for p in ema_model.parameters()]
+    params = list(model.parameters())
     N = data.shape[0]
     data_dev = data.to(dev)
     labels_dev = None if labels is None else labels.to(dev)
+    ckpt_set = set(checkpoint_steps)
 
     def ema_denoiser():
         return NetworkDenoiser(copy.deepcopy(ema_model), event_shape, config=config)
@@ -375,82 +533,73 @@ def _train(data, kw) -> TrainResult:
         meta = {"format": _FORMAT, "config": config, "step": step, "loss_history": history,
                 "checkpoints": saved_ckpts, "files": {"final": "model.pt", "state": "state.pt"}}
         atomic_torch_save({"step": step, "model": model.state_dict(), "ema": ema_model.state_dict(),
-                      "opt": opt.state_dict(), "gen": gen.get_state(), "history": history,
-                      "config": config, "checkpoints": saved_ckpts}, outdir / "state.pt")
+                           "opt": opt.state_dict(), "gen": gen.get_state(), "history": history,
+                           "config": config, "checkpoints": saved_ckpts}, outdir / "state.pt")
         atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()}, outdir / "model.pt")
         atomic_write(outdir / "config.json", json.dumps(meta, indent=2))
 
-    bar = None
-    if progress and done < steps:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, initial=done, desc=f"train {net}/{framework}", unit="step",
-                   dynamic_ncols=True, leave=True)
-    acc = torch.zeros((), device=dev)
-    acc_n, last_flush = 0, done
-    ckpt_set = set(checkpoint_steps)
-    cur_lr = None
+    def batch_loss(k):
+        idx = torch.randint(N, (s.batch_size,), generator=gen, device=dev)
+        x0 = data_dev[idx]
+        sigma = training_sigmas(s.framework, s.batch_size, generator=gen, p_mean=s.p_mean, p_std=s.p_std)
+        noise = torch.randn(x0.shape, generator=gen, device=dev)
+        label = None
+        if labels_dev is not None:         # label dropout: the "no label" token num_classes
+            drop = torch.rand(s.batch_size, generator=gen, device=dev) < label_dropout
+            label = torch.where(drop, num_classes, labels_dev[idx])
+        return model.loss(x0, sigma, noise, label)
 
-    def flush(step):
-        nonlocal acc_n, last_flush
-        if acc_n:
-            mean = float(acc) / acc_n                         # the one device sync per interval
-            history["step"].append(step)
-            history["loss"].append(mean)
-            if bar is not None:
-                bar.update(step - last_flush)
-                bar.set_postfix(loss=f"{mean:.4f}")
-            acc.zero_()
-            acc_n, last_flush = 0, step
+    def after_step(step):
+        if step % s.log_every == 0 or step == s.steps or step in ckpt_set or step % s.save_every == 0:
+            log.flush(step)
+        if step in ckpt_set:
+            if outdir is not None:
+                atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()},
+                                  outdir / _ema_name(step))
+                saved_ckpts.append(step)
+                write_outputs(step)
+            if callback is not None:
+                callback(step, ema_denoiser())
+        elif step % s.save_every == 0 and step != s.steps:
+            write_outputs(step)
 
+    log = _LossLog([history], dev, progress=progress, total=s.steps, start=done,
+                   desc=f"train {s.net}/{s.framework}")
     model.train()
     try:
-        for k in range(done, steps):
-            # Learning rate: linear ramp over `warmup` steps, then constant (depends on k only).
-            new_lr = lr * min(1.0, (k + 1) / warmup) if warmup else lr
-            if new_lr != cur_lr:
-                for g in opt.param_groups:
-                    g["lr"] = new_lr
-                cur_lr = new_lr
-            idx = torch.randint(N, (batch_size,), generator=gen, device=dev)
-            x0 = data_dev[idx]
-            sigma = training_sigmas(framework, batch_size, generator=gen, p_mean=p_mean, p_std=p_std)
-            noise = torch.randn(x0.shape, generator=gen, device=dev)
-            label = None
-            if labels_dev is not None:         # label dropout: the "no label" token num_classes
-                drop = torch.rand(batch_size, generator=gen, device=dev) < label_dropout
-                label = torch.where(drop, num_classes, labels_dev[idx])
-            loss = denoising_loss(model, x0, sigma, noise, label)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
-            with torch.no_grad():
-                beta = min(ema, (1 + k) / (10 + k))
-                torch._foreach_lerp_(ema_params, params, 1.0 - beta)
-                acc += loss.detach()
-            acc_n += 1
-            step = k + 1
-            if step % log_every == 0 or step == steps or step in ckpt_set or step % save_every == 0:
-                flush(step)
-            if step in ckpt_set:
-                if outdir is not None:
-                    atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()},
-                                 outdir / _ema_name(step))
-                    saved_ckpts.append(step)
-                    write_outputs(step)
-                if callback is not None:
-                    callback(step, ema_denoiser())
-            elif step % save_every == 0 and step != steps:
-                write_outputs(step)
-        if done < steps or not (outdir is not None and (outdir / "model.pt").exists()):
-            write_outputs(steps)
+        _optimise(s, opt, params, list(ema_model.parameters()), start=done, batch_loss=batch_loss,
+                  clip=lambda max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm), log=log,
+                  after_step=after_step)
+        if done < s.steps or not (outdir is not None and (outdir / "model.pt").exists()):
+            write_outputs(s.steps)
     finally:
-        if bar is not None:
-            bar.close()
+        log.close()
     model.eval()
-    return TrainResult(denoiser=ema_denoiser(), loss_history=history, config=config, step=steps,
+    return TrainResult(denoiser=ema_denoiser(), loss_history=history, config=config, step=s.steps,
                        outdir=outdir, wall_time_s=time.perf_counter() - t_start, model=model)
+
+
+def _fine_tuning_settings(s: TrainSettings, source: Preconditioned, event_shape) -> TrainSettings:
+    """The settings of a run fine-tuned from ``source``: its architecture (a setting left at its
+    default yields to the source's value; one given otherwise must equal it)."""
+    sm = source.net
+    src = dict(net="mlp" if type(sm).__name__ == "MLP" else "unet", width=int(sm.width),
+               depth=int(getattr(sm, "depth", 0)) or None, framework=source.framework,
+               sigma_data=source.sigma_data)
+    if src["net"] == "mlp":
+        fits = math.prod(event_shape) == sm.dim
+    else:
+        fits = len(event_shape) == 3 and event_shape[0] == sm.channels and min(event_shape[1:]) == sm.size
+    if not fits:
+        what = f"{sm.dim} values" if src["net"] == "mlp" else f"{sm.channels}-channel {sm.size} px images"
+        raise ValueError(f"init_from: the source model was built for {what}, the data have event "
+                         f"shape {event_shape}")
+    for k, v in src.items():
+        given = getattr(s, k)
+        if given != getattr(_DEFAULT, k) and given != v:
+            raise ValueError(f"{k}: fine-tuning keeps the source model's {k} = {v!r}; got {given!r} "
+                             "(leave it unset)")
+    return s.replace(**src)
 
 
 def load_denoiser(outdir, step: int | None = None, *, device="cpu") -> NetworkDenoiser:
@@ -515,18 +664,19 @@ def _source_model(init_from):
 # Ensembles: K networks of one architecture trained as one vectorised model
 # =============================================================================================
 
-def train_ensemble(datasets, *, seeds, steps: int = TRAIN_DEFAULTS["steps"], net: str = "mlp",
-                   width: int | None = None, depth: int | None = None, framework: str = "edm",
-                   batch_size: int = 256, lr: float = 1e-3, warmup: int = 100, ema: float = 0.999,
-                   grad_clip: float | None = 1.0, sigma_data="auto", p_mean: float = -1.2,
-                   p_std: float = 1.2, device="cpu", checkpoint_steps: Sequence[int] = (),
-                   callback: Callable | None = None, progress: bool = True, log_every: int = 50,
+def train_ensemble(datasets, *, seeds, steps: int = _DEFAULT.steps, net: str = _DEFAULT.net,
+                   width: int | None = _DEFAULT.width, depth: int | None = _DEFAULT.depth,
+                   framework: str = _DEFAULT.framework, batch_size: int = _DEFAULT.batch_size, lr: float = _DEFAULT.lr,
+                   warmup: int = _DEFAULT.warmup, ema: float = _DEFAULT.ema, grad_clip: float | None = _DEFAULT.grad_clip,
+                   sigma_data=_DEFAULT.sigma_data, p_mean: float = _DEFAULT.p_mean, p_std: float = _DEFAULT.p_std,
+                   device=_DEFAULT.device, checkpoint_steps: Sequence[int] = (), callback: Callable | None = None,
+                   progress: bool = True, log_every: int = _DEFAULT.log_every,
                    num_threads: int | None = None) -> list[TrainResult]:
     r"""Train ``K = len(datasets)`` networks of one architecture, one per data set, as one
     vectorised model, and return one :class:`TrainResult` per data set.
 
-    Model ``k`` is exactly the run ``train_denoiser(datasets[k], seed=seeds[k], ...)`` with the
-    same settings: the same initial weights, its own ``sigma_data`` (``"auto"``: the standard
+    Model ``k`` is the run ``train_denoiser(datasets[k], seed=seeds[k], ...)`` with the same
+    settings: the same initial weights, its own ``sigma_data`` (``"auto"``: the standard
     deviation of its own data set), and its own ``torch.Generator`` seeded with ``seeds[k]``,
     from which it draws the same indices, sigmas and noise in the same order. Only the
     arithmetic is batched: the parameters of the K networks are stacked
@@ -534,10 +684,11 @@ def train_ensemble(datasets, *, seeds, steps: int = TRAIN_DEFAULTS["steps"], net
     (``torch.func.functional_call`` under ``torch.vmap``), one fused Adam updates the stacked
     parameters (Adam, the learning-rate warmup and the EMA are elementwise, so stacking changes
     nothing), and the gradient norm is clipped per model, over that model's slice only, so the
-    models never interact. The result agrees with K separate runs up to the order of
-    floating-point operations (about ``1e-6`` relative on the weights after 50 steps on a
-    CPU). The point is a GPU, where one small network leaves the device idle: K networks cost
-    about the kernel launches of one. On a CPU it is no faster than K separate runs.
+    models never interact. Because batched arithmetic sums in another order, the weights agree
+    with K separate runs up to the order of floating-point operations (about ``1e-6`` relative
+    after 50 steps on a CPU), not bit for bit. The point is a GPU, where one small network
+    leaves the device idle: K networks cost about the kernel launches of one. On a CPU it is no
+    faster than K separate runs.
 
     Training is in memory: no ``outdir``, no resume, no class labels, no fine-tuning (use
     :func:`train_denoiser` for those).
@@ -548,8 +699,8 @@ def train_ensemble(datasets, *, seeds, steps: int = TRAIN_DEFAULTS["steps"], net
         specs), all with the same event shape; their sizes ``N_k`` may differ.
     seeds : K integers, ``seeds[k]`` seeds model ``k``'s weights and its generator.
     steps, net, width, depth, framework, batch_size, lr, warmup, ema, grad_clip, p_mean, p_std :
-        as in :func:`train_denoiser`, shared by all models. ``net="unet"`` is supported
-        (GroupNorm and convolutions vectorise).
+        as in :func:`train_denoiser` (defaults: :class:`TrainSettings`), shared by all models.
+        ``net="unet"`` is supported (GroupNorm and convolutions vectorise).
     sigma_data : ``"auto"`` (each model: the standard deviation of its own data set), one
         number for all, or a sequence of K numbers.
     device : ``"cpu"`` or ``"cuda"``.
@@ -567,32 +718,19 @@ def train_ensemble(datasets, *, seeds, steps: int = TRAIN_DEFAULTS["steps"], net
     ``.denoiser`` (final EMA), ``.loss_history``, ``.config`` (with ``ensemble`` = K and
     ``ensemble_index`` = k) and ``.model``; ``wall_time_s`` is the whole ensemble's.
     """
-    kw = dict(locals())
-    if num_threads is None:
-        return _train_ensemble(kw)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(check_int(num_threads, "num_threads"))
-    try:
-        return _train_ensemble(kw)
-    finally:
-        torch.set_num_threads(old_threads)
+    shared = dict(steps=steps, net=net, width=width, depth=depth, framework=framework, batch_size=batch_size,
+                  lr=lr, warmup=warmup, ema=ema, grad_clip=grad_clip, p_mean=p_mean, p_std=p_std, device=device,
+                  log_every=log_every)
+    return _with_threads(num_threads, lambda: _train_ensemble(
+        datasets, seeds, sigma_data, shared, checkpoint_steps=checkpoint_steps, callback=callback,
+        progress=progress))
 
 
-def _ensemble_scalings(base: Preconditioned, sigma: torch.Tensor, sd: torch.Tensor, sd2: torch.Tensor):
-    """:meth:`Preconditioned.scalings` for ``(K, B)`` sigmas and a per-model ``sigma_data``
-    (``sd``, ``sd2 = float32(sd ** 2)``: ``(K, 1)``), with the same float32 arithmetic as the
-    Python-float ``sigma_data`` of a single model."""
-    if base.framework == "edm":
-        r = torch.rsqrt(sigma ** 2 + sd2)
-        return sd2 * r ** 2, sigma * sd * r, r, torch.log(sigma) / 4
-    return base.scalings(sigma)                      # vp and flow: elementwise, no sigma_data
-
-
-def _train_ensemble(kw) -> list[TrainResult]:
+def _train_ensemble(datasets, seeds, sigma_data, shared: dict, *, checkpoint_steps, callback,
+                    progress) -> list[TrainResult]:
     from torch.func import functional_call, stack_module_state
 
     t_start = time.perf_counter()
-    datasets, seeds = kw["datasets"], kw["seeds"]
     if isinstance(datasets, torch.Tensor) or not isinstance(datasets, Sequence) or isinstance(datasets, str):
         raise ValueError("datasets: expected a list of K training sets (one per model), got "
                          f"{type(datasets).__name__}")
@@ -616,60 +754,27 @@ def _train_ensemble(kw) -> list[TrainResult]:
         if tuple(d.shape[1:]) != event_shape:
             raise ValueError(f"datasets: every data set needs the same event shape; datasets[0] has "
                              f"{event_shape}, datasets[{i}] has {tuple(d.shape[1:])}")
-    steps = check_int(kw["steps"], "steps", minimum=0)
-    net, framework = kw["net"], kw["framework"]
-    if net not in NETS:
-        raise ValueError(f"net: must be one of {NETS}, got {net!r}")
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"framework: must be one of {FRAMEWORKS}, got {framework!r}")
-    batch_size = check_int(kw["batch_size"], "batch_size")
-    warmup = check_int(kw["warmup"], "warmup", minimum=0)
-    log_every = check_int(kw["log_every"], "log_every")
-    lr = check_positive(kw["lr"], "lr")
-    ema = float(kw["ema"])
-    if not 0.0 <= ema < 1.0:
-        raise ValueError(f"ema: the decay must be in [0, 1), got {ema!r}")
-    grad_clip = kw["grad_clip"]
-    if grad_clip is not None:
-        grad_clip = check_positive(grad_clip, "grad_clip")
-    p_mean, p_std = float(kw["p_mean"]), check_positive(kw["p_std"], "p_std")
-    checkpoint_steps = sorted({check_int(s, "checkpoint_steps") for s in kw["checkpoint_steps"]})
-    if checkpoint_steps and checkpoint_steps[-1] > steps:
-        raise ValueError(f"checkpoint_steps: {checkpoint_steps[-1]} is beyond steps = {steps}")
-    callback = kw["callback"]
+    s = TrainSettings(**shared)
+    checkpoint_steps = _check_checkpoints(checkpoint_steps, s.steps)
     if checkpoint_steps and callback is None:
         raise ValueError("checkpoint_steps: need a callback (train_ensemble saves no files)")
-    sigma_data = kw["sigma_data"]
     if isinstance(sigma_data, str):
         if sigma_data != "auto":
             raise ValueError(f"sigma_data: 'auto', a number or {K} numbers, got {sigma_data!r}")
-        sds = [max(round(float(d.std()) if d.numel() > 1 else 0.5, 6), 1e-3) for d in data]
+        sds = [_auto_sigma_data(d) for d in data]
     elif isinstance(sigma_data, Sequence):
         if len(sigma_data) != K:
             raise ValueError(f"sigma_data: expected one value per data set ({K}), got {len(sigma_data)}")
         sds = list(sigma_data)
     else:
         sds = [sigma_data] * K
-    sds = [check_positive(s, "sigma_data") for s in sds]
-    dev = _resolve_device(kw["device"])
-    width, depth = kw["width"], kw["depth"]
+    per_model = [s.replace(seed=seed, sigma_data=sd) for seed, sd in zip(seeds, sds)]   # validates each
+    dev = _resolve_device(s.device)
 
-    models = [build_network(net, event_shape, width=width, depth=depth, framework=framework,
-                            sigma_data=sd, seed=s) for sd, s in zip(sds, seeds)]
-    mod = models[0].net
-    from . import __version__
-    configs = []
-    for k in range(K):
-        configs.append(dict(
-            data=specs[k], data_fingerprint=data_fingerprint(data[k]), data_shape=list(data[k].shape),
-            n=int(data[k].shape[0]), event_shape=list(event_shape), net=net, width=int(mod.width),
-            depth=int(getattr(mod, "depth", 0)) or None, framework=framework, seed=seeds[k],
-            batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, grad_clip=grad_clip,
-            sigma_data=sds[k], p_mean=p_mean, p_std=p_std, device=str(dev), steps=steps,
-            checkpoint_steps=checkpoint_steps, save_every=None, log_every=log_every,
-            parameters=sum(p.numel() for p in models[k].parameters()), num_classes=None,
-            label_dropout=None, labels_fingerprint=None, init_fingerprint=None, init_from=None,
-            version=__version__, ensemble=K, ensemble_index=k))
+    models = [build_network(m.net, event_shape, width=m.width, depth=m.depth, framework=m.framework,
+                            sigma_data=m.sigma_data, seed=m.seed) for m in per_model]
+    configs = [_run_config(m, data[k], specs[k], models[k], dev, checkpoint_steps, save_every=None, ensemble=K,
+                           ensemble_index=k) for k, m in enumerate(per_model)]
 
     # The stacked weights (K, ...) as leaves, a weightless copy of the network to call them.
     params, buffers = stack_module_state([m.net for m in models])
@@ -678,9 +783,7 @@ def _train_ensemble(kw) -> list[TrainResult]:
     buffers = {n: b.to(dev) for n, b in buffers.items()}
     ema_params = {n: p.detach().clone() for n, p in params.items()}
     plist = [params[n] for n in names]
-    elist = [ema_params[n] for n in names]
-    shell = copy.deepcopy(mod).to("meta")
-    base = models[0]
+    shell = copy.deepcopy(models[0].net).to("meta")
 
     def one(p, b, x, c_noise):
         return functional_call(shell, (p, b), (x, c_noise))
@@ -690,21 +793,19 @@ def _train_ensemble(kw) -> list[TrainResult]:
         with torch.no_grad():
             batched(params, buffers, torch.zeros((K, 1) + event_shape, device=dev), torch.zeros(K, 1, device=dev))
     except Exception as exc:  # pragma: no cover - every built-in network vectorises
-        raise ValueError(f"net: {net!r} cannot be vectorised with torch.vmap ({exc}); "
+        raise ValueError(f"net: {s.net!r} cannot be vectorised with torch.vmap ({exc}); "
                          "train the models separately with train_denoiser") from exc
 
-    try:
-        opt = torch.optim.Adam(plist, lr=lr, fused=True)
-    except (RuntimeError, TypeError):  # pragma: no cover - older torch
-        opt = torch.optim.Adam(plist, lr=lr)
-    gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
+    opt = _adam(plist, s.lr)
+    gens = [torch.Generator(device=dev).manual_seed(seed) for seed in seeds]
     sizes = [int(d.shape[0]) for d in data]
     offsets = torch.tensor([0] + sizes[:-1], device=dev).cumsum(0)[:, None]       # (K, 1)
     data_all = torch.cat(data).to(dev)
-    sd = torch.tensor(sds, dtype=torch.float32, device=dev)[:, None]
-    sd2 = torch.tensor([s ** 2 for s in sds], dtype=torch.float32, device=dev)[:, None]
-    shape = (K, batch_size) + (1,) * len(event_shape)
+    # per-model sigma_data, (K, 1) float64: Preconditioned.scalings rounds it to float32 as it
+    # rounds a single model's Python float
+    sd = torch.tensor(sds, dtype=torch.float64, device=dev)[:, None]
     histories = [{"step": [], "loss": []} for _ in range(K)]
+    ckpt_set = set(checkpoint_steps)
 
     def denoisers():
         out = []
@@ -716,71 +817,37 @@ def _train_ensemble(kw) -> list[TrainResult]:
             out.append(NetworkDenoiser(m.to(dev), event_shape, config=configs[k]))
         return out
 
-    bar = None
-    if kw["progress"] and steps:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc=f"train {K} x {net}/{framework}", unit="step", dynamic_ncols=True, leave=True)
-    acc = torch.zeros(K, device=dev)
-    acc_n, last_flush = 0, 0
-    ckpt_set = set(checkpoint_steps)
-    cur_lr = None
+    def batch_loss(k):
+        # each model draws from its own generator exactly what train_denoiser draws
+        idx, sig, noi = [], [], []
+        for j in range(K):
+            idx.append(torch.randint(sizes[j], (s.batch_size,), generator=gens[j], device=dev))
+            sig.append(training_sigmas(s.framework, s.batch_size, generator=gens[j], p_mean=s.p_mean, p_std=s.p_std))
+            noi.append(torch.randn((s.batch_size,) + event_shape, generator=gens[j], device=dev))
+        x0 = data_all[torch.stack(idx) + offsets]                      # (K, B, *event)
+        return models[0].loss(x0, torch.stack(sig), torch.stack(noi), sigma_data=sd,
+                              f=lambda x, c_noise: batched(params, buffers, x, c_noise))   # (K,)
 
-    def flush(step):
-        nonlocal acc_n, last_flush
-        if acc_n:
-            means = [v / acc_n for v in acc.tolist()]       # the one device sync per interval
-            for h, v in zip(histories, means):
-                h["step"].append(step)
-                h["loss"].append(v)
-            if bar is not None:
-                bar.update(step - last_flush)
-                bar.set_postfix(loss=f"{sum(means) / K:.4f}")
-            acc.zero_()
-            acc_n, last_flush = 0, step
+    def clip(max_norm):                  # clip_grad_norm_, each model over its own slices
+        views = [[p.grad[j] for p in plist] for j in range(K)]
+        norms = torch.stack(torch._foreach_norm([v for vs in views for v in vs])).reshape(K, -1)
+        coef = torch.clamp(max_norm / (torch.linalg.vector_norm(norms, dim=1) + 1e-6), max=1.0)
+        for j in range(K):
+            torch._foreach_mul_(views[j], coef[j])
 
+    def after_step(step):
+        if step % s.log_every == 0 or step == s.steps or step in ckpt_set:
+            log.flush(step)
+        if step in ckpt_set:
+            callback(step, denoisers())
+
+    log = _LossLog(histories, dev, progress=progress, total=s.steps, start=0,
+                   desc=f"train {K} x {s.net}/{s.framework}")
     try:
-        for k in range(steps):
-            new_lr = lr * min(1.0, (k + 1) / warmup) if warmup else lr
-            if new_lr != cur_lr:
-                for g in opt.param_groups:
-                    g["lr"] = new_lr
-                cur_lr = new_lr
-            # each model draws from its own generator exactly what train_denoiser draws
-            idx, sig, noi = [], [], []
-            for j in range(K):
-                idx.append(torch.randint(sizes[j], (batch_size,), generator=gens[j], device=dev))
-                sig.append(training_sigmas(framework, batch_size, generator=gens[j], p_mean=p_mean, p_std=p_std))
-                noi.append(torch.randn((batch_size,) + event_shape, generator=gens[j], device=dev))
-            x0 = data_all[torch.stack(idx) + offsets]                      # (K, B, *event)
-            sigma, noise = torch.stack(sig), torch.stack(noi)
-            # denoising_loss, per model
-            x = x0 + sigma.reshape(shape) * noise
-            c_skip, c_out, c_in, c_noise = _ensemble_scalings(base, sigma, sd, sd2)
-            target = (x0 - c_skip.reshape(shape) * x) / c_out.reshape(shape)
-            out = batched(params, buffers, c_in.reshape(shape) * x, c_noise)
-            losses = (out - target).square().reshape(K, -1).mean(1)          # (K,)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()          # models share nothing: d(sum)/d(theta_k) = dL_k/d(theta_k)
-            if grad_clip is not None:        # clip_grad_norm_, each model over its own slices
-                views = [[p.grad[j] for p in plist] for j in range(K)]
-                norms = torch.stack(torch._foreach_norm([v for vs in views for v in vs])).reshape(K, -1)
-                coef = torch.clamp(grad_clip / (torch.linalg.vector_norm(norms, dim=1) + 1e-6), max=1.0)
-                for j in range(K):
-                    torch._foreach_mul_(views[j], coef[j])
-            opt.step()
-            with torch.no_grad():
-                beta = min(ema, (1 + k) / (10 + k))
-                torch._foreach_lerp_(elist, plist, 1.0 - beta)
-                acc += losses.detach()
-            acc_n += 1
-            step = k + 1
-            if step % log_every == 0 or step == steps or step in ckpt_set:
-                flush(step)
-            if step in ckpt_set:
-                callback(step, denoisers())
+        _optimise(s, opt, plist, [ema_params[n] for n in names], start=0, batch_loss=batch_loss, clip=clip,
+                  log=log, after_step=after_step)
     finally:
-        if bar is not None:
-            bar.close()
+        log.close()
 
     wall = time.perf_counter() - t_start
     final = denoisers()
@@ -791,5 +858,5 @@ def _train_ensemble(kw) -> list[TrainResult]:
             for n, p in raw.net.named_parameters():
                 p.copy_(params[n][k].detach())
         results.append(TrainResult(denoiser=final[k], loss_history=histories[k], config=configs[k],
-                                   step=steps, outdir=None, wall_time_s=wall, model=raw.to(dev).eval()))
+                                   step=s.steps, outdir=None, wall_time_s=wall, model=raw.to(dev).eval()))
     return results

@@ -61,12 +61,22 @@ def shared_dir():
 
 @pytest.fixture
 def one_thread():
-    """One torch thread for the test (restored afterwards): tiny tensors run much faster on a
-    shared machine without thread hand-offs."""
+    """One torch and one numba thread for the test (restored afterwards): tiny problems run up to
+    10x faster on a shared 2-core machine without oversubscribed threads and hand-offs."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    try:
+        import numba
+        old_numba = numba.get_num_threads()
+        numba.set_num_threads(1)
+    except Exception:  # pragma: no cover - numba missing or its threading layer not started
+        numba, old_numba = None, None
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+        if numba is not None:
+            numba.set_num_threads(old_numba)
 
 
 VALIDATION = os.path.join(os.path.dirname(__file__), "..", "validation")

@@ -29,26 +29,6 @@ def _load(path: Path):
     return mod
 
 
-@pytest.fixture
-def one_thread():
-    """Solutions are timed on a shared 2-core machine: one torch and one numba thread each
-    (oversubscribed threads make the small problems 10x slower), restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        import numba
-        old_numba = numba.get_num_threads()
-        numba.set_num_threads(1)
-    except Exception:  # pragma: no cover - numba missing or its threading layer not started
-        numba, old_numba = None, None
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-        if numba is not None:
-            numba.set_num_threads(old_numba)
-
-
 def solve(name: str, **kwargs):
     (path,) = SOLUTIONS.glob(f"{name}*.py")
     return _load(path).solve(**kwargs)

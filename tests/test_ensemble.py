@@ -15,12 +15,7 @@ TINY = ex.PhaseConfig(data="gmm:k=2,d=4,n=200", sizes=(4, 8, 16), widths=(32,), 
                       checkpoints=2, n_samples=16, sample_steps=4, dist_points=8, dist_sigmas=(0.1, 1.0))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _two_sets(shape, n=(40, 60)):

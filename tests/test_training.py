@@ -107,6 +107,89 @@ def test_bad_input_is_refused(data, kw, msg):
         gd.train_denoiser(data, **args)
 
 
+# -- settings: one frozen, validated object holds every default ----------------------------------------
+
+def test_settings_are_the_one_home_of_the_defaults():
+    import dataclasses
+    import inspect
+
+    from gaussdiff.cli import build_parser
+
+    d = gd.TrainSettings()
+    assert dict(gd.TRAIN_DEFAULTS) == dataclasses.asdict(d)
+    with pytest.raises(TypeError):
+        gd.TRAIN_DEFAULTS["lr"] = 1.0                      # a read-only view, not a second copy
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.lr = 1.0
+    for fn in (gd.train_denoiser, gd.train_ensemble):      # no literal repeated in a signature
+        for name, p in inspect.signature(fn).parameters.items():
+            if name in gd.TRAIN_DEFAULTS:
+                assert p.default == gd.TRAIN_DEFAULTS[name], (fn.__name__, name)
+    # the command line's options are generated from the settings: one per field, same default
+    args = build_parser().parse_args(["train", "--outdir", "x"])
+    assert {f.name: getattr(args, f.name) for f in dataclasses.fields(d)} == dataclasses.asdict(d)
+    args = build_parser().parse_args(["train", "--outdir", "x", "--grad-clip", "none", "--sigma-data", "0.5",
+                                      "--warmup", "7"])
+    assert (args.grad_clip, args.sigma_data, args.warmup) == (None, 0.5, 7)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"steps": -1}, "^steps:"), ({"net": "cnn"}, "^net:"), ({"framework": "ddim"}, "^framework:"),
+    ({"batch_size": 0}, "^batch_size:"), ({"lr": 0}, "^lr:"), ({"warmup": -1}, "^warmup:"), ({"ema": 1.0}, "^ema:"),
+    ({"ema": "x"}, "^ema:"), ({"grad_clip": 0.0}, "^grad_clip:"), ({"p_mean": "x"}, "^p_mean:"),
+    ({"p_std": -1}, "^p_std:"), ({"sigma_data": "std"}, "^sigma_data:"), ({"sigma_data": 0}, "^sigma_data:"),
+    ({"label_dropout": 1.0}, "^label_dropout:"), ({"log_every": 0}, "^log_every:"), ({"save_every": 0}, "^save_every:"),
+    ({"seed": True}, "^seed:"),
+])
+def test_settings_refuse_bad_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        gd.TrainSettings(**kw)
+    with pytest.raises(ValueError, match=msg):
+        gd.TrainSettings().replace(**kw)
+
+
+def test_a_settings_object_trains_exactly_like_the_keywords():
+    kw = dict(TINY)
+    extra = {k: kw.pop(k) for k in ("progress", "num_threads")}
+    a = gd.train_denoiser(_points(), steps=8, seed=3, **kw, **extra)
+    b = gd.train_denoiser(_points(), settings=gd.TrainSettings(steps=8, seed=3, **kw), **extra)
+    assert same_weights(a.model, b.model) and a.config == b.config
+    with pytest.raises(ValueError, match="^settings: given together with lr"):
+        gd.train_denoiser(_points(), settings=gd.TrainSettings(steps=8), lr=0.1, **extra)
+    with pytest.raises(ValueError, match="^settings: expected a TrainSettings"):
+        gd.train_denoiser(_points(), settings={"steps": 8}, **extra)
+
+
+def test_loss_is_the_preconditioned_modules_own_and_vectorises():
+    """``denoising_loss`` is ``Preconditioned.loss``; its ensemble form (K models' stacked weights,
+    per-model float64 sigma_data) gives each model's own loss, and the per-model scalings are
+    bit-identical to each single model's (the rounding of sigma_data is the same)."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state
+
+    g = torch.Generator().manual_seed(0)
+    sds = (0.3, 1.7)
+    models = [gd.build_network("mlp", (3,), width=16, depth=1, sigma_data=sd, seed=k) for k, sd in enumerate(sds)]
+    for m in models:                                   # non-zero output layers, so F matters
+        with torch.no_grad():
+            m.net.out.weight.normal_(generator=g)
+    x0, noise = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
+    sigma = torch.exp(torch.randn(2, 5, generator=g))
+    single = torch.stack([m.loss(x0[k], sigma[k], noise[k]) for k, m in enumerate(models)])
+    assert torch.equal(gd.denoising_loss(models[0], x0[0], sigma[0], noise[0]), single[0])
+    sd = torch.tensor(sds, dtype=torch.float64)[:, None]
+    for a, b in zip(models[0].scalings(sigma, sd), zip(*(m.scalings(sigma[k]) for k, m in enumerate(models)))):
+        assert torch.equal(a, torch.stack(b))
+    params, buffers = stack_module_state([m.net for m in models])
+    shell = copy.deepcopy(models[0].net).to("meta")
+    batched = torch.vmap(lambda p, b, x, c: functional_call(shell, (p, b), (x, c)))
+    both = models[0].loss(x0, sigma, noise, sigma_data=sd, f=lambda x, c: batched(params, buffers, x, c))
+    assert both.shape == (2,)
+    # vmap sums the layers' products in another order: float32 rounding only
+    torch.testing.assert_close(both, single, rtol=1e-6, atol=0)
+
+
 # -- command line -------------------------------------------------------------------------------------
 
 def test_cli_train(tmp_path, capsys):
