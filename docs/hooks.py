@@ -29,9 +29,11 @@ def modules(package: str) -> list[str]:
 
 
 def summary(package: str, module: str) -> str:
-    """First line of a module's docstring, read with ast (nothing imported)."""
+    """First line of a module's docstring (a package's ``__init__.py``), read with ast (nothing imported)."""
+    path = ROOT / package / module
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     try:
-        doc = ast.get_docstring(ast.parse((ROOT / package / f"{module}.py").read_text(encoding="utf-8")))
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
     except (OSError, SyntaxError):
         doc = None
     line = (doc or "").strip().split("\n")[0]

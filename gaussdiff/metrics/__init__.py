@@ -1,0 +1,64 @@
+r"""The papers' quantities, each defined once: memorization, reproducibility, denoiser distances,
+linearity, linear distillation, Jacobian spectra and the generalization gap.
+
+Three modules, re-exported here by name (``gd.memorized`` is ``gaussdiff.metrics.memorized``):
+
+* :mod:`gaussdiff.metrics.samples`: metrics of *samples* against the training set or each other
+  (memorization, similarities, reproducibility) and the bootstrap of a share;
+* :mod:`gaussdiff.metrics.denoisers`: metrics of *denoisers* on a noise grid (distances,
+  linearity, linear distillation, the optimum and generalization gaps);
+* :mod:`gaussdiff.metrics.jacobians`: Jacobian spectra of denoisers at query points.
+
+Every metric takes torch tensors ``(B, *event_shape)`` (samples, training points, held-out
+points) and works in float64 internally. Every *fraction* is returned as a :class:`Fraction`
+with a seeded bootstrap standard error and 95 % percentile interval; every quantity measured on
+a grid of noise levels is returned as a :class:`SigmaProfile` (one value per sigma and their mean).
+
+Cheap use in a sweep
+--------------------
+The expensive step of the sample metrics is the scan of the training set. Do it once and derive
+everything from it::
+
+    dist, idx = nearest_training(samples, train, k=2)           # one exact scan
+    mem = memorization_fraction(samples, train, neighbors=(dist, idx))
+    nearest_images = train[idx[:, 0]]                             # for sample grids
+    sim, _ = max_similarity(samples, train, similarity="cosine")  # one scan per similarity
+    within = bootstrap_fraction(sim >= 0.6)                       # memorized_within
+    novel = bootstrap_fraction(sim < 0.6)                         # generalization_score
+    row = {**mem.as_dict("memorization"), **within.as_dict("memorized_within")}
+
+The denoiser metrics stack all noise levels of a grid into batched calls of the denoiser
+(``batch_size`` rows at a time), so a grid of 10 sigmas costs a handful of calls, not 10 loops.
+
+Randomness is always passed in: a ``torch.Generator`` for the noise of the denoiser metrics and
+an integer seed (or ``numpy.random.Generator``) for the bootstrap; no global generator is touched.
+"""
+
+from .samples import (
+    Fraction, ReproducibilityResult, bootstrap_fraction, nearest_training, memorized, memorization_fraction,
+    memorized_within, generalization_score, max_similarity, reproducibility, Similarity, CentredCosine, NormalisedL2,
+    FeatureCosine, get_similarity,
+)
+from .denoisers import (
+    SigmaProfile, LinearDistillation, DistillationComparison, GeneralizationGap, OptimumGap, denoiser_distance,
+    optimum_gap, linearity_score, centred_linearity_score, linear_distillation, distillation_distance_to_gaussian,
+    generalization_gap,
+)
+from .jacobians import denoiser_jacobian, jacobian_spectrum, effective_rank, effective_dimension
+
+__all__ = [
+    # result types
+    "Fraction", "SigmaProfile", "ReproducibilityResult", "LinearDistillation", "DistillationComparison",
+    "GeneralizationGap", "OptimumGap",
+    # uncertainty
+    "bootstrap_fraction",
+    # samples vs training set
+    "nearest_training", "memorized", "memorization_fraction", "memorized_within", "generalization_score",
+    "max_similarity", "reproducibility",
+    # similarities
+    "Similarity", "CentredCosine", "NormalisedL2", "FeatureCosine", "get_similarity",
+    # denoisers
+    "denoiser_distance", "optimum_gap", "linearity_score", "centred_linearity_score", "linear_distillation",
+    "distillation_distance_to_gaussian", "denoiser_jacobian", "jacobian_spectrum", "effective_rank",
+    "effective_dimension", "generalization_gap",
+]
