@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from . import kernels
@@ -13,14 +12,7 @@ from .denoisers import Denoiser, _LOG_2PI
 
 __all__ = ["EmpiricalDenoiser"]
 
-_BACKENDS = ("auto", "numba", "torch", "triton")
-
-
-def _auto_backend(device: torch.device) -> str:
-    """numba on the CPU; on a GPU the fused Triton kernels when Triton is installed, else torch."""
-    if device.type == "cpu":
-        return "numba"
-    return "triton" if device.type == "cuda" and kernels.have_triton() else "torch"
+_BACKENDS = ("auto", *kernels.BACKENDS)
 
 
 class EmpiricalDenoiser(Denoiser):
@@ -65,7 +57,7 @@ class EmpiricalDenoiser(Denoiser):
         if backend not in _BACKENDS:
             raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
         if backend == "auto":
-            backend = _auto_backend(data.device)
+            backend = kernels.auto_backend(data.device)
         if backend == "numba" and data.device.type != "cpu":
             raise ValueError(f"backend: 'numba' runs on CPU data only, data is on {data.device}")
         if backend == "triton":
@@ -99,12 +91,18 @@ class EmpiricalDenoiser(Denoiser):
                                  n_candidates=self.n_candidates, rtol=self.rtol)
 
     # -- the streamed posterior ----------------------------------------------------------------
+    @property
+    def _kernel_chunk(self):
+        """The chunk the kernels get: the Triton backend's own default (``None``) unless one was
+        given, ``chunk_size`` for the others."""
+        return self._stream_chunk if self.backend == "triton" else self.chunk_size
+
     def _posterior(self, x, s):
         """float64 ``(mean (B, d), lse (B,), neff (B,))`` for flat queries ``x`` (B, d)."""
         info: dict = {}
-        chunk = self._stream_chunk if self.backend == "triton" else self.chunk_size
         out = kernels.empirical_posterior(x.detach(), self._prep, s.detach(), backend=self.backend, validated=True,
-                                          chunk_size=chunk, n_candidates=self.n_candidates, rtol=self.rtol, info=info)
+                                          chunk_size=self._kernel_chunk, n_candidates=self.n_candidates,
+                                          rtol=self.rtol, info=info)
         self.last_info = info
         return out
 
@@ -149,13 +147,7 @@ class EmpiricalDenoiser(Denoiser):
         ``(dist (B, k) float64 ascending, idx (B, k) int64)``, as a float64 brute force from
         exact differences would give them (ties by lower index)."""
         xf, _ = self._prepare(x, 1.0)
-        if self.backend == "numba":
-            dist, idx = kernels.nearest_neighbors_numba(np.ascontiguousarray(xf.numpy()), self._prep, k,
-                                                        chunk_size=self.chunk_size)
-            return torch.from_numpy(dist), torch.from_numpy(idx)
-        if self.backend == "triton":
-            return kernels.nearest_neighbors_torch(xf, self._prep, k, chunk_size=self._stream_chunk, use_triton=True)
-        return kernels.nearest_neighbors_torch(xf, self._prep, k, chunk_size=self.chunk_size, use_triton=False)
+        return kernels.nearest_neighbors(xf, self._prep, k, backend=self.backend, chunk_size=self._kernel_chunk)
 
     # -- diagnostics holding (B, N) or (B, d, d) -------------------------------------------------
     def _exact_d2(self, xf, start, stop):

@@ -2,7 +2,7 @@
 
 Routes: the numba kernel compiled, as ``.py_func`` and under ``NUMBA_DISABLE_JIT=1`` (a
 subprocess), the torch backend, and the slow float64 reference from exact differences
-(``empirical_posterior_naive``); float32 accuracy on uncentred pixel data with near-duplicates
+(``tests/_naive_kernels.py``); float32 accuracy on uncentred pixel data with near-duplicates
 for sigma from 1e-3 to 1e3 times the data spread.
 """
 
@@ -17,7 +17,9 @@ import pytest
 import torch
 
 import gaussdiff as gd
+from _naive_kernels import empirical_posterior_naive, nearest_neighbors_naive
 from gaussdiff import kernels as K
+from gaussdiff.kernels import _numba as KN
 
 F64 = torch.float64
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -44,16 +46,16 @@ def test_kernel_compiled_pyfunc_naive_jit_subset(rng, dtype):
     x, y = _problem(rng, dtype=dtype)
     prep = K.prepare_data(y)
     sig = np.array([0.05, 0.3, 1.0, 2.0, 10.0, 100.0])
-    ref = K.empirical_posterior_naive(x, y, sig)
+    ref = empirical_posterior_naive(x, y, sig)
     # float64 data: the maths is exact, so 1e-10 relative. float32 data: the GEMMs run in float32
     # on centred data (rounding ~1e-7 of the centred values), the top candidates are exact.
     tol = 1e-10 if dtype == np.float64 else 1e-6
-    for kern in (K._stream_kernel, getattr(K._stream_kernel, "py_func", K._stream_kernel)):
+    for kern in (KN._stream_kernel, getattr(KN._stream_kernel, "py_func", KN._stream_kernel)):
         out = K.empirical_posterior_numba(x, prep, sig, chunk_size=8, kernel=kern)
         for o, r in zip(out, ref):
             assert _rel(o, r) < tol
     assert np.array_equal(K.empirical_posterior_numba(x, prep, sig, chunk_size=8)[0],
-                          K.empirical_posterior_numba(x, prep, sig, chunk_size=8, kernel=getattr(K._stream_kernel, "py_func", K._stream_kernel))[0])
+                          K.empirical_posterior_numba(x, prep, sig, chunk_size=8, kernel=getattr(KN._stream_kernel, "py_func", KN._stream_kernel))[0])
 
 
 def test_float64_fallback_path_exact_jit_subset(rng):
@@ -63,7 +65,7 @@ def test_float64_fallback_path_exact_jit_subset(rng):
     info = {}
     out = K.empirical_posterior_numba(x, prep, 0.7, chunk_size=8, rtol=-1.0, info=info)
     assert info["n_fallback"] == len(x)
-    ref = K.empirical_posterior_naive(x, y, 0.7)
+    ref = empirical_posterior_naive(x, y, 0.7)
     assert _rel(out[0], ref[0]) < 1e-10 and _rel(out[1], ref[1]) < 1e-10   # float64 GEMMs: exact
 
 
@@ -71,7 +73,7 @@ def test_exp_f32_jit_subset():
     """The vectorisable exp behind float32 weights: within one float32 ulp of exp rounded from
     float64 (and equal to it in all but a few cases per million), 0 where exp underflows float32."""
     t = np.concatenate([np.linspace(0.0, 120.0, 200_001), [0.0, 1e-300, 103.0, 104.0, 110.0, 1e300]])
-    f = np.vectorize(lambda v: np.float32(K._exp_f32(v)))
+    f = np.vectorize(lambda v: np.float32(KN._exp_f32(v)))
     fast = f(t).astype(np.float32)
     ref = np.exp(-t).astype(np.float32)
     ulps = np.abs(fast.view(np.int32).astype(np.int64) - ref.view(np.int32))
@@ -84,8 +86,8 @@ def test_knn_kernel_jit_subset(rng):
     y[7] = y[3]                                   # an exact tie: the lower index wins
     x[0] = y[3]
     prep = K.prepare_data(y)
-    dr, ir = K.nearest_neighbors_naive(x, y, 3)
-    for kern in (K._stream_kernel, getattr(K._stream_kernel, "py_func", K._stream_kernel)):
+    dr, ir = nearest_neighbors_naive(x, y, 3)
+    for kern in (KN._stream_kernel, getattr(KN._stream_kernel, "py_func", KN._stream_kernel)):
         dist, idx = K.nearest_neighbors_numba(x, prep, 3, chunk_size=6, kernel=kern)
         assert np.array_equal(idx, ir)
         np.testing.assert_allclose(dist, dr, rtol=1e-12, atol=1e-12)
@@ -99,7 +101,7 @@ def test_knn_certificate_fallback_is_exact(rng):
     x = y[:2] + 1e-3
     info = {}
     dist, idx = K.nearest_neighbors_numba(x, K.prepare_data(y), 2, info=info)
-    dr, ir = K.nearest_neighbors_naive(x, y, 2)
+    dr, ir = nearest_neighbors_naive(x, y, 2)
     assert np.array_equal(idx, ir) and np.allclose(dist, dr, rtol=1e-12)
 
 
@@ -143,7 +145,7 @@ def test_denoiser_matches_naive_float64(gen):
     x = torch.randn(9, 6, generator=gen, dtype=F64) + 3
     E = gd.EmpiricalDenoiser(y, chunk_size=32)
     for s in (1e-3, 0.1, 1.0, 1e3):
-        mean, lse, neff = K.empirical_posterior_naive(x.numpy(), y.numpy(), s)
+        mean, lse, neff = empirical_posterior_naive(x.numpy(), y.numpy(), s)
         assert _rel(E(x, s).numpy(), mean) < 1e-10
         lp = lse - np.log(120) - 3 * np.log(2 * np.pi * s ** 2)
         assert _rel(E.log_density(x, s).numpy(), lp) < 1e-10
@@ -162,14 +164,14 @@ def test_odd_sizes(gen):
         assert torch.equal(E.nearest_neighbors(x, 1)[1], torch.zeros(3, 1, dtype=torch.long))
         y = torch.randn(50, 4, generator=gen, dtype=F64)
         E = gd.EmpiricalDenoiser(y, backend=be, chunk_size=7)                     # 50 = 7 * 7 + 1
-        ref = K.empirical_posterior_naive(x[:1].numpy(), y.numpy(), 0.8)[0]
+        ref = empirical_posterior_naive(x[:1].numpy(), y.numpy(), 0.8)[0]
         assert _rel(E(x[:1], 0.8).numpy(), ref) < 1e-10                           # B = 1
         img = torch.randn(13, 2, 3, 3, generator=gen, dtype=torch.float32) * 60 + 120  # (B, C, H, W)
         Ei = gd.EmpiricalDenoiser(img, backend=be, chunk_size=5)
         q = img[:4] + torch.randn(4, 2, 3, 3, generator=gen)
         out = Ei(q, 10.0)
         assert out.shape == q.shape and out.dtype == torch.float32
-        ref = K.empirical_posterior_naive(q.reshape(4, -1).numpy(), img.reshape(13, -1).numpy(), 10.0)[0]
+        ref = empirical_posterior_naive(q.reshape(4, -1).numpy(), img.reshape(13, -1).numpy(), 10.0)[0]
         # float32 output of values ~120: a few ulps (7.6e-6 each)
         assert np.abs(out.reshape(4, -1).numpy() - ref).max() < 1e-4
 
@@ -214,7 +216,7 @@ def test_float32_accuracy_uncentred_near_duplicates(rng, backend, device):
         # queries between near-duplicate pairs (at small sigma the pair competes), plus noise
         pick = rng.integers(0, half, 24)
         x = (0.5 * (y[pick] + y[pick + half]) + min(s, 1e-3) * rng.standard_normal((24, y.shape[1]))).astype(np.float32)
-        mean, _, _ = K.empirical_posterior_naive(x, y, s)                # float64, exact differences
+        mean, _, _ = empirical_posterior_naive(x, y, s)                # float64, exact differences
         out = E(torch.from_numpy(x).to(device), s).cpu().numpy().astype(np.float64)
         err = float(np.abs(out - mean).max())
         worst = max(worst, err)
@@ -227,7 +229,7 @@ def test_float32_accuracy_uncentred_near_duplicates(rng, backend, device):
     d2 = (x ** 2).sum(1)[:, None] - 2 * x @ y.T + (y ** 2).sum(1)[None]
     w = np.exp(-(d2 - d2.min(1, keepdims=True)) / (2 * s ** 2))
     naive32 = (w / w.sum(1, keepdims=True)) @ y
-    assert np.abs(naive32 - K.empirical_posterior_naive(x, y, s)[0]).max() > 0.1 * gap
+    assert np.abs(naive32 - empirical_posterior_naive(x, y, s)[0]).max() > 0.1 * gap
 
 
 def test_certificate_bounds_the_float32_error(rng):
@@ -245,7 +247,7 @@ def test_certificate_bounds_the_float32_error(rng):
         x = (y[rng.integers(0, N, B)] + s * rng.standard_normal((B, d))).astype(np.float32)
         info = {}
         mean, _, _ = K.empirical_posterior_numba(x, prep, s, rtol=np.inf, info=info)
-        ref = K.empirical_posterior_naive(x, y, s)[0]
+        ref = empirical_posterior_naive(x, y, s)[0]
         err = np.linalg.norm(mean - ref, axis=1)
         R = np.array([np.linalg.norm(y.astype(np.float64) - r, axis=1).max() for r in ref])
         assert (err <= 2 * info["cert"] * R + gemm2).all(), (srel, err, info["cert"])
@@ -259,7 +261,7 @@ def test_float32_nearest_neighbour_winner_never_changes(rng, backend):
     x = (y[:64] + np.float32(3e-4) * rng.standard_normal((64, y.shape[1])).astype(np.float32)).astype(np.float32)
     E = gd.EmpiricalDenoiser(torch.from_numpy(y), backend=backend)
     dist, idx = E.nearest_neighbors(torch.from_numpy(x), 3)
-    dr, ir = K.nearest_neighbors_naive(x, y, 3)
+    dr, ir = nearest_neighbors_naive(x, y, 3)
     assert np.array_equal(idx.numpy(), ir)
     np.testing.assert_allclose(dist.numpy(), dr, rtol=1e-12)
     # the public entry point, same convention
@@ -356,9 +358,10 @@ def test_benchmark_quick(tmp_path, capsys):
 
 
 def test_one_dispatch_gives_each_backend_and_refuses_others():
-    """``kernels.empirical_posterior`` is the one dispatch EmpiricalDenoiser uses: torch tensors
-    in for every backend, the same float64 torch triple out (numba and torch agree to float32
-    rounding), and a named error for an unknown backend."""
+    """``kernels.empirical_posterior`` and ``kernels.nearest_neighbors`` are the one dispatch
+    EmpiricalDenoiser uses: torch tensors in for every backend, the same float64 torch triple
+    (and the same neighbours) out (numba and torch agree to float32 rounding), and a named error
+    for an unknown backend."""
     from gaussdiff import kernels
 
     g = torch.Generator().manual_seed(0)
@@ -371,7 +374,19 @@ def test_one_dispatch_gives_each_backend_and_refuses_others():
         assert len(out) == 3 and all(isinstance(o, torch.Tensor) and o.dtype == torch.float64 for o in out), b
     for a, b in zip(outs["numba"], outs["torch"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)    # both certified to float32 rounding
-    ref = kernels.empirical_posterior_naive(x.double().numpy(), data.double().numpy(), s.double().numpy())
+    ref = empirical_posterior_naive(x.double().numpy(), data.double().numpy(), s.double().numpy())
     torch.testing.assert_close(outs["numba"][0], torch.as_tensor(ref[0]), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="backend: expected 'numba', 'torch' or 'triton'"):
         kernels.empirical_posterior(x, kernels.prepare_data(data, backend="torch"), s, backend="cupy")
+    # nearest neighbours: prepared data for each backend, raw data with an explicit backend and
+    # with the automatic one: all exactly the float64 brute force
+    dr, ir = nearest_neighbors_naive(x.numpy(), data.numpy(), 3)
+    runs = [kernels.nearest_neighbors(x, kernels.prepare_data(data, backend=b), 3, backend=b) for b in ("numba", "torch")]
+    runs += [kernels.nearest_neighbors(x, data, 3, backend="torch"), kernels.nearest_neighbors(x, data, 3)]
+    for dist, idx in runs:
+        assert dist.dtype == torch.float64 and idx.dtype == torch.long
+        assert np.array_equal(idx.numpy(), ir) and np.allclose(dist.numpy(), dr, rtol=1e-12)
+    with pytest.raises(ValueError, match="backend: expected 'numba', 'torch' or 'triton'"):
+        kernels.nearest_neighbors(x, data, 3, backend="cupy")
+    assert kernels.auto_backend("cpu") == "numba"
+    assert kernels.auto_backend("meta") == "torch"

@@ -1,4 +1,4 @@
-"""The fused Triton kernels of the exact empirical denoiser (gaussdiff._triton), without a GPU.
+"""The fused Triton kernels of the exact empirical denoiser (gaussdiff.kernels._triton), without a GPU.
 
 Two routes that need no device: every kernel is compiled ahead of time to GPU machine code for
 Hopper (sm_90) and Ampere (sm_80), with the argument types the host code passes (this catches
@@ -51,7 +51,7 @@ def test_kernels_compile_for_gpu(arch, ptr):
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         pytest.skip("interpreter mode: kernels are not compiled")
     from triton.backends.compiler import GPUTarget
-    from gaussdiff import _triton as T
+    from gaussdiff.kernels import _triton as T
     for name, (sig, consts) in _signatures(ptr).items():
         fn = getattr(T, name.split()[0])
         assert list(sig) == fn.arg_names, name                    # the table follows the kernel
@@ -64,9 +64,10 @@ def test_kernels_compile_for_gpu(arch, ptr):
 _INTERPRETED = textwrap.dedent(r"""
     import numpy as np, torch
     import gaussdiff as gd
+    from _naive_kernels import empirical_posterior_naive, nearest_neighbors_naive
     from gaussdiff import kernels as K
-    from gaussdiff import _triton as T
-    from gaussdiff._triton import empirical_posterior_triton as ET
+    from gaussdiff.kernels import _triton as T
+    from gaussdiff.kernels._triton import empirical_posterior_triton as ET
 
     rng = np.random.default_rng(5)
     rel = lambda a, b: float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
@@ -92,7 +93,7 @@ _INTERPRETED = textwrap.dedent(r"""
         prep = K.prepare_data(torch.from_numpy(y), backend="triton")
         for s in (1e-3, 0.3, 3.0, 1e3):
             m, l, ne = ET(torch.from_numpy(x), prep, s, chunk_size=chunk)
-            rm, rl, rn = K.empirical_posterior_naive(x, y, s)
+            rm, rl, rn = empirical_posterior_naive(x, y, s)
             assert rel(m, rm) < 1e-10 and rel(l, rl) < 1e-10 and rel(ne, rn) < 1e-9, (N, chunk, s)
 
     # float32 pixel data with near-duplicate pairs: error far below the gap, sigma 1e-3..1e3 spread
@@ -107,7 +108,7 @@ _INTERPRETED = textwrap.dedent(r"""
         pick = rng.integers(0, half, 8)
         x = (0.5 * (y[pick] + y[pick + half]) + min(s, 1e-3) * rng.standard_normal((8, d))).astype(np.float32)
         err = float(np.abs(E(torch.from_numpy(x), s).numpy().astype(np.float64)
-                           - K.empirical_posterior_naive(x, y, s)[0]).max())
+                           - empirical_posterior_naive(x, y, s)[0]).max())
         assert err < 1e-2 * gap and err < 1e-4, (srel, err)
 
     # the float64 fallback (forced with rtol < 0) is exact for float32 data
@@ -115,7 +116,7 @@ _INTERPRETED = textwrap.dedent(r"""
     prep = K.prepare_data(torch.from_numpy(y), backend="triton")
     info = {}
     m, l, _ = ET(torch.from_numpy(x), prep, 0.7 * spread, rtol=-1.0, info=info)
-    rm, rl, _ = K.empirical_posterior_naive(x, y, 0.7 * spread)
+    rm, rl, _ = empirical_posterior_naive(x, y, 0.7 * spread)
     assert info["n_fallback"] == 5 and rel(m, rm) < 1e-10 and rel(l, rl) < 1e-10
 
     # the certificate (a broad posterior, fallback off) is the numba backend's formula: the two
@@ -145,9 +146,8 @@ _INTERPRETED = textwrap.dedent(r"""
         k = min(3, N)
         E = gd.EmpiricalDenoiser(torch.from_numpy(y), backend="triton", chunk_size=chunk)
         info = {}
-        dist, idx = K.nearest_neighbors_torch(torch.from_numpy(x), E._prep, k, chunk_size=chunk, info=info,
-                                              use_triton=True)
-        dr, ir = K.nearest_neighbors_naive(x, y, k)
+        dist, idx = T.nearest_neighbors_triton(torch.from_numpy(x), E._prep, k, chunk_size=chunk, info=info)
+        dr, ir = nearest_neighbors_naive(x, y, k)
         assert np.array_equal(idx.numpy(), ir) and np.allclose(dist.numpy(), dr, rtol=1e-12), (N, chunk)
         assert torch.equal(E.nearest_neighbors(torch.from_numpy(x), k)[1], idx)
     print("OK")
@@ -155,7 +155,8 @@ _INTERPRETED = textwrap.dedent(r"""
 
 
 def test_backend_under_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.path.abspath(ROOT))
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([os.path.abspath(ROOT), os.path.abspath(os.path.dirname(__file__))]))
     r = subprocess.run([sys.executable, "-c", _INTERPRETED], env=env, capture_output=True, text=True,
                        timeout=900, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-4000:]

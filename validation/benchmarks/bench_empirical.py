@@ -185,10 +185,8 @@ def bench_size(N, d, B, sigma_rel, *, device, backends, repeats, naive_repeats, 
     if tf32 and device.type == "cuda":
         be = backends[0]
         prep = dens[be]._prep
-        fn = kernels.empirical_posterior_torch
-        if be == "triton":
-            from gaussdiff._triton import empirical_posterior_triton as fn
-        run = lambda: fn(xt, prep, sigma, allow_tf32=True)  # noqa: E731
+        sig = torch.full((B,), sigma, dtype=torch.float64, device=device)
+        run = lambda: kernels.empirical_posterior(xt, prep, sig, backend=be, allow_tf32=True)  # noqa: E731
         run()
         t = min(_timed(run, device)[0] for _ in range(repeats))
         out = run()[0].cpu().numpy()

@@ -33,10 +33,16 @@ device give the same bits.
 
 The kernels also run under Triton's CPU interpreter (``TRITON_INTERPRET=1`` set before the first
 import), which is how the test suite checks them on machines without a GPU.
+
+Public here: :func:`empirical_posterior_triton`, :func:`nearest_neighbors_triton` (the fused
+candidate pass, then the exact refinement the torch backend shares) and :func:`auto_chunk`.
+Imports only :mod:`gaussdiff.kernels._core` (the layers are drawn there); the dispatch of
+:mod:`gaussdiff.kernels` imports this module on first use, since Triton is optional.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -44,9 +50,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .kernels import triton_interpreted
+from ._core import (DEFAULT_RTOL, N_CANDIDATES, _LAMBDA, _check_chunk, _check_torch_inputs, _knn_queries_torch,
+                    _knn_refine_torch, _tf32, _unit_roundoff, triton_interpreted)
 
-__all__ = ["empirical_posterior_triton", "knn_candidates", "auto_chunk"]
+__all__ = ["empirical_posterior_triton", "nearest_neighbors_triton", "knn_candidates", "auto_chunk"]
+
 
 def _interpreter_numpy_shim():
     """Triton's CPU interpreter (up to 3.6 at least) turns a scalar into a 1-element array and
@@ -239,7 +247,7 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
     eps = tl.load(EPS + row)
     rho = zr / zt
     omega = tl.exp(tl.minimum(tl.load(TOP + row) - shift - lse + eps, 0.0))
-    # kernels._certificate (step 5), here in-kernel; tests/test_triton.py compares the two
+    # _core._certificate (step 5), here in-kernel; tests/test_triton.py compares the two
     cert = eps * (tl.sqrt(omega * rho) + rho / (2.0 * tl.sqrt(tl.cast(d, tl.float64) + 2.0)))
     tl.store(CERT + row, tl.where(rho > 0.0, cert, 0.0))
     inv = 1.0 / zt
@@ -299,7 +307,7 @@ def knn_candidates(xq, prep, chunk: int, K: int):
     ``l' = 2 x_c.y_c - |y_c|^2 = |x_c|^2 - |x - y|^2`` over all chunks (``_select_kernel`` with
     ``1/(2 sigma^2) = 1``). Returns ``(idx (B, M), top (B,))``: candidate indices (-1 for empty
     slots) and the largest ``l'`` any other point can have (-inf when every point is a
-    candidate), for the certificate of :func:`gaussdiff.kernels.nearest_neighbors_torch`."""
+    candidate), for the certificate of :func:`nearest_neighbors_triton`."""
     with _on_device(xq.device):
         return _knn_candidates(xq, prep, chunk, K)
 
@@ -414,8 +422,8 @@ def _run(x, xq, prep, a, xsq, eps, chunk, K, dtype):
 
 
 def empirical_posterior_triton(x: torch.Tensor, prep, sigma, *, chunk_size: int | None = None,
-                               n_candidates: int = 8, rtol: float = 1e-4, allow_tf32: bool = False,
-                               info: dict | None = None, validated: bool = False):
+                               n_candidates: int = N_CANDIDATES, rtol: float = DEFAULT_RTOL,
+                               allow_tf32: bool = False, info: dict | None = None, validated: bool = False):
     """Posterior mean, log-sum-exp and effective count with the fused Triton kernels (GPU).
 
     Same contract as :func:`gaussdiff.kernels.empirical_posterior_torch`; ``chunk_size=None``
@@ -423,8 +431,6 @@ def empirical_posterior_triton(x: torch.Tensor, prep, sigma, *, chunk_size: int 
     every chunk). ``validated=True`` skips the checks of ``x`` and ``sigma`` (each costs a
     device sync) when the caller has made them. Returns float64 tensors
     ``(mean (B, d), lse (B,), neff (B,))``."""
-    from .kernels import _check_torch_inputs
-
     s = _check_torch_inputs(x, prep, sigma, validated=validated)
     with _on_device(x.device):
         return _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info)
@@ -432,14 +438,12 @@ def empirical_posterior_triton(x: torch.Tensor, prep, sigma, *, chunk_size: int 
 
 def _on_device(device):
     """Triton launches on the *current* CUDA device and stream: make it the tensors' device."""
-    import contextlib
     device = torch.device(device)
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info):
     """The body of :func:`empirical_posterior_triton` (on the right device, inputs checked)."""
-    from .kernels import _LAMBDA, _check_chunk, _tf32, _unit_roundoff
     B, d = x.shape
     y = prep.y
     chunk = auto_chunk(B, prep.n) if chunk_size is None else _check_chunk(chunk_size)
@@ -472,3 +476,19 @@ def _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info):
         info["n_fallback"] = n_fb
         info["cert"] = cert
     return mean, lse, torch.exp(ent)
+
+
+def nearest_neighbors_triton(x: torch.Tensor, data, k: int = 1, *, chunk_size: int | None = None,
+                             info: dict | None = None):
+    """Exact ``k`` nearest neighbours with the fused candidate pass (:func:`knn_candidates`),
+    then the exact refinement and rigorous certificate the torch backend shares (step 6 of
+    :mod:`gaussdiff.kernels`). ``data`` is a (N, ...) tensor or a
+    :class:`~gaussdiff.kernels.PreparedData`; ``chunk_size=None`` picks :func:`auto_chunk`.
+
+    Returns ``(dist (B, k) float64 ascending, idx (B, k) int64)``."""
+    prep, k, x, x64c, xsq, K = _knn_queries_torch(x, data, k)
+    chunk = auto_chunk(x.shape[0], prep.n) if chunk_size is None else _check_chunk(chunk_size)
+    with _tf32(x.device, False):
+        ci, top = knn_candidates(x64c.to(prep.y.dtype).contiguous(), prep, chunk, K)
+        rest_d2 = xsq - top                                    # +inf where every point is a candidate
+    return _knn_refine_torch(x, prep, k, ci, rest_d2, xsq, chunk_size, info)
