@@ -39,8 +39,9 @@ from .predictions import (
 )
 from .inverse import (
     LinearOperator, MatrixOperator, InpaintOperator, BlurOperator, DownsampleOperator, random_projection, make_operator,
-    as_operator, gaussian_posterior, mixture_posterior, empirical_posterior, PosteriorDenoiser, sample_dps,
-    sample_pigdm, sample_ddrm, run_posterior_sampler, POSTERIOR_SAMPLERS, measure_posterior_samples, gaussian_w2,
+    as_operator, gaussian_posterior, mixture_posterior, empirical_posterior, PosteriorDenoiser,
+    GaussianPosteriorDenoiser, MixturePosteriorDenoiser, EmpiricalPosteriorDenoiser, sample_dps, sample_pigdm,
+    sample_ddrm, run_posterior_sampler, POSTERIOR_SAMPLERS, measure_posterior_samples, gaussian_w2,
 )
 from .conditional import (
     ClassConditionalDenoiser, GuidedDenoiser, classifier_free_guidance, guided_gaussian_flow, guided_gaussian_output,
@@ -50,7 +51,7 @@ from .quality import (
     classifier_frechet_distance, cache_dir,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__  # a dunder, not listed in __all__
 
 __all__ = [
     'Schedule', 'EDM', 'VP', 'VPDiscrete', 'OU', 'RectifiedFlow', 'karras_sigmas', 'vp_sigmas', 'flow_sigmas',
@@ -71,7 +72,8 @@ __all__ = [
     'effective_rank', 'effective_dimension', 'generalization_gap', 'speciation_time', 'symmetry_breaking_time',
     'collapse_time', 'gaussian_sampler_factors', 'gaussian_sampler_output', 'gaussian_sampler_w2', 'LinearOperator',
     'MatrixOperator', 'InpaintOperator', 'BlurOperator', 'DownsampleOperator', 'random_projection', 'make_operator',
-    'as_operator', 'gaussian_posterior', 'mixture_posterior', 'empirical_posterior', 'PosteriorDenoiser', 'sample_dps',
+    'as_operator', 'gaussian_posterior', 'mixture_posterior', 'empirical_posterior', 'PosteriorDenoiser',
+    'GaussianPosteriorDenoiser', 'MixturePosteriorDenoiser', 'EmpiricalPosteriorDenoiser', 'sample_dps',
     'sample_pigdm', 'sample_ddrm', 'run_posterior_sampler', 'POSTERIOR_SAMPLERS', 'measure_posterior_samples',
     'gaussian_w2', 'ClassConditionalDenoiser', 'GuidedDenoiser', 'classifier_free_guidance', 'guided_gaussian_flow',
     'guided_gaussian_output', 'FeatureStats', 'frechet_distance', 'pixel_frechet_distance', 'FeatureClassifier',

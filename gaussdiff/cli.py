@@ -398,107 +398,27 @@ def _add_inverse(sub):
 
 
 def _run_inverse(args):
-    import csv
-
     import torch
 
-    import gaussdiff as gd
+    from .inverse import experiment
 
     torch.set_num_threads(max(1, args.threads))
-    for name in args.sampler:
-        if name not in gd.POSTERIOR_SAMPLERS:
-            raise ValueError(f"--sampler: unknown {name!r}; expected some of {', '.join(gd.POSTERIOR_SAMPLERS)}")
-    for sy in args.sigma_y:
-        if not sy > 0:
-            raise ValueError(f"--sigma-y: must be > 0, got {sy}")
-    if args.dps_zeta is not None and not args.dps_zeta >= 0:
-        raise ValueError(f"--dps-zeta: must be >= 0, got {args.dps_zeta}")
-    data, labels, _ = gd.load_dataset(args.data)
-    data = data.to(torch.float64)
-    n_train = min(args.n_train, data.shape[0] - args.n_meas)
-    if n_train < 2:
-        raise ValueError(f"--n-train: the data set has {data.shape[0]} rows, too few")
-    perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(args.seed))
-    train, test = data[perm[:n_train]], data[perm[n_train:n_train + args.n_meas]]
-    if args.prior == "gaussian":
-        prior = gd.GaussianDenoiser.fit(train)
-    elif args.prior == "empirical":
-        prior = gd.EmpiricalDenoiser(train)
-    else:
-        if labels is None:
-            raise ValueError("--prior: mixture needs a labelled data set")
-        prior = gd.ClassConditionalDenoiser.from_data(train, labels[perm[:n_train]], kind="gaussian",
-                                                      unconditional="marginal").unconditional
-    op = gd.make_operator(args.operator, data.shape[1:], seed=args.seed)
-    dps_zeta = args.dps_zeta if args.dps_zeta is not None else (0.5 if args.operator.startswith("inpaint") else 0.3)
-    rows, shown = [], {}
-    for sy in args.sigma_y:
-        y = op(test) + sy * gd.seeded_noise(test.shape[0], op.out_dim, seed=args.seed + 1000)
-        post = gd.PosteriorDenoiser(prior, op, y, sy)
-        for steps in args.steps:
-            for name in args.sampler:
-                extra = {"zeta": dps_zeta} if name == "dps" else {}
-                smp = gd.run_posterior_sampler(name, prior, op, y, sy, steps=steps, n_samples=args.samples,
-                                               seed=args.seed, **extra)
-                res = gd.measure_posterior_samples(smp, post)
-                row = dict(prior=args.prior, operator=args.operator, sigma_y=sy, sampler=name, steps=steps, **res)
-                rows.append(row)
-                print(f"sigma_y {sy:<6g} {name:6s} {steps:5d} steps: mean error {res['mean_error']:.3f} "
-                      f"(floor {res['mc_floor']:.3f}), coverage {res['coverage']:.3f} / {res['coverage_nominal']:.3f}"
-                      + (f", W2/sqrt(tr C) {res['w2_rel']:.3f}" if "w2_rel" in res else "")
-                      + (f", TV {res['tv']:.3f}" if "tv" in res else ""))
-                if sy == args.sigma_y[0] and steps == args.steps[-1]:
-                    shown[name] = smp[:, 0]
-        if sy == args.sigma_y[0]:
-            shown["y"] = op.adjoint(y).reshape(test.shape)
-            shown["truth"] = test
-            shown["posterior mean"] = post.posterior_mean().reshape(test.shape)
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    keys = sorted({k for r in rows for k in r})
-    with open(args.outdir / "measurements.csv", "w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=keys)
-        wr.writeheader()
-        wr.writerows(rows)
-    (args.outdir / "measurements.json").write_text(json.dumps(
-        {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
-         "version": gd.__version__, "rows": rows}, indent=2))
-    _inverse_figure(shown, rows, args, test.shape)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    try:
+        experiment.run_inverse_experiment(
+            data=args.data, operator=args.operator, sigma_y=args.sigma_y, samplers=args.sampler, prior=args.prior,
+            steps=args.steps, n_train=args.n_train, n_meas=args.n_meas, n_samples=args.samples, seed=args.seed,
+            dps_zeta=args.dps_zeta, outdir=args.outdir, config=config, log=print)
+    except ValueError as exc:                      # name the option, not the function's argument
+        name, sep, rest = str(exc).partition(":")
+        if sep and name in _INVERSE_OPTIONS:
+            raise ValueError(f"{_INVERSE_OPTIONS[name]}:{rest}") from exc
+        raise
     print(f"wrote {args.outdir}/measurements.csv, measurements.json and inverse.png")
 
 
-def _inverse_figure(shown, rows, args, shape):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = ["y", "truth", "posterior mean"] + [s for s in args.sampler if s in shown]
-    k = shape[0]
-    image = len(shape) == 4
-    fig, ax = plt.subplots(k + 1, len(cols), figsize=(1.7 * len(cols), 1.7 * k + 2.5), squeeze=False)
-    for j, c in enumerate(cols):
-        for i in range(k):
-            v = shown[c][i].detach().cpu()
-            if image:
-                ax[i, j].imshow(v[0].numpy(), cmap="gray", vmin=-1, vmax=1)
-            else:
-                ax[i, j].plot(v.reshape(-1).numpy())
-            ax[i, j].set_xticks([]), ax[i, j].set_yticks([])
-        ax[0, j].set_title(c if c in ("y", "truth", "posterior mean") else f"{c} sample", fontsize=8)
-    gs = ax[k, 0].get_gridspec()
-    for a in ax[k]:
-        a.remove()
-    axe = fig.add_subplot(gs[k, :])
-    for name in args.sampler:
-        for sy in args.sigma_y:
-            sel = [r for r in rows if r["sampler"] == name and r["sigma_y"] == sy]
-            axe.plot([r["steps"] for r in sel], [r["mean_error"] for r in sel], marker="o", label=f"{name}, sigma_y={sy:g}")
-    axe.axhline(rows[0]["mc_floor"], color="k", ls="--", lw=0.8, label="Monte-Carlo floor")
-    axe.set_xscale("log"), axe.set_yscale("log")
-    axe.set_xlabel("steps"), axe.set_ylabel("posterior-mean error")
-    axe.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(args.outdir / "inverse.png", dpi=110)
-    plt.close(fig)
+_INVERSE_OPTIONS = {"samplers": "--sampler", "sigma_y": "--sigma-y", "dps_zeta": "--dps-zeta", "n_train": "--n-train",
+                    "prior": "--prior"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gaussdiff", formatter_class=_formatter,
         description="Exact denoisers, samplers and memorization/generalization experiments.")
-    from . import __version__
+    from ._version import __version__
     parser.add_argument("--version", action="version", version=f"gaussdiff {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for add in _VERBS:

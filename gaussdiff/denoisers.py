@@ -364,6 +364,26 @@ class GaussianMixtureDenoiser(Denoiser):
     def n_components(self) -> int:
         return self._mu.shape[0]
 
+    # -- the components, for code that builds on them (e.g. the posteriors of gaussdiff.inverse) --
+    @property
+    def component_means(self) -> torch.Tensor:
+        """The means ``mu_k`` flattened: ``(K, d)``."""
+        return self._mu
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """``log pi_k``: ``(K,)`` (``-inf`` for a component of weight 0)."""
+        return self._log_w
+
+    def component_covariances(self, *, dtype=None) -> torch.Tensor:
+        """The covariances ``S_k`` as dense matrices, whatever ``cov_type``: ``(K, d, d)``, assembled
+        in ``dtype`` (default: the mixture's) from the stored form (a diagonal, or ``U_k diag(l_k) U_k^T``)."""
+        dtype = dtype or self.dtype
+        if self._U is None:
+            return torch.diag_embed(self._var.to(dtype))
+        U, l = self._U.to(dtype), self._l.to(dtype)
+        return (U * l[:, None, :]) @ U.transpose(1, 2)
+
     # -- per-chunk component terms ----------------------------------------------------------
     def _chunk_terms(self, x, s, sl):
         """For components ``sl``: log of ``pi_k N(x; mu_k, S_k + s^2 I)`` without the

@@ -1,19 +1,25 @@
-"""Figures of a phase sweep, drawn from its results folder (finished or partial).
+"""Figures of the experiments: the phase sweep and the inverse-problem experiment.
 
-``plot_results(outdir)`` writes ``phase_curves.png`` (metrics against N at the last checkpoint,
-with error bars and the closed forms beside the networks), ``phase_diagram.png`` (memorization
-over N x training step with the measured tau_mem(N)) and ``samples.png`` (network A, network B,
-empirical, Gaussian and the nearest training image, all from the same noise).
+``plot_results(outdir)`` draws a phase sweep from its results folder (finished or partial):
+``phase_curves.png`` (metrics against N at the last checkpoint, with error bars and the closed
+forms beside the networks), ``phase_diagram.png`` (memorization over N x training step with the
+measured tau_mem(N)) and ``samples.png`` (network A, network B, empirical, Gaussian and the
+nearest training image, all from the same noise).
+
+``plot_inverse(result, path)`` draws the result of
+:func:`gaussdiff.inverse.experiment.run_inverse_experiment`: measurements, truth, exact posterior
+means and one sample per sampler side by side, and the posterior-mean error against steps.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_results", "plot_phase_curves", "plot_phase_diagram", "plot_samples"]
+__all__ = ["plot_results", "plot_phase_curves", "plot_phase_diagram", "plot_samples", "plot_inverse"]
 
 
 def _plt():
@@ -189,3 +195,46 @@ def plot_results(outdir) -> list[Path]:
     if plot_samples(outdir, outdir / "samples.png"):
         written.append(outdir / "samples.png")
     return written
+
+
+def plot_inverse(result, path) -> None:
+    """The figure of an inverse-problem experiment (an
+    :class:`~gaussdiff.inverse.experiment.InverseExperiment`), written atomically to ``path``:
+    one row per measurement with ``A^T y``, the truth, the exact posterior mean and one sample of
+    each sampler, and below them the posterior-mean error of every sampler and ``sigma_y``
+    against the steps, with the Monte-Carlo floor."""
+    from ._io import atomic_write
+
+    plt = _plt()
+    shown, rows = result.shown, result.rows
+    shape = shown["truth"].shape
+    cols = ["y", "truth", "posterior mean"] + [s for s in result.samplers if s in shown]
+    k = shape[0]
+    image = len(shape) == 4
+    fig, ax = plt.subplots(k + 1, len(cols), figsize=(1.7 * len(cols), 1.7 * k + 2.5), squeeze=False)
+    for j, c in enumerate(cols):
+        for i in range(k):
+            v = shown[c][i].detach().cpu()
+            if image:
+                ax[i, j].imshow(v[0].numpy(), cmap="gray", vmin=-1, vmax=1)
+            else:
+                ax[i, j].plot(v.reshape(-1).numpy())
+            ax[i, j].set_xticks([]), ax[i, j].set_yticks([])
+        ax[0, j].set_title(c if c in ("y", "truth", "posterior mean") else f"{c} sample", fontsize=8)
+    gs = ax[k, 0].get_gridspec()
+    for a in ax[k]:
+        a.remove()
+    axe = fig.add_subplot(gs[k, :])
+    for name in result.samplers:
+        for sy in result.sigma_y:
+            sel = [r for r in rows if r["sampler"] == name and r["sigma_y"] == sy]
+            axe.plot([r["steps"] for r in sel], [r["mean_error"] for r in sel], marker="o", label=f"{name}, sigma_y={sy:g}")
+    axe.axhline(rows[0]["mc_floor"], color="k", ls="--", lw=0.8, label="Monte-Carlo floor")
+    axe.set_xscale("log"), axe.set_yscale("log")
+    axe.set_xlabel("steps"), axe.set_ylabel("posterior-mean error")
+    axe.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())

@@ -216,6 +216,23 @@ def sample_edm_stochastic(denoiser: Callable, x: torch.Tensor, sigmas, *, seed: 
     return x
 
 
+def _ancestral_step(x, denoised, s_cur: float, s_next: float, eta: float, *, seed: int, start: int, step: int):
+    r"""One ancestral step on the unscaled state from ``s_cur`` to ``s_next`` (k-diffusion's
+    ancestral step; the one step of :func:`sample_euler_ancestral` and of the DPS and PiGDM
+    samplers of :mod:`gaussdiff.inverse`): a deterministic Euler step down to
+    :math:`\sigma_{down} = \sqrt{\sigma_{next}^2 - \sigma_{up}^2}`, then fresh noise of size
+    :math:`\sigma_{up} = \min(\sigma_{next}, \eta \sqrt{\sigma_{next}^2(\sigma_{cur}^2 - \sigma_{next}^2)/\sigma_{cur}^2})`,
+    ``seeded_noise`` rows ``start ..`` of stream ``step`` (drawn only when :math:`\sigma_{up} > 0`).
+    ``eta = 1`` is the DDPM posterior :math:`q(x_{i+1} \mid x_i, \hat x_0)`, ``eta = 0`` is DDIM (= Euler)."""
+    s_up = min(s_next, eta * math.sqrt(max(0.0, s_next ** 2 * (s_cur ** 2 - s_next ** 2) / s_cur ** 2)))
+    s_down = math.sqrt(max(0.0, s_next ** 2 - s_up ** 2))
+    x_next = denoised + (s_down / s_cur) * (x - denoised)
+    if s_up > 0:
+        x_next = x_next + s_up * seeded_noise(x.shape[0], x.shape[1:], seed=seed, start=start, step=step,
+                                              dtype=x.dtype, device=x.device)
+    return x_next
+
+
 def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas, *, eta: float = 1.0, seed: int = 0,
                            start: int = 0, callback: Callable | None = None) -> torch.Tensor:
     r"""Ancestral sampling (DDPM-like, k-diffusion's ``sample_euler_ancestral``): from
@@ -233,12 +250,7 @@ def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas, *, eta: 
     for i in range(len(sig) - 1):
         s_cur, s_next = sig[i], sig[i + 1]
         denoised = denoiser(x, s_cur)
-        s_up = min(s_next, eta * math.sqrt(max(0.0, s_next ** 2 * (s_cur ** 2 - s_next ** 2) / s_cur ** 2)))
-        s_down = math.sqrt(max(0.0, s_next ** 2 - s_up ** 2))
-        x_next = x + (s_down - s_cur) * (x - denoised) / s_cur
-        if s_up > 0:
-            x_next = x_next + s_up * seeded_noise(x.shape[0], x.shape[1:], seed=seed, start=start, step=i + 1,
-                                                  dtype=x.dtype, device=x.device)
+        x_next = _ancestral_step(x, denoised, s_cur, s_next, eta, seed=seed, start=start, step=i + 1)
         if callback is not None:          # the state at sigma = s_cur, as in the other samplers
             callback({"i": i, "t": s_cur, "sigma": s_cur, "x": x, "denoised": denoised})
         x = x_next

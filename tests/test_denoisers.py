@@ -296,6 +296,37 @@ def test_molrg(gen):
         gd.GaussianMixtureDenoiser.molrg(torch.randn(2, 4, 2, dtype=F64, generator=gen) * 3)
 
 
+@pytest.mark.parametrize("cov_type", gd.GaussianMixtureDenoiser.COV_TYPES)
+def test_mixture_component_accessors(cov_type, gen):
+    """The public view of the components (what gaussdiff.inverse builds on): flat means,
+    log-weights and dense covariances equal to what the constructor was given, for every
+    ``cov_type``; the dense covariances assembled in the dtype asked for."""
+    K, d = 3, 4
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=F64)
+    mu = torch.randn(K, 2, 2, dtype=F64, generator=gen)
+    given = {"full": torch.stack([_random_cov(d, d, gen) for _ in range(K)]),
+             "diag": torch.rand(K, d, dtype=F64, generator=gen) + 0.1,
+             "isotropic": torch.tensor([0.3, 1.0, 2.0], dtype=F64),
+             "lowrank": torch.randn(K, d, 2, dtype=F64, generator=gen)}[cov_type]
+    dense = {"full": lambda c: c, "diag": torch.diag_embed,
+             "isotropic": lambda c: c[:, None, None] * torch.eye(d, dtype=F64),
+             "lowrank": lambda c: c @ c.transpose(1, 2)}[cov_type](given)
+    M = gd.GaussianMixtureDenoiser(w, mu, given, cov_type=cov_type)
+    assert torch.equal(M.component_means, mu.reshape(K, d))
+    assert torch.equal(M.log_weights, torch.log(w))
+    S = M.component_covariances()
+    assert S.shape == (K, d, d) and S.dtype == F64
+    assert float((S - dense).abs().max() / dense.abs().max()) < 1e-13
+    S32 = M.component_covariances(dtype=torch.float32)
+    assert S32.dtype == torch.float32 and float((S32.double() - dense).abs().max() / dense.abs().max()) < 1e-6
+    # the mixture's own density is the one these components define
+    x = torch.randn(5, 2, 2, dtype=F64, generator=gen)
+    s = 0.7
+    comp = torch.stack([torch.distributions.MultivariateNormal(M.component_means[k], S[k] + s * s * torch.eye(d, dtype=F64))
+                        .log_prob(x.reshape(5, d)) for k in range(K)], 1)
+    assert float((torch.logsumexp(M.log_weights + comp, 1) - M.log_density(x, s)).abs().max()) < 1e-12
+
+
 def _assert_names(fn, name):
     with pytest.raises(ValueError, match=name):
         fn()

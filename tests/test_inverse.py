@@ -430,6 +430,93 @@ def test_run_and_measure_each_sampler_small(gen):
         assert set(res) >= {"mean_error", "coverage", "w2", "spread_ratio"}
 
 
+def test_posterior_denoiser_is_one_class_per_prior(gen):
+    """``PosteriorDenoiser(prior, ...)`` builds the class of the prior (and stays a
+    PosteriorDenoiser); a subclass refuses another kind of prior; what a kind of prior does not
+    have names the prior."""
+    prior, A, y, sy = gaussian_problem(gen, d=4)
+    mix = gd.GaussianMixtureDenoiser(torch.tensor([0.5, 0.5], dtype=F64), torch.randn(2, 4, generator=gen, dtype=F64),
+                                     torch.stack([spd(gen, 4), spd(gen, 4)]))
+    emp = gd.EmpiricalDenoiser(torch.randn(10, 4, generator=gen, dtype=F64))
+    for p, cls, kind in ((prior, gd.GaussianPosteriorDenoiser, "gaussian"), (mix, gd.MixturePosteriorDenoiser, "mixture"),
+                         (emp, gd.EmpiricalPosteriorDenoiser, "empirical")):
+        post = gd.PosteriorDenoiser(p, A, y, sy)
+        assert type(post) is cls and isinstance(post, gd.PosteriorDenoiser) and post.kind == kind
+        direct = cls(p, A, y, sy)
+        x = torch.randn(4, 4, generator=gen, dtype=F64)
+        assert torch.equal(direct(x, 0.5), post(x, 0.5))
+    with pytest.raises(ValueError, match="^prior: expected a GaussianDenoiser, got GaussianMixtureDenoiser"):
+        gd.GaussianPosteriorDenoiser(mix, A, y, sy)
+    with pytest.raises(ValueError, match="^prior:"):
+        gd.PosteriorDenoiser(emp, A, y, sy).marginal_intervals(0.9)
+    with pytest.raises(ValueError, match="^prior:"):
+        gd.PosteriorDenoiser(prior, A, y, sy).credible_set(0.9)
+    with pytest.raises(ValueError, match="^prior:"):
+        gd.PosteriorDenoiser(mix, A, y, sy).flow(torch.randn(4, 4, dtype=F64), 1.0, 0.0)
+    with pytest.raises(ValueError, match="^level:"):
+        gd.PosteriorDenoiser(mix, A, y, sy).marginal_intervals(1.0)
+
+
+def test_empirical_logits_are_the_empirical_denoisers_weights(gen):
+    """(E2) written once in gaussdiff.inverse: its softmax equals the streamed empirical
+    denoiser's posterior weights (an independent implementation, gaussdiff.empirical), and with
+    the measurement's log-weights it is the empirical posterior denoiser's softmax (I4)."""
+    from gaussdiff.inverse.posteriors import empirical_logits
+
+    data = torch.randn(25, 3, generator=gen, dtype=F64)
+    x = torch.randn(6, 3, generator=gen, dtype=F64)
+    s = torch.tensor([0.2, 0.5, 1.0, 2.0, 0.7, 0.3], dtype=F64)
+    w = torch.softmax(empirical_logits(x, data, s[:, None]), 1)
+    assert rel(w, gd.EmpiricalDenoiser(data).posterior_weights(x, s)) < 1e-12
+    A = torch.randn(2, 3, generator=gen, dtype=F64)
+    y = torch.randn(6, 2, generator=gen, dtype=F64)
+    post = gd.PosteriorDenoiser(gd.EmpiricalDenoiser(data), A, y, 0.4)
+    joint = torch.softmax(empirical_logits(x, data, s[:, None], torch.log(post.weights)), 1)
+    assert rel(joint @ data, post(x, s)) < 1e-14
+
+
+def test_dps_without_guidance_is_the_ancestral_sampler(gen):
+    """DPS and sample_euler_ancestral take the one ancestral step of gaussdiff.sampling on the
+    same noise: with zeta = 0 DPS is the DDPM ancestral sampler, bit for bit."""
+    prior, A, y, sy = gaussian_problem(gen)
+    x = gd.seeded_noise(4, 5, seed=1) * 80.0
+    sig = gd.karras_sigmas(7)
+    assert torch.equal(gd.sample_dps(prior, x, sig, A=A, y=y, sigma_y=sy, zeta=0.0, seed=3),
+                       gd.sample_euler_ancestral(prior, x, sig, eta=1.0, seed=3))
+
+
+def test_inverse_experiment_writes_its_files_and_shares_the_clis_defaults(tmp_path):
+    """The experiment behind ``gaussdiff inverse``, called as a function: rows in loop order,
+    the three files written, its own arguments recorded by default; the CLI's option defaults
+    are the function's."""
+    import inspect
+    import json
+
+    from gaussdiff.cli import build_parser
+    from gaussdiff.inverse import experiment
+
+    lines = []
+    res = experiment.run_inverse_experiment(samplers=("exact", "ddrm"), steps=(2, 3), n_train=40, n_meas=1,
+                                            n_samples=2, outdir=tmp_path, log=lines.append)
+    assert [(r["steps"], r["sampler"]) for r in res.rows] == [(2, "exact"), (2, "ddrm"), (3, "exact"), (3, "ddrm")]
+    assert lines == [experiment.format_row(r) for r in res.rows]
+    assert set(res.shown) == {"exact", "ddrm", "y", "truth", "posterior mean"}
+    assert {p.name for p in tmp_path.iterdir()} == {"measurements.csv", "measurements.json", "inverse.png"}
+    saved = json.loads((tmp_path / "measurements.json").read_text())
+    assert saved["config"]["samplers"] == ["exact", "ddrm"] and len(saved["rows"]) == 4
+    with pytest.raises(ValueError, match="^dps_zeta:"):
+        experiment.run_inverse_experiment(dps_zeta=-1.0)
+    sub = build_parser()._subparsers._group_actions[0].choices["inverse"]
+    cli = {a.dest: a.default for a in sub._actions}
+    lib = {k: p.default for k, p in inspect.signature(experiment.run_inverse_experiment).parameters.items()}
+    for opt, arg in (("data", "data"), ("operator", "operator"), ("sigma_y", "sigma_y"), ("sampler", "samplers"),
+                     ("prior", "prior"), ("steps", "steps"), ("n_train", "n_train"), ("n_meas", "n_meas"),
+                     ("samples", "n_samples"), ("seed", "seed"), ("dps_zeta", "dps_zeta")):
+        want = lib[arg]
+        assert (tuple(cli[opt]) if isinstance(want, tuple) else cli[opt]) == want, opt
+    assert sub._option_string_actions["--prior"].choices == experiment.PRIORS
+
+
 # =============================================================================================
 # Bad input
 # =============================================================================================
@@ -467,15 +554,16 @@ def test_cli_inverse_passes_the_authors_dps_scale(tmp_path, monkeypatch, capsys)
     """``gaussdiff inverse`` gives DPS the DPS authors' config scale by operator (0.5 for
     inpainting, 0.3 otherwise) unless ``--dps-zeta`` says otherwise; a negative one is refused."""
     from gaussdiff.cli import main as cli_main
+    from gaussdiff.inverse import experiment
 
     seen = []
-    real = gd.run_posterior_sampler
+    real = experiment.run_posterior_sampler
 
     def spy(name, *args, **kw):
         seen.append((name, kw.get("zeta")))
         return real(name, *args, **kw)
 
-    monkeypatch.setattr(gd, "run_posterior_sampler", spy)
+    monkeypatch.setattr(experiment, "run_posterior_sampler", spy)     # where the experiment looks it up
     base = ["inverse", "--sampler", "dps,ddrm", "--steps", "3", "--samples", "2", "--n-meas", "1", "--n-train", "50"]
     assert cli_main(base + ["--outdir", str(tmp_path / "a")]) in (0, None)
     assert seen == [("dps", 0.5), ("ddrm", None)]
