@@ -41,7 +41,16 @@ import numpy as np
 import torch
 
 from ._io import atomic_write
+from ._version import __version__
+from .data import disjoint_split, load_dataset
+from .denoisers import GaussianDenoiser
+from .empirical import EmpiricalDenoiser
+from .kernels import nearest_neighbors
+from .metrics import bootstrap_fraction, denoiser_distance, get_similarity, memorized, reproducibility
 from .networks import FRAMEWORKS
+from .sampling import sample_heun, seeded_noise
+from .schedules import karras_sigmas
+from .training import TrainSettings, train_denoiser, train_ensemble
 
 __all__ = ["PhaseConfig", "run_sweep", "run_cell", "read_results", "tau_mem", "RESULT_COLUMNS",
            "log_checkpoints", "default_sizes", "atomic_write",
@@ -198,16 +207,12 @@ def _npz_bytes(**arrays) -> bytes:
 def _pooled_memorization(samples_list, trains, seed):
     """Memorization over the samples of both networks, each against its own training set:
     the pooled fraction and each network's own."""
-    from .metrics import bootstrap_fraction, memorized
-
     indicators = [memorized(samples, train) for samples, train in zip(samples_list, trains)]
     parts = [bootstrap_fraction(ind, seed=seed) for ind in indicators]
     return bootstrap_fraction(torch.cat(indicators), seed=seed), parts
 
 
 def _sample(denoiser, noise, sigmas):
-    from .sampling import sample_heun
-
     with torch.no_grad():
         return sample_heun(denoiser, noise, sigmas)
 
@@ -217,15 +222,11 @@ def run_cell(config: PhaseConfig | dict, cell: dict, outdir: str | Path, *, prog
     """Train and evaluate one cell, write ``cells/<key>.json`` atomically, return its record.
 
     Skips the work (and returns the stored record) when the file exists with the same settings.
+    The steps: the closed forms of the two disjoint subsets and their samples
+    (:func:`_closed_form_references`), the two networks trained with every checkpoint evaluated
+    as it comes (:func:`_train_pair`, :class:`_CheckpointEvaluator`), one table row per
+    checkpoint (:func:`_cell_rows`), and the figures' material (:func:`_write_cell_images`).
     """
-    from . import data as gdata
-    from .denoisers import GaussianDenoiser
-    from .empirical import EmpiricalDenoiser
-    from .metrics import denoiser_distance, get_similarity, reproducibility
-    from .sampling import seeded_noise
-    from .schedules import karras_sigmas
-    from .training import train_denoiser, train_ensemble
-
     if isinstance(config, dict):
         config = PhaseConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     if threads:
@@ -242,15 +243,34 @@ def run_cell(config: PhaseConfig | dict, cell: dict, outdir: str | Path, *, prog
             return stored
 
     t_start = time.perf_counter()
-    data, _, info = gdata.load_dataset(config.data)
+    data, _, info = load_dataset(config.data)
     n, seed = int(cell["n"]), int(cell["seed"])
-    train_a, train_b = gdata.disjoint_split(data, n, seed)
-    event = tuple(data.shape[1:])
+    train_a, train_b = disjoint_split(data, n, seed)
     sigmas = karras_sigmas(config.sample_steps)
-    noise = seeded_noise(config.n_samples, event, seed=config.noise_seed, dtype=torch.float32) * float(sigmas[0])
-    sims = get_similarity(config.similarity)
+    noise = seeded_noise(config.n_samples, tuple(data.shape[1:]), seed=config.noise_seed,
+                         dtype=torch.float32) * float(sigmas[0])
+    closed, closed_samples, refs = _closed_form_references(config, train_a, train_b, noise, sigmas, seed)
+    evaluate = _CheckpointEvaluator(config, closed, train_a, train_b, noise, sigmas, seed)
+    train_seconds = _train_pair(config, cell, train_a, train_b, evaluate, progress=progress)
+    train_seconds -= evaluate.seconds                 # the checkpoint evaluations ran inside
 
-    # -- closed forms of each subset (float64), sampled from the same noise ------------------
+    t_eval = time.perf_counter()
+    rows = _cell_rows(config, cell, evaluate.snapshots, closed_samples, refs, train_a, train_b)
+    eval_seconds = time.perf_counter() - t_eval + evaluate.seconds
+    for row in rows:
+        row["train_seconds"], row["eval_seconds"] = train_seconds, eval_seconds
+    _write_cell_images(outdir / "cells" / f"{key}.npz", evaluate.snapshots, closed_samples, train_a,
+                       min(16, config.n_samples))
+    record = {"cell": dict(cell), "key": key, "cell_hash": chash, "rows": rows,
+              "data_info": {k: v for k, v in info.items() if k != "truth"},
+              "wall_seconds": time.perf_counter() - t_start}
+    atomic_write(path, json.dumps(record, indent=1, default=_json_default))
+    return record
+
+
+def _closed_form_references(config: PhaseConfig, train_a, train_b, noise, sigmas, seed):
+    """The exact empirical and Gaussian denoisers of each subset (float64), their samples from
+    the cell's noise, and the closed forms' own memorization and reproducibility."""
     closed = {}
     for name, train in (("a", train_a), ("b", train_b)):
         t64 = train.to(torch.float64)
@@ -258,63 +278,73 @@ def run_cell(config: PhaseConfig | dict, cell: dict, outdir: str | Path, *, prog
     noise64 = noise.to(torch.float64)
     closed_samples = {(k, m): _sample(den, noise64, sigmas.to(torch.float64)).float()
                       for k in ("a", "b") for m, den in closed[k].items()}
-    emp_mem, _ = _pooled_memorization([closed_samples[("a", "empirical")], closed_samples[("b", "empirical")]],
+    sims = get_similarity(config.similarity)
+    refs = {}
+    for kind in ("empirical", "gaussian"):
+        mem, _ = _pooled_memorization([closed_samples[("a", kind)], closed_samples[("b", kind)]],
                                       [train_a, train_b], seed)
-    gau_mem, _ = _pooled_memorization([closed_samples[("a", "gaussian")], closed_samples[("b", "gaussian")]],
-                                      [train_a, train_b], seed)
-    refs = {
-        "empirical_memorization": emp_mem.value,
-        "gaussian_memorization": gau_mem.value,
-        "gaussian_reproducibility": reproducibility(closed_samples[("a", "gaussian")], closed_samples[("b", "gaussian")],
-                                                    similarity=sims, threshold=config.threshold, seed=seed).fraction.value,
-        "empirical_reproducibility": reproducibility(closed_samples[("a", "empirical")], closed_samples[("b", "empirical")],
-                                                     similarity=sims, threshold=config.threshold, seed=seed).fraction.value,
-    }
+        refs[f"{kind}_memorization"] = mem.value
+    for kind in ("gaussian", "empirical"):
+        refs[f"{kind}_reproducibility"] = reproducibility(
+            closed_samples[("a", kind)], closed_samples[("b", kind)], similarity=sims, threshold=config.threshold,
+            seed=seed).fraction.value
+    return closed, closed_samples, refs
 
-    # -- the two networks, evaluated at every checkpoint -------------------------------------
-    ckpts = config.checkpoint_steps()
-    snapshots: dict[int, dict] = {}
-    dist_sig = torch.tensor(config.dist_sigmas, dtype=torch.float32)
-    m = min(config.dist_points, n)
 
-    eval_time = [0.0]
+class _CheckpointEvaluator:
+    """``evaluate(which, step, denoiser)``: a network's samples from the cell's noise and its
+    distances to the closed forms of its own subset (on its own and on held-out points), stored
+    in ``snapshots[step][which]``; ``seconds`` is the time spent here (it runs inside training)."""
 
-    def evaluate(which, step, denoiser):
-        t_eval0 = time.perf_counter()
-        den = denoiser.to(device="cpu") if hasattr(denoiser, "to") and config.device != "cpu" else denoiser
-        samples = _sample(den, noise, sigmas.to(torch.float32))
-        own, other = (train_a, train_b) if which == "a" else (train_b, train_a)
-        emp, gau = closed[which]["empirical"], closed[which]["gaussian"]
-        g = torch.Generator().manual_seed(seed * 1000 + step)
-        dist = {}
-        for ref_name, ref in (("empirical", emp), ("gaussian", gau)):
-            for where, pts in (("", own[:m]), ("_heldout", other[:m])):
-                prof = denoiser_distance(den, ref, pts.to(torch.float64), dist_sig.to(torch.float64), generator=g)
-                dist[f"dist_{ref_name}{where}"] = prof.mean
-        snapshots.setdefault(step, {})[which] = {"samples": samples, **dist}
-        eval_time[0] += time.perf_counter() - t_eval0
+    def __init__(self, config: PhaseConfig, closed: dict, train_a, train_b, noise, sigmas, seed: int):
+        self.config, self.closed, self.trains = config, closed, {"a": (train_a, train_b), "b": (train_b, train_a)}
+        self.noise, self.sigmas, self.seed = noise, sigmas.to(torch.float32), seed
+        self.dist_sigmas = torch.tensor(config.dist_sigmas, dtype=torch.float32).to(torch.float64)
+        self.m = min(config.dist_points, train_a.shape[0])
+        self.snapshots: dict[int, dict] = {}
+        self.seconds = 0.0
 
-    train_seconds = 0.0
-    opts = {k: v for k, v in (("batch_size", config.batch_size), ("lr", config.lr)) if v is not None}
-    if config.use_ensemble():          # A and B as one vectorised model (the same draws as below)
+    def __call__(self, which: str, step: int, denoiser):
         t0 = time.perf_counter()
-        train_ensemble([train_a, train_b], seeds=[seed * 2, seed * 2 + 1], steps=config.steps, net=config.net,
-                       width=int(cell["width"]), framework=cell["framework"], device=config.device,
-                       checkpoint_steps=ckpts,
-                       callback=lambda step, dens: [evaluate(w, step, d) for w, d in zip("ab", dens)],
-                       progress=progress, **opts)
-        train_seconds += time.perf_counter() - t0
+        den = denoiser.to(device="cpu") if hasattr(denoiser, "to") and self.config.device != "cpu" else denoiser
+        samples = _sample(den, self.noise, self.sigmas)
+        own, other = self.trains[which]
+        g = torch.Generator().manual_seed(self.seed * 1000 + step)
+        dist = {}
+        for ref_name in ("empirical", "gaussian"):
+            ref = self.closed[which][ref_name]
+            for where, pts in (("", own[:self.m]), ("_heldout", other[:self.m])):
+                prof = denoiser_distance(den, ref, pts.to(torch.float64), self.dist_sigmas, generator=g)
+                dist[f"dist_{ref_name}{where}"] = prof.mean
+        self.snapshots.setdefault(step, {})[which] = {"samples": samples, **dist}
+        self.seconds += time.perf_counter() - t0
+
+
+def _train_pair(config: PhaseConfig, cell: dict, train_a, train_b, evaluate: _CheckpointEvaluator, *,
+                progress: bool) -> float:
+    """Train the cell's two networks (seeds ``2 seed`` and ``2 seed + 1``) on the two subsets,
+    calling ``evaluate`` at every checkpoint; returns the wall seconds (evaluations included)."""
+    seed = int(cell["seed"])
+    opts = {k: v for k, v in (("batch_size", config.batch_size), ("lr", config.lr)) if v is not None}
+    opts.update(steps=config.steps, net=config.net, width=int(cell["width"]), framework=cell["framework"],
+                device=config.device, checkpoint_steps=config.checkpoint_steps(), progress=progress)
+    t0 = time.perf_counter()
+    if config.use_ensemble():          # A and B as one vectorised model (the same draws as below)
+        train_ensemble([train_a, train_b], seeds=[seed * 2, seed * 2 + 1],
+                       callback=lambda step, dens: [evaluate(w, step, d) for w, d in zip("ab", dens)], **opts)
     else:
         for which, train in (("a", train_a), ("b", train_b)):
-            t0 = time.perf_counter()
-            train_denoiser(train, steps=config.steps, net=config.net, width=int(cell["width"]),
-                           framework=cell["framework"], seed=seed * 2 + (which == "b"), device=config.device,
-                           checkpoint_steps=ckpts, callback=lambda step, den, w=which: evaluate(w, step, den),
-                           progress=progress, **opts)
-            train_seconds += time.perf_counter() - t0
-    train_seconds -= eval_time[0]                     # the checkpoint evaluations ran inside
+            train_denoiser(train, seed=seed * 2 + (which == "b"),
+                           callback=lambda step, den, w=which: evaluate(w, step, den), **opts)
+    return time.perf_counter() - t0
 
-    t_eval = time.perf_counter()
+
+def _cell_rows(config: PhaseConfig, cell: dict, snapshots: dict, closed_samples: dict, refs: dict,
+               train_a, train_b) -> list[dict]:
+    """One row per checkpoint: pooled memorization, reproducibility of the two networks, their
+    similarity to the Gaussian's samples, the mean distances to the closed forms, and ``refs``."""
+    n, seed = int(cell["n"]), int(cell["seed"])
+    sims = get_similarity(config.similarity)
     rows = []
     for step in sorted(snapshots):
         sa, sb = snapshots[step]["a"], snapshots[step]["b"]
@@ -331,25 +361,19 @@ def run_cell(config: PhaseConfig | dict, cell: dict, outdir: str | Path, *, prog
         for k in ("dist_empirical", "dist_empirical_heldout", "dist_gaussian", "dist_gaussian_heldout"):
             row[k] = 0.5 * (sa[k] + sb[k])
         rows.append(row)
-    eval_seconds = time.perf_counter() - t_eval + eval_time[0]
-    for row in rows:
-        row["train_seconds"], row["eval_seconds"] = train_seconds, eval_seconds
+    return rows
 
-    # -- figures' material: a few samples of the last checkpoint and their nearest images ---
+
+def _write_cell_images(path: Path, snapshots: dict, closed_samples: dict, train_a, k: int):
+    """The figures' material: ``k`` samples of network A, network B and the closed forms at the
+    last checkpoint, and each A sample's nearest training image."""
     last = snapshots[max(snapshots)]
-    k = min(16, config.n_samples)
-    from .kernels import nearest_neighbors
     _, nn_idx = nearest_neighbors(last["a"]["samples"][:k], train_a, 1)
-    atomic_write(outdir / "cells" / f"{key}.npz", _npz_bytes(
+    atomic_write(path, _npz_bytes(
         net_a=last["a"]["samples"][:k].numpy(), net_b=last["b"]["samples"][:k].numpy(),
         empirical=closed_samples[("a", "empirical")][:k].numpy(),
         gaussian=closed_samples[("a", "gaussian")][:k].numpy(),
         nearest=train_a[nn_idx[:, 0]].numpy()))
-    record = {"cell": dict(cell), "key": key, "cell_hash": chash, "rows": rows,
-              "data_info": {k: v for k, v in info.items() if k != "truth"},
-              "wall_seconds": time.perf_counter() - t_start}
-    atomic_write(path, json.dumps(record, indent=1, default=_json_default))
-    return record
 
 
 def _json_default(o):
@@ -384,12 +408,10 @@ def run_sweep(config: PhaseConfig, outdir: str | Path, *, workers: int = 1, dask
     """
     from tqdm.auto import tqdm
 
-    from . import __version__
-    from . import data as gdata
 
     outdir = Path(outdir)
     _check_outdir(outdir)
-    data, _, info = gdata.load_dataset(config.data)
+    data, _, info = load_dataset(config.data)
     config.validate(data.shape[0])
     if int(workers) != workers or workers < 0:
         raise ValueError(f"workers: must be a non-negative integer, got {workers!r}")
@@ -489,9 +511,8 @@ def _write_tables(outdir: Path, cells: list[dict] | None = None) -> list[dict]:
     atomic_write(outdir / "results.csv", buf.getvalue())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    from .training import TRAIN_DEFAULTS
 
-    warmup = TRAIN_DEFAULTS["warmup"]            # the sweep trains with the trainer's warm-up
+    warmup = TrainSettings().warmup              # the sweep trains with the trainer's warm-up
     w.writerow(["n", "width", "framework", "tau_mem", "inside_warmup"])
     for (n, width, fw), t in sorted(tau_mem(rows).items()):
         # a tau inside the learning-rate warm-up is set by the ramp, not by the dynamics: flagged

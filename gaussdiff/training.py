@@ -53,6 +53,7 @@ import torch
 
 from ._checks import check_data, check_int, check_positive
 from ._io import atomic_torch_save, atomic_write
+from ._version import __version__
 from .data import data_fingerprint, load_dataset
 from .networks import FRAMEWORKS, NETS, NetworkDenoiser, Preconditioned, build_network
 from .conditional import _check_labels
@@ -324,8 +325,6 @@ def _run_config(s: TrainSettings, data: torch.Tensor, spec, model: Preconditione
                 init_from=None, **extra) -> dict:
     """The JSON-able configuration of one trained model (what ``config.json`` and
     :attr:`TrainResult.config` hold): the settings as resolved for this model and its data."""
-    from . import __version__
-
     mod = model.net
     return dict(data=spec, data_fingerprint=data_fingerprint(data), data_shape=list(data.shape),
                 n=int(data.shape[0]), event_shape=list(data.shape[1:]), net=s.net, width=int(mod.width),

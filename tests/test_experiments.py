@@ -106,8 +106,8 @@ def test_tau_mem_interpolates_in_log_step():
 def test_bad_grid_refused_before_training(tmp_path, change, name, monkeypatch):
     import dataclasses
 
-    import gaussdiff.training as training
-    monkeypatch.setattr(training, "train_denoiser", lambda *a, **k: pytest.fail("training started"))
+    for trainer in ("train_denoiser", "train_ensemble"):
+        monkeypatch.setattr(ex, trainer, lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(ValueError, match=name):
         ex.run_sweep(dataclasses.replace(TINY, **change), tmp_path, progress=False)
 
