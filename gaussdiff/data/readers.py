@@ -1,0 +1,248 @@
+r"""Readers of files: a user's ``.npy``/``.npz`` array or folder of images, MNIST-format IDX
+files and CIFAR-10 python batches, and the choice of reader for a path given as a data spec.
+
+Each reader returns ``(data, labels or None, info)`` with images ``(N, C, H, W)`` float32 scaled
+to ``[-1, 1]`` (see :func:`~gaussdiff.to_unit_range`) and vectors ``(N, d)`` as given; a file
+that is missing or not in the expected format is refused with a ``ValueError`` naming it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .transforms import to_unit_range
+
+__all__ = ["read_array", "read_image_folder", "read_idx", "read_mnist_idx", "read_cifar10"]
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm")
+
+
+def _images_tensor(a: np.ndarray, *, channels_last_ok: bool = True) -> tuple[torch.Tensor, str]:
+    """``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` array -> ``(N, C, H, W)`` in [-1, 1]."""
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4 and channels_last_ok and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+        a = np.moveaxis(a, -1, 1)
+    if a.ndim != 4:
+        raise ValueError(f"data: images need shape (N, H, W), (N, C, H, W) or (N, H, W, C), got {a.shape}")
+    scaled, how = to_unit_range(a)
+    return torch.from_numpy(np.ascontiguousarray(scaled)), how
+
+
+def read_array(path, *, key: str | None = None, labels_key: str | None = None):
+    """Read a ``.npy`` or ``.npz`` file: ``(data, labels or None, info)``.
+
+    A 2-D array ``(N, d)`` is a set of vectors, used as given (cast to float32). A 3-D or 4-D
+    array is a set of images ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)``, scaled to
+    ``[-1, 1]`` (see :func:`to_unit_range`). In an ``.npz`` the data are ``key`` or the first of
+    ``x, data, images, X, arr_0`` present (else the only array), the labels ``labels_key`` or
+    the first of ``y, labels, targets``."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"data: file not found: {path}")
+    labels = None
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            if key is None:
+                key = next((k for k in ("x", "data", "images", "X", "arr_0") if k in names),
+                           names[0] if len(names) == 1 else None)
+            if key is None or key not in names:
+                raise ValueError(f"key: {path} holds arrays {names}; name the data with "
+                                 f"'{path}:key=NAME'")
+            arr = z[key]
+            lk = labels_key or next((k for k in ("y", "labels", "targets") if k in names), None)
+            if lk is not None:
+                if lk not in names:
+                    raise ValueError(f"labels_key: {path} has no array {lk!r} (it holds {names})")
+                labels = torch.as_tensor(z[lk])
+    elif path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    else:
+        raise ValueError(f"data: {path} is not a .npy or .npz file")
+    info = {"name": path.name, "source": str(path)}
+    if arr.ndim < 2 or arr.shape[0] == 0:
+        raise ValueError(f"data: {path} must hold an (N, ...) array with N >= 1, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"data: {path} holds a non-numeric array of dtype {arr.dtype}")
+    if arr.ndim == 2:
+        x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+        info.update(kind="vector", scaling="as given")
+    else:
+        x, how = _images_tensor(arr)
+        info.update(kind="image", scaling=how)
+    if labels is not None and labels.shape[0] != x.shape[0]:
+        raise ValueError(f"labels: {labels.shape[0]} labels for {x.shape[0]} rows in {path}")
+    return x, labels, info
+
+
+def read_image_folder(folder, *, mode: str | None = None):
+    """Every image under ``folder`` (sorted, recursively): ``(data (N, C, H, W), labels, info)``.
+
+    All images must have one size. ``mode`` is ``"L"`` (grey) or ``"RGB"``; by default grey
+    when every image is grey. With one level of sub-folders (``folder/CLASS/img.png``) the
+    labels are class indices in sorted folder-name order (``info["classes"]``), else None."""
+    from PIL import Image
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"data: no image files ({', '.join(_IMAGE_SUFFIXES)}) under {folder}")
+    imgs = [Image.open(p) for p in files]
+    if mode is None:
+        mode = "L" if all(im.mode in ("1", "L", "LA") for im in imgs) else "RGB"
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode: must be 'L' or 'RGB', got {mode!r}")
+    arrays = []
+    size0 = imgs[0].size
+    for p, im in zip(files, imgs):
+        if im.size != size0:
+            raise ValueError(f"data: {p} is {im.size[0]}x{im.size[1]} but {files[0]} is "
+                             f"{size0[0]}x{size0[1]}; all images in a folder must have one size")
+        arrays.append(np.asarray(im.convert(mode), dtype=np.uint8))
+    a = np.stack(arrays)
+    x, how = _images_tensor(a)
+    parents = sorted({p.parent for p in files})
+    labels, classes = None, None
+    if all(p.parent.parent == folder for p in files) and len(parents) >= 1 and parents[0] != folder:
+        classes = [p.name for p in parents]
+        labels = torch.tensor([classes.index(p.parent.name) for p in files])
+    info = {"name": folder.name, "source": str(folder), "kind": "image", "scaling": how,
+            "files": len(files)}
+    if classes:
+        info["classes"] = classes
+    return x, labels, info
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (the MNIST format; ``.gz`` allowed): magic ``0 0 TYPE NDIM``, then
+    ``NDIM`` big-endian uint32 sizes, then the data."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"data: {path} is not an IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    dt = np.dtype(_IDX_DTYPES[raw[2]])
+    count = int(np.prod(dims)) if ndim else 1
+    body = 4 + 4 * ndim
+    if len(raw) - body < count * dt.itemsize:
+        raise ValueError(f"data: {path} is truncated (expected {count} values of shape {tuple(dims)})")
+    return np.frombuffer(raw, dtype=dt, count=count, offset=body).reshape(dims).astype(dt.newbyteorder("="))
+
+
+def _find(folder: Path, stem: str):
+    for name in (stem, stem + ".gz"):
+        if (folder / name).exists():
+            return folder / name
+    # torchvision / Kaggle spellings: "train-images.idx3-ubyte"
+    alt = stem.replace("-idx", ".idx")
+    for name in (alt, alt + ".gz"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def read_mnist_idx(path, *, split: str = "all"):
+    """MNIST-format IDX files: a folder holding ``train-images-idx3-ubyte[.gz]`` (and/or
+    ``t10k-images-idx3-ubyte``) with their ``*-labels-idx1-ubyte``, or one images file.
+
+    ``split`` is ``"train"``, ``"test"`` or ``"all"`` (train then test). Returns
+    ``(images (N, 1, 28, 28) in [-1, 1], labels (N,) or None, info)``."""
+    path = Path(path)
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split: must be 'train', 'test' or 'all', got {split!r}")
+    if path.is_file():
+        pairs = [(path, None)]
+        lab = Path(str(path).replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1"))
+        if lab != path and lab.exists():
+            pairs = [(path, lab)]
+    else:
+        pairs = []
+        for part in (("train", "t10k") if split == "all" else ("train",) if split == "train" else ("t10k",)):
+            img = _find(path, f"{part}-images-idx3-ubyte")
+            if img is not None:
+                pairs.append((img, _find(path, f"{part}-labels-idx1-ubyte")))
+        if not pairs:
+            raise ValueError(f"data: no {split} MNIST IDX files (train-images-idx3-ubyte[.gz], "
+                             f"t10k-images-idx3-ubyte[.gz]) in {path}")
+    images, labels = [], []
+    for img, lab in pairs:
+        a = read_idx(img)
+        if a.ndim != 3:
+            raise ValueError(f"data: {img} holds shape {a.shape}, expected images (N, H, W)")
+        images.append(a)
+        if lab is not None:
+            lb = read_idx(lab)
+            if lb.shape != (a.shape[0],):
+                raise ValueError(f"labels: {lab} has shape {lb.shape} for {a.shape[0]} images")
+            labels.append(lb)
+    x, how = _images_tensor(np.concatenate(images))
+    y = torch.as_tensor(np.concatenate(labels)).long() if len(labels) == len(images) else None
+    return x, y, {"name": path.name, "source": str(path), "kind": "image", "scaling": how}
+
+
+def read_cifar10(path, *, split: str = "all"):
+    """CIFAR-10 "python version" batches: the folder ``cifar-10-batches-py`` (``data_batch_1``
+    .. ``data_batch_5``, ``test_batch``) or one batch file; each a pickle of ``b"data"``
+    ``(n, 3072)`` uint8 and ``b"labels"``. Returns ``(images (N, 3, 32, 32), labels, info)``."""
+    path = Path(path)
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split: must be 'train', 'test' or 'all', got {split!r}")
+    if path.is_file():
+        files = [path]
+    else:
+        train = sorted(path.glob("data_batch_*"))
+        test = sorted(path.glob("test_batch"))
+        files = {"train": train, "test": test, "all": train + test}[split]
+        if not files:
+            raise ValueError(f"data: no CIFAR-10 python batches (data_batch_*, test_batch) in {path}")
+    xs, ys = [], []
+    for f in files:
+        with open(f, "rb") as fh:
+            try:
+                d = pickle.load(fh, encoding="bytes")
+            except Exception as exc:
+                raise ValueError(f"data: {f} is not a CIFAR-10 python batch ({exc})") from exc
+        if not isinstance(d, dict) or b"data" not in d:
+            raise ValueError(f"data: {f} is not a CIFAR-10 python batch (no b'data' entry)")
+        a = np.asarray(d[b"data"], dtype=np.uint8)
+        if a.ndim != 2 or a.shape[1] != 3072:
+            raise ValueError(f"data: {f} has data of shape {a.shape}, expected (n, 3072)")
+        xs.append(a.reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d.get(b"labels", d.get(b"fine_labels", [])), dtype=np.int64))
+    x, how = _images_tensor(np.concatenate(xs), channels_last_ok=False)
+    y = np.concatenate(ys)
+    return (x, torch.as_tensor(y) if len(y) == x.shape[0] else None,
+            {"name": path.name, "source": str(path), "kind": "image", "scaling": how})
+
+
+def _load_path(path: Path, opts: dict):
+    """Read a local path given as a spec with the reader its name or contents call for; pops the
+    options that reader takes (``split``, ``mode``, ``key``, ``labels``)."""
+    if path.is_dir():
+        if list(path.glob("data_batch_*")) or (path / "test_batch").exists():
+            return read_cifar10(path, split=opts.pop("split", "all"))
+        if any(_find(path, f"{p}-images-idx3-ubyte") for p in ("train", "t10k")):
+            return read_mnist_idx(path, split=opts.pop("split", "all"))
+        return read_image_folder(path, mode=opts.pop("mode", None))
+    name = path.name
+    if path.suffix in (".npy", ".npz"):
+        return read_array(path, key=opts.pop("key", None), labels_key=opts.pop("labels", None))
+    if "idx3-ubyte" in name or "idx3" in name:
+        return read_mnist_idx(path)
+    if name.startswith("data_batch") or name == "test_batch":
+        return read_cifar10(path)
+    if path.suffix.lower() in _IMAGE_SUFFIXES:
+        raise ValueError(f"data: {path} is a single image; give the folder that holds the images")
+    raise ValueError(f"data: do not know how to read {path} (expected .npy, .npz, a folder of "
+                     "images, MNIST IDX files or CIFAR-10 python batches)")
