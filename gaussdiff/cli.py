@@ -103,6 +103,8 @@ def _str_list(text):
 
 
 def _add_phase_curve(sub):
+    from .networks import NETS
+
     p = sub.add_parser(
         "phase-curve", formatter_class=_formatter,
         help="memorization -> generalization sweep over training-set size N and training time",
@@ -129,7 +131,7 @@ def _add_phase_curve(sub):
     p.add_argument("--seeds", type=_int_list, default=None, help="seeds, comma-separated (default 0)")
     p.add_argument("--widths", type=_int_list, default=None, help="network widths (default 256)")
     p.add_argument("--frameworks", type=_str_list, default=None, help="edm,vp,flow (default edm)")
-    p.add_argument("--net", choices=["mlp", "unet"], default=None, help="architecture (default mlp)")
+    p.add_argument("--net", choices=NETS, default=None, help="architecture (default mlp)")
     p.add_argument("--steps", type=int, default=None, help="training steps per network (default 4000)")
     p.add_argument("--checkpoints", type=int, default=None, help="log-spaced evaluated steps (default 6)")
     p.add_argument("--samples", type=int, default=None, help="samples per network and checkpoint (default 256)")
@@ -356,6 +358,8 @@ def _float_list(text):
 
 
 def _add_inverse(sub):
+    from .inverse.experiment import PRIORS
+
     p = sub.add_parser(
         "inverse", formatter_class=_formatter,
         help="solve a linear inverse problem with exact and approximate posterior samplers",
@@ -382,7 +386,7 @@ def _add_inverse(sub):
     p.add_argument("--sigma-y", type=_float_list, default=(0.1,), help="measurement noise(s), comma-separated (default 0.1)")
     p.add_argument("--sampler", type=_str_list, default=("exact", "dps", "pigdm", "ddrm"),
                    help="exact,dps,pigdm,ddrm (default all)")
-    p.add_argument("--prior", choices=("gaussian", "mixture", "empirical"), default="gaussian",
+    p.add_argument("--prior", choices=PRIORS, default="gaussian",
                    help="closed-form prior (default gaussian)")
     p.add_argument("--steps", type=_int_list, default=(30,), help="step counts, comma-separated (default 30)")
     p.add_argument("--n-train", type=int, default=500, help="training rows for the prior (default 500)")

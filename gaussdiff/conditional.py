@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_data, check_finite, check_positive
+from ._checks import as_tensor, check_data, check_finite, check_int, check_positive
 from .denoisers import GaussianDenoiser, GaussianMixtureDenoiser
 from .empirical import EmpiricalDenoiser
 
@@ -168,8 +168,7 @@ class ClassConditionalDenoiser:
 def _fit_gmm(X: torch.Tensor, k: int, seed: int):
     from sklearn.mixture import GaussianMixture
 
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"n_components: must be a positive integer, got {k!r}")
+    check_int(k, "n_components")
     k = min(int(k), X.shape[0])
     gm = GaussianMixture(k, covariance_type="full", reg_covar=1e-6, random_state=int(seed))
     gm.fit(X.detach().cpu().to(torch.float64).numpy())

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ._checks import (as_tensor, check_batch, check_data, check_finite, check_positive,
+from ._checks import (as_tensor, check_batch, check_data, check_finite, check_int, check_positive,
                       check_sigma)
 from .schedules import score_from_denoiser
 
@@ -227,9 +227,8 @@ class GaussianDenoiser(Denoiser):
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` exact samples of ``N(mean, cov)``: ``(n, *event_shape)``."""
-        if int(n) != n or n < 1:
-            raise ValueError(f"n: must be a positive integer, got {n!r}")
-        z = torch.randn(int(n), self.dim, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
+        n = check_int(n, "n")
+        z = torch.randn(n, self.dim, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
         out = self.mean.reshape(1, -1) + (z * self.eigenvalues.sqrt()) @ self.eigenvectors.T
         return out.reshape(int(n), *self.event_shape)
 
@@ -453,9 +452,7 @@ class GaussianMixtureDenoiser(Denoiser):
 
     def sample(self, n: int, *, generator: torch.Generator | None = None):
         """``n`` exact samples and their component labels: ``((n, *event_shape), (n,))``."""
-        if int(n) != n or n < 1:
-            raise ValueError(f"n: must be a positive integer, got {n!r}")
-        n = int(n)
+        n = check_int(n, "n")
         k = torch.multinomial(self.weights.cpu().to(torch.float64), n, replacement=True, generator=generator)
         d = self.dim
         if self._U is None:

@@ -7,7 +7,7 @@ import math
 import torch
 
 from . import kernels
-from ._checks import check_data
+from ._checks import check_data, check_int
 from .denoisers import Denoiser, _LOG_2PI
 
 __all__ = ["EmpiricalDenoiser"]
@@ -68,8 +68,7 @@ class EmpiricalDenoiser(Denoiser):
                                  f"data is on {data.device}")
         self._stream_chunk = None if chunk_size is None else kernels._check_chunk(chunk_size)
         self.chunk_size = kernels.DEFAULT_CHUNK if chunk_size is None else self._stream_chunk
-        if isinstance(n_candidates, bool) or int(n_candidates) != n_candidates or n_candidates < 1:
-            raise ValueError(f"n_candidates: must be a positive integer, got {n_candidates!r}")
+        check_int(n_candidates, "n_candidates")
         if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol >= 0):
             raise ValueError(f"rtol: must be a finite number >= 0, got {rtol!r}")
         self.n_candidates, self.rtol = int(n_candidates), float(rtol)

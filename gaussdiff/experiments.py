@@ -7,7 +7,7 @@ For every cell ``(n, seed, width, framework)`` of the grid, :func:`run_cell`
    Gaussian — from the shared noise;
 3. trains one network on ``A`` and one on ``B`` and, at log-spaced training steps, samples both
    from the same noise with Heun's method and records every metric: the memorization fraction
-   (gap ratio 1/3), the reproducibility of the two networks (Kadkhodaie et al. 2023), their
+   (gap ratio 1/3), the reproducibility of the two networks (Kadkhodaie et al., ICLR 2024), their
    distances to the empirical and Gaussian denoisers of their own training subset on noisy
    training and held-out points, and the similarity of their samples to the Gaussian's.
 
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._checks import check_int
 from ._io import atomic_write
 from ._version import __version__
 from .data import disjoint_split, load_dataset
@@ -47,7 +48,7 @@ from .denoisers import GaussianDenoiser
 from .empirical import EmpiricalDenoiser
 from .kernels import nearest_neighbors
 from .metrics import bootstrap_fraction, denoiser_distance, get_similarity, memorized, reproducibility
-from .networks import FRAMEWORKS
+from .networks import FRAMEWORKS, NETS
 from .sampling import sample_heun, seeded_noise
 from .schedules import karras_sigmas
 from .training import TrainSettings, train_denoiser, train_ensemble
@@ -172,8 +173,8 @@ class PhaseConfig:
             raise ValueError("frameworks, widths, seeds: each needs at least one value")
         if any(int(w) != w or w < 1 for w in self.widths):
             raise ValueError(f"widths: must be positive integers, got {list(self.widths)}")
-        if self.net not in ("mlp", "unet"):
-            raise ValueError(f"net: must be 'mlp' or 'unet', got {self.net!r}")
+        if self.net not in NETS:
+            raise ValueError(f"net: must be one of {NETS}, got {self.net!r}")
         if self.steps < 1 or self.checkpoints < 1:
             raise ValueError("steps, checkpoints: must be >= 1")
         if self.n_samples < 2 or self.sample_steps < 1 or self.dist_points < 2:
@@ -413,8 +414,7 @@ def run_sweep(config: PhaseConfig, outdir: str | Path, *, workers: int = 1, dask
     _check_outdir(outdir)
     data, _, info = load_dataset(config.data)
     config.validate(data.shape[0])
-    if int(workers) != workers or workers < 0:
-        raise ValueError(f"workers: must be a non-negative integer, got {workers!r}")
+    workers = check_int(workers, "workers", minimum=0)
     if workers == 0:
         workers = max(1, min(os.cpu_count() or 1, len(config.cells())))
     t0 = time.perf_counter()

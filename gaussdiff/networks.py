@@ -1,7 +1,7 @@
 r"""Small sigma-conditioned networks and their three parameterisations, each a denoiser.
 
 Every parameterisation writes the denoiser as an affine function of the raw network output
-``F`` (Karras et al. 2022, eq. 7; DESIGN section 1):
+``F`` (Karras et al. 2022, eq. 7; the one convention of ``docs/guide/convention.md``, theory (C1)-(C4)):
 
 .. math:: D(\hat x, \sigma) = c_{skip}(\sigma)\, \hat x + c_{out}(\sigma)\,
           F\big(c_{in}(\sigma)\, \hat x,\; c_{noise}(\sigma)\big)
@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_batch, check_sigma
+from ._checks import check_batch, check_int, check_sigma
 from .denoisers import Denoiser
 from .schedules import VP
 
@@ -85,9 +85,7 @@ class LabelEmbedding(nn.Module):
 def _label_embedding(num_classes, emb_dim):
     if num_classes is None:
         return None
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"num_classes: must be a positive integer or None, got {num_classes!r}")
-    return LabelEmbedding(int(num_classes), emb_dim)
+    return LabelEmbedding(check_int(num_classes, "num_classes"), emb_dim)
 
 
 def _embed(module, c_noise, label):
@@ -340,10 +338,10 @@ def build_network(net: str, event_shape: Sequence[int], *, width: int | None = N
     event_shape = tuple(int(s) for s in event_shape)
     if net not in NETS:
         raise ValueError(f"net: must be one of {NETS}, got {net!r}")
-    if width is not None and (int(width) != width or width < 1):
-        raise ValueError(f"width: must be a positive integer, got {width!r}")
-    if depth is not None and (int(depth) != depth or depth < 1):
-        raise ValueError(f"depth: must be a positive integer, got {depth!r}")
+    if width is not None:
+        check_int(width, "width")
+    if depth is not None:
+        check_int(depth, "depth")
     if net == "mlp":
         make = lambda: MLP(math.prod(event_shape), width=int(width or 256), depth=int(depth or 3),
                            num_classes=num_classes)

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_finite, check_positive, check_sigma_grid
+from ._checks import as_tensor, check_finite, check_int, check_positive, check_sigma_grid
 from .schedules import EDM, Schedule
 
 __all__ = ["sample_euler", "sample_heun", "sample_edm_stochastic", "sample_euler_ancestral",
@@ -72,8 +72,7 @@ def seeded_noise(n: int, event_shape: Sequence[int] | int, *, seed: int = 0, sta
     -------
     Tensor of shape ``(n, *event_shape)``.
     """
-    if int(n) != n or n < 0:
-        raise ValueError(f"n: must be a non-negative integer, got {n!r}")
+    n = check_int(n, "n", minimum=0)
     shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
     g = torch.Generator(device="cpu")
     rows = []

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import check_positive
+from ._checks import check_int, check_positive
 
 __all__ = [
     "Schedule", "EDM", "VP", "VPDiscrete", "OU", "RectifiedFlow",
@@ -93,9 +93,7 @@ class Schedule:
 
 
 def _check_steps(n) -> int:
-    if int(n) != n or n < 1:
-        raise ValueError(f"n: the number of steps must be a positive integer, got {n!r}")
-    return int(n)
+    return check_int(n, "n")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ._checks import check_int
+
 __all__ = ["ScriptInfo", "find_scripts_dir", "discover", "run_validation", "format_table", "ADAPTERS",
            "README_START", "README_END"]
 
@@ -291,8 +293,7 @@ def run_validation(outdir, *, fast: bool = False, only=None, scripts=None, threa
         selected = [by_name[n.removesuffix(".py")] for n in only]
     else:
         selected = infos
-    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
-        raise ValueError(f"threads: must be a positive integer, got {threads!r}")
+    threads = check_int(threads, "threads")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     mode = "fast" if fast else "full"

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .._checks import as_tensor, check_finite, check_positive
+from .._checks import as_tensor, check_finite, check_int, check_positive
 
 __all__ = [
     "LinearOperator", "MatrixOperator", "InpaintOperator", "BlurOperator", "DownsampleOperator",
@@ -177,9 +177,7 @@ class DownsampleOperator(LinearOperator):
 
     def __init__(self, event_shape, factor: int):
         self.event_shape = _event_image(event_shape)
-        if isinstance(factor, bool) or int(factor) != factor or factor < 1:
-            raise ValueError(f"factor: must be a positive integer, got {factor!r}")
-        self.factor = f = int(factor)
+        self.factor = f = check_int(factor, "factor")
         C, H, W = self.event_shape
         if H % f or W % f:
             raise ValueError(f"factor: {f} does not divide the image size {H}x{W}")
@@ -218,8 +216,7 @@ def random_projection(d: int, m: int, *, generator: torch.Generator | None = Non
                       dtype=torch.float64) -> MatrixOperator:
     """A Gaussian random projection: entries ``N(0, 1/m)``, shape ``(m, d)``."""
     for name, v in (("d", d), ("m", m)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        check_int(v, name)
     A = torch.randn(int(m), int(d), generator=generator, dtype=torch.float64) / math.sqrt(m)
     return MatrixOperator(A.to(dtype))
 
