@@ -91,15 +91,17 @@ def _run_demo(args):
 # phase-curve and plot: the memorization -> generalization sweep (the README's main job)
 # ---------------------------------------------------------------------------------------------
 
-def _int_list(text):
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+def _list_of(parse, what: str):
+    """An argparse ``type`` for a comma-separated list of ``parse``-able values (a tuple)."""
+    def parse_list(text):
+        try:
+            return tuple(parse(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from exc
+    return parse_list
 
 
-def _str_list(text):
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+_int_list, _float_list, _str_list = _list_of(int, "integers"), _list_of(float, "numbers"), _list_of(str, "names")
 
 
 def _add_phase_curve(sub):
@@ -349,13 +351,6 @@ def _run_train(args):
 # ---------------------------------------------------------------------------------------------
 # inverse: approximate posterior samplers measured against the exact posterior
 # ---------------------------------------------------------------------------------------------
-
-def _float_list(text):
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-
 
 def _add_inverse(sub):
     from .inverse.experiment import PRIORS
