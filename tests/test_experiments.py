@@ -12,8 +12,18 @@ import gaussdiff.experiments as ex
 from gaussdiff.cli import main as cli_main
 
 # A grid of the default's shape, small enough for seconds per cell (width 32, batch 32).
-TINY = ex.PhaseConfig(data="gmm:k=2,d=4,n=200", sizes=(4, 8, 16), widths=(32,), batch_size=32, steps=40,
-                      checkpoints=2, n_samples=16, sample_steps=4, dist_points=8, dist_sigmas=(0.1, 1.0))
+TINY = ex.PhaseConfig(
+    data="gmm:k=2,d=4,n=200",
+    sizes=(4, 8, 16),
+    widths=(32,),
+    batch_size=32,
+    steps=40,
+    checkpoints=2,
+    n_samples=16,
+    sample_steps=4,
+    dist_points=8,
+    dist_sigmas=(0.1, 1.0),
+)
 
 
 def _strip(rows):
@@ -34,15 +44,26 @@ def test_log_checkpoints_and_sizes():
 
 def test_sweep_rows_and_resume(tmp_path):
     rows = ex.run_sweep(TINY, tmp_path, progress=False)
-    assert len(rows) == 3 * 2                                   # sizes x checkpoints
+    assert len(rows) == 3 * 2  # sizes x checkpoints
     table = _read_csv(tmp_path / "results.csv")
     assert len(table) == 6
-    for col in ("n", "seed", "width", "framework", "step", "memorization", "memorization_se", "reproducibility",
-                "reproducibility_se", "dist_empirical", "dist_gaussian"):
+    for col in (
+        "n",
+        "seed",
+        "width",
+        "framework",
+        "step",
+        "memorization",
+        "memorization_se",
+        "reproducibility",
+        "reproducibility_se",
+        "dist_empirical",
+        "dist_gaussian",
+    ):
         assert col in table[0]
     for r in rows:
         assert 0 <= r["memorization"] <= 1 and r["memorization_se"] >= 0
-        assert r["empirical_memorization"] == 1.0                # the exact empirical flow copies
+        assert r["empirical_memorization"] == 1.0  # the exact empirical flow copies
         assert r["dist_empirical"] >= 0 and r["dist_gaussian"] >= 0
     meta = json.loads((tmp_path / "config.json").read_text())
     assert meta["status"] == "finished" and meta["torch_version"] == torch.__version__
@@ -69,6 +90,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
 def test_changed_settings_rerun_the_cell(tmp_path):
     ex.run_sweep(TINY, tmp_path, progress=False)
     import dataclasses
+
     changed = dataclasses.replace(TINY, steps=50)
     rows = ex.run_sweep(changed, tmp_path, progress=False)
     assert max(r["step"] for r in rows) == 50
@@ -96,18 +118,23 @@ def test_tau_mem_interpolates_in_log_step():
     assert ex.tau_mem(rows)[(8, 1, "edm")] is None
 
 
-@pytest.mark.parametrize("change,name", [
-    (dict(sizes=(8, 4)), "sizes"),
-    (dict(sizes=(8, 150)), "sizes"),                 # 2N > 200 points
-    (dict(frameworks=("ddpm",)), "frameworks"),
-    (dict(data="no-such-set"), "spec"),
-    (dict(widths=(0,)), "widths"),
-])
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        (dict(sizes=(8, 4)), "sizes"),
+        (dict(sizes=(8, 150)), "sizes"),  # 2N > 200 points
+        (dict(frameworks=("ddpm",)), "frameworks"),
+        (dict(data="no-such-set"), "spec"),
+        (dict(widths=(0,)), "widths"),
+    ],
+)
 def test_bad_grid_refused_before_training(tmp_path, change, name, monkeypatch):
     import dataclasses
 
+    import gaussdiff.experiments.cell as cell
+
     for trainer in ("train_denoiser", "train_ensemble"):
-        monkeypatch.setattr(ex, trainer, lambda *a, **k: pytest.fail("training started"))
+        monkeypatch.setattr(cell, trainer, lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(ValueError, match=name):
         ex.run_sweep(dataclasses.replace(TINY, **change), tmp_path, progress=False)
 
@@ -121,11 +148,30 @@ def test_unwritable_outdir(tmp_path):
 
 def test_cli_phase_curve_and_plot(tmp_path, capsys):
     out = tmp_path / "cli"
-    code = cli_main(["phase-curve", "--data", "gmm:k=2,d=4,n=200", "--sizes", "4,8,16", "--steps", "40",
-                     "--widths", "32", "--checkpoints", "2", "--samples", "16", "--workers", "1", "--no-progress",
-                     "--outdir", str(out)])
+    code = cli_main(
+        [
+            "phase-curve",
+            "--data",
+            "gmm:k=2,d=4,n=200",
+            "--sizes",
+            "4,8,16",
+            "--steps",
+            "40",
+            "--widths",
+            "32",
+            "--checkpoints",
+            "2",
+            "--samples",
+            "16",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--outdir",
+            str(out),
+        ]
+    )
     assert code == 0
-    with open(out / "tau_mem.csv") as f:    # 40 steps lie inside the 100-step warm-up: every tau is flagged
+    with open(out / "tau_mem.csv") as f:  # 40 steps lie inside the 100-step warm-up: every tau is flagged
         taus = list(csv.DictReader(f))
     assert taus and all(r["inside_warmup"] == ("" if r["tau_mem"] == "" else "1") for r in taus)
     for name in ("results.csv", "tau_mem.csv", "config.json", "phase_curves.png", "phase_diagram.png"):
@@ -159,11 +205,12 @@ def test_phase_curve_quick_end_to_end(tmp_path):
 # transition_size: N* from a logistic fit across all N
 # ---------------------------------------------------------------------------------------------
 
+
 def test_transition_size_recovers_an_exact_logistic():
     ns = np.array([8, 20, 52, 133, 338, 898])
     n = np.full(6, 1000.0)
     p = 1 / (1 + np.exp(-1.3 * (np.log(ns) - np.log(75.0))))
-    fit = ex.transition_size(ns, p * n, n, n_boot=200)            # fractional counts: the MLE is exact
+    fit = ex.transition_size(ns, p * n, n, n_boot=200)  # fractional counts: the MLE is exact
     assert fit.n_star == pytest.approx(75.0, rel=1e-8) and fit.slope == pytest.approx(1.3, rel=1e-8)
     assert fit.inside_grid and fit.ci[0] < 75.0 < fit.ci[1]
     down = ex.transition_size(ns, n - p * n, n, increasing=False, n_boot=200)
@@ -174,7 +221,7 @@ def test_transition_size_recovers_an_exact_logistic():
 
 def test_transition_size_is_not_fooled_by_a_non_monotone_point():
     ns = [8, 20, 52, 133, 338, 898]
-    k = [10, 140, 20, 150, 230, 250]           # a lucky point at N=20 would fool a first crossing
+    k = [10, 140, 20, 150, 230, 250]  # a lucky point at N=20 would fool a first crossing
     fit = ex.transition_size(ns, k, [256] * 6, n_boot=300)
     assert 52 < fit.n_star < 133 and fit.ci[0] < fit.n_star < fit.ci[1]
 
