@@ -29,7 +29,7 @@ under one `--outdir`. This page is generated from the help texts themselves
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict:
-    for action in parser._actions:                                   # argparse keeps them here
+    for action in parser._actions:  # argparse keeps them here
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
     return {}
@@ -37,7 +37,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict:
 
 def render() -> str:
     old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = WIDTH                                    # argparse reads the width here
+    os.environ["COLUMNS"] = WIDTH  # argparse reads the width here
     try:
         from gaussdiff.cli import build_parser
 

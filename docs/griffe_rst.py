@@ -72,7 +72,7 @@ def convert(doc: str) -> str:
                     borders.append(j)
                 j += 1
             if len(borders) == 3:
-                out += _table(lines[i:borders[2] + 1])
+                out += _table(lines[i : borders[2] + 1])
                 i = borders[2] + 1
                 continue
         # -- .. math:: block ---------------------------------------------------------------
@@ -80,8 +80,7 @@ def convert(doc: str) -> str:
         if m:
             indent, body = m.group(1), [m.group(2)] if m.group(2).strip() else []
             j = i + 1
-            while j < len(lines) and (not lines[j].strip() or
-                                      len(lines[j]) - len(lines[j].lstrip()) > len(indent)):
+            while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > len(indent)):
                 if lines[j].strip():
                     body.append(lines[j].strip())
                 elif body:

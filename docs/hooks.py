@@ -17,8 +17,23 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["schedules", "denoisers", "empirical", "sampling", "predictions", "data", "networks", "training",
-         "metrics", "experiments", "plotting", "conditional", "inverse", "kernels", "cli"]
+ORDER = [
+    "schedules",
+    "denoisers",
+    "empirical",
+    "sampling",
+    "predictions",
+    "data",
+    "networks",
+    "training",
+    "metrics",
+    "experiments",
+    "plotting",
+    "conditional",
+    "inverse",
+    "kernels",
+    "cli",
+]
 PACKAGES = {"gaussdiff": "The library", "theory": "Symbolic derivations (sympy), not installed with the package"}
 NAV_TITLE = "API reference"
 
@@ -86,6 +101,7 @@ def theory_page() -> str:
         labels = importlib.import_module("theory").LABELS
     finally:
         sys.path.remove(str(ROOT))
+
     def cell(text):
         return str(text).replace("|", "\\|")
 
@@ -95,10 +111,14 @@ def theory_page() -> str:
 
 def on_files(files, config):
     files.append(File.generated(config, "guide/theory.md", content=theory_page()))
-    lines = ["# API reference", "",
-             "Generated from the docstrings. Everything public is also available flat from the package:",
-             "`import gaussdiff as gd` then `gd.GaussianDenoiser`, `gd.sample_heun`, `gd.memorization_fraction`, ...",
-             "The pages below follow the modules, where each object is defined.", ""]
+    lines = [
+        "# API reference",
+        "",
+        "Generated from the docstrings. Everything public is also available flat from the package:",
+        "`import gaussdiff as gd` then `gd.GaussianDenoiser`, `gd.sample_heun`, `gd.memorization_fraction`, ...",
+        "The pages below follow the modules, where each object is defined.",
+        "",
+    ]
     for package, title in PACKAGES.items():
         lines += [f"## `{package}`: {title.lower()}", "", "| module | what it holds |", "|---|---|"]
         for m in modules(package):
@@ -109,10 +129,12 @@ def on_files(files, config):
         if module is None:
             title, body = package, f"::: {package}\n    options:\n      members: false\n"
             if package == "gaussdiff":
-                body = ("::: gaussdiff\n    options:\n      members: false\n\n"
-                        "The flat namespace `gaussdiff.*` re-exports the public names (`__all__`) of the "
-                        "library modules imported in `gaussdiff/__init__.py`; the modules themselves are "
-                        "documented on the pages that follow.\n")
+                body = (
+                    "::: gaussdiff\n    options:\n      members: false\n\n"
+                    "The flat namespace `gaussdiff.*` re-exports the public names (`__all__`) of the "
+                    "library modules imported in `gaussdiff/__init__.py`; the modules themselves are "
+                    "documented on the pages that follow.\n"
+                )
         else:
             title, body = f"{package}.{module}", f"::: {package}.{module}\n"
         files.append(File.generated(config, path, content=f"# `{title}`\n\n{body}"))

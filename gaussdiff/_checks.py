@@ -49,9 +49,7 @@ def check_data(data, name: str = "data", *, min_rows: int = 1) -> torch.Tensor:
     """A data set: at least ``min_rows`` finite rows, shape ``(N, *event_shape)``."""
     t = as_tensor(data, name)
     if t.ndim < 2:
-        raise ValueError(
-            f"{name}: expected shape (N, *event_shape) with at least 2 dimensions, got {tuple(t.shape)}"
-        )
+        raise ValueError(f"{name}: expected shape (N, *event_shape) with at least 2 dimensions, got {tuple(t.shape)}")
     if t.shape[0] < min_rows:
         raise ValueError(f"{name}: needs at least {min_rows} row(s), got {t.shape[0]} (empty data?)")
     if t.numel() == 0:
@@ -67,14 +65,11 @@ def check_batch(x, event_shape: Sequence[int], name: str = "x") -> torch.Tensor:
         raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
     event_shape = tuple(event_shape)
     if x.ndim != 1 + len(event_shape) or tuple(x.shape[1:]) != event_shape:
-        raise ValueError(
-            f"{name}: expected shape (B, {', '.join(map(str, event_shape))}), got {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name}: expected shape (B, {', '.join(map(str, event_shape))}), got {tuple(x.shape)}")
     return check_finite(x, name)
 
 
-def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma",
-                allow_zero: bool = False) -> torch.Tensor:
+def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma", allow_zero: bool = False) -> torch.Tensor:
     """Noise level(s): a positive float or a ``(B,)`` tensor; returns a ``(B,)`` tensor."""
     if isinstance(sigma, torch.Tensor):
         s = sigma
@@ -88,12 +83,11 @@ def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma",
             v = float(sigma)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}") from exc
-        if not math.isfinite(v) or (dtype is not None and dtype.is_floating_point
-                                    and abs(v) > torch.finfo(dtype).max):
+        if not math.isfinite(v) or (dtype is not None and dtype.is_floating_point and abs(v) > torch.finfo(dtype).max):
             raise ValueError(f"{name}: must be finite (in {dtype}), got {v}")
         if v < 0 or (v == 0 and not allow_zero):
             raise ValueError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got min {v}")
-        return torch.full((batch,), v, dtype=dtype, device=device)       # checked on the host: no sync
+        return torch.full((batch,), v, dtype=dtype, device=device)  # checked on the host: no sync
     if not bool(torch.isfinite(s).all()):
         raise ValueError(f"{name}: must be finite, got NaN or inf")
     bad = (s < 0) if allow_zero else (s <= 0)
@@ -112,7 +106,6 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
     return v
 
 
-
 def check_int(value, name: str, *, minimum: int = 1) -> int:
     """An integer (a bool is refused; a float with an integral value is accepted) ``>= minimum``."""
     what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
@@ -126,6 +119,7 @@ def check_int(value, name: str, *, minimum: int = 1) -> int:
     if not ok:
         raise ValueError(f"{name}: expected {what}, got {value!r}")
     return iv
+
 
 def check_same(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     """Refuse tensors on different devices or with different dtypes."""

@@ -27,9 +27,11 @@ def _formatter(prog):
 # demo: the exact empirical flow returns training points, the Gaussian flow does not
 # ---------------------------------------------------------------------------------------------
 
+
 def _add_demo(sub):
     p = sub.add_parser(
-        "demo", formatter_class=_formatter,
+        "demo",
+        formatter_class=_formatter,
         help="sample the exact empirical and Gaussian denoisers of a small training set",
         description=textwrap.dedent("""\
             Sample the exact empirical denoiser and the Gaussian denoiser fitted to the same
@@ -39,7 +41,8 @@ def _add_demo(sub):
             examples:
               gaussdiff demo --outdir out/demo
               gaussdiff demo --n-train 64 --dim 8 --samples 256 --steps 40 --outdir out/demo
-            """))
+            """),
+    )
     p.add_argument("--n-train", type=int, default=32, help="training points (default 32)")
     p.add_argument("--dim", type=int, default=2, help="dimension (default 2)")
     p.add_argument("--samples", type=int, default=200, help="samples per denoiser (default 200)")
@@ -63,19 +66,26 @@ def _run_demo(args):
     for name, den in (("empirical", gd.EmpiricalDenoiser(train)), ("gaussian", gd.GaussianDenoiser.fit(train))):
         x = gd.sample_heun(den, noise, sigmas)
         nn = gd.nearest_training(x, train, k=2)
-        mem = gd.memorization_fraction(x, train, seed=args.seed, neighbors=nn)   # gap ratio 1/3, bootstrap se
-        result[name] = {"memorization": mem.value, "memorization_se": mem.se,
-                        "median_nn_distance": float(nn[0][:, 0].median())}
+        mem = gd.memorization_fraction(x, train, seed=args.seed, neighbors=nn)  # gap ratio 1/3, bootstrap se
+        result[name] = {
+            "memorization": mem.value,
+            "memorization_se": mem.se,
+            "median_nn_distance": float(nn[0][:, 0].median()),
+        }
         samples[name] = x
     args.outdir.mkdir(parents=True, exist_ok=True)
     (args.outdir / "demo.json").write_text(json.dumps(result, indent=2))
     for name, r in result.items():
-        print(f"{name:10s} memorization {r['memorization']:.3f} +- {r['memorization_se']:.3f}   "
-              f"median distance to nearest training point {r['median_nn_distance']:.2e}")
+        print(
+            f"{name:10s} memorization {r['memorization']:.3f} +- {r['memorization_se']:.3f}   "
+            f"median distance to nearest training point {r['median_nn_distance']:.2e}"
+        )
     if args.dim >= 2:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(5, 5))
         ax.scatter(*samples["gaussian"][:, :2].T, s=6, alpha=0.5, label="Gaussian denoiser")
         ax.scatter(*samples["empirical"][:, :2].T, s=30, marker="x", label="empirical denoiser")
@@ -91,13 +101,16 @@ def _run_demo(args):
 # phase-curve and plot: the memorization -> generalization sweep (the README's main job)
 # ---------------------------------------------------------------------------------------------
 
+
 def _list_of(parse, what: str):
     """An argparse ``type`` for a comma-separated list of ``parse``-able values (a tuple)."""
+
     def parse_list(text):
         try:
             return tuple(parse(v.strip()) for v in text.split(",") if v.strip())
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from exc
+
     return parse_list
 
 
@@ -108,7 +121,8 @@ def _add_phase_curve(sub):
     from .networks import NETS
 
     p = sub.add_parser(
-        "phase-curve", formatter_class=_formatter,
+        "phase-curve",
+        formatter_class=_formatter,
         help="memorization -> generalization sweep over training-set size N and training time",
         description=textwrap.dedent("""\
             Train two networks on disjoint subsets of size N for each N (and seed, width,
@@ -126,10 +140,13 @@ def _add_phase_curve(sub):
               gaussdiff phase-curve --data gmm:k=4,d=16 --sizes 16,64,256 --outdir runs/gmm
               gaussdiff phase-curve --device cuda --outdir runs/gpu          # A and B train as one ensemble
               gaussdiff plot runs/phase                                      # redraw the figures
-            """))
+            """),
+    )
     p.add_argument("--outdir", type=Path, required=True, help="results folder (created; reused to resume)")
     p.add_argument("--data", default=None, help="data set spec (default digits; see gaussdiff.available_datasets())")
-    p.add_argument("--sizes", type=_int_list, default=None, help="increasing N, comma-separated (default 8,26,85,276,896)")
+    p.add_argument(
+        "--sizes", type=_int_list, default=None, help="increasing N, comma-separated (default 8,26,85,276,896)"
+    )
     p.add_argument("--seeds", type=_int_list, default=None, help="seeds, comma-separated (default 0)")
     p.add_argument("--widths", type=_int_list, default=None, help="network widths (default 256)")
     p.add_argument("--frameworks", type=_str_list, default=None, help="edm,vp,flow (default edm)")
@@ -137,12 +154,22 @@ def _add_phase_curve(sub):
     p.add_argument("--steps", type=int, default=None, help="training steps per network (default 4000)")
     p.add_argument("--checkpoints", type=int, default=None, help="log-spaced evaluated steps (default 6)")
     p.add_argument("--samples", type=int, default=None, help="samples per network and checkpoint (default 256)")
-    p.add_argument("--threshold", type=float, default=None, help="similarity threshold of reproducibility (default 0.9)")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="similarity threshold of reproducibility (default 0.9)"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
-    p.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=None,
-                   help="train the two networks of each cell as one vectorised model (default: on cuda only)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="parallel processes (spawned); 0 = one per core, at most one per cell (default)")
+    p.add_argument(
+        "--ensemble",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the two networks of each cell as one vectorised model (default: on cuda only)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="parallel processes (spawned); 0 = one per core, at most one per cell (default)",
+    )
     p.add_argument("--dask-scheduler", default=None, help="address of a Dask scheduler to run the cells on")
     p.add_argument("--quick", action="store_true", help="a smaller run of the same shape (4 sizes, 1000 steps)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -159,16 +186,27 @@ def _run_phase_curve(args):
     from .plotting import plot_results
 
     settings = dict(QUICK) if args.quick else {}
-    for arg, key in (("data", "data"), ("sizes", "sizes"), ("seeds", "seeds"), ("widths", "widths"),
-                     ("frameworks", "frameworks"), ("net", "net"), ("steps", "steps"),
-                     ("checkpoints", "checkpoints"), ("samples", "n_samples"), ("threshold", "threshold"),
-                     ("device", "device"), ("ensemble", "ensemble")):
+    for arg, key in (
+        ("data", "data"),
+        ("sizes", "sizes"),
+        ("seeds", "seeds"),
+        ("widths", "widths"),
+        ("frameworks", "frameworks"),
+        ("net", "net"),
+        ("steps", "steps"),
+        ("checkpoints", "checkpoints"),
+        ("samples", "n_samples"),
+        ("threshold", "threshold"),
+        ("device", "device"),
+        ("ensemble", "ensemble"),
+    ):
         val = getattr(args, arg)
         if val is not None:
             settings[key] = val
     config = dataclasses.replace(PhaseConfig(), **settings)
-    rows = run_sweep(config, args.outdir, workers=args.workers, dask_scheduler=args.dask_scheduler,
-                     progress=not args.no_progress)
+    rows = run_sweep(
+        config, args.outdir, workers=args.workers, dask_scheduler=args.dask_scheduler, progress=not args.no_progress
+    )
     plot_results(args.outdir)
     last = {}
     for r in rows:
@@ -176,29 +214,36 @@ def _run_phase_curve(args):
         if r["step"] >= last.get(key, {}).get("step", -1):
             last[key] = r
     taus = tau_mem(rows)
-    print(f"{'n':>6} {'width':>5} {'fw':>4} {'step':>6}  {'memorization':>14}  {'reproducibility':>15}  "
-          f"{'dist_emp':>9} {'dist_gauss':>10}  {'tau_mem':>8}")
+    print(
+        f"{'n':>6} {'width':>5} {'fw':>4} {'step':>6}  {'memorization':>14}  {'reproducibility':>15}  "
+        f"{'dist_emp':>9} {'dist_gauss':>10}  {'tau_mem':>8}"
+    )
     for key in sorted(last):
         r = last[key]
         t = taus.get(key)
-        print(f"{r['n']:>6} {r['width']:>5} {r['framework']:>4} {r['step']:>6}  "
-              f"{r['memorization']:6.3f} +- {r['memorization_se']:5.3f}  "
-              f"{r['reproducibility']:6.3f} +- {r['reproducibility_se']:5.3f}  "
-              f"{r['dist_empirical']:9.4f} {r['dist_gaussian']:10.4f}  "
-              f"{'never' if t is None else f'{t:8.0f}':>8}")
+        print(
+            f"{r['n']:>6} {r['width']:>5} {r['framework']:>4} {r['step']:>6}  "
+            f"{r['memorization']:6.3f} +- {r['memorization_se']:5.3f}  "
+            f"{r['reproducibility']:6.3f} +- {r['reproducibility_se']:5.3f}  "
+            f"{r['dist_empirical']:9.4f} {r['dist_gaussian']:10.4f}  "
+            f"{'never' if t is None else f'{t:8.0f}':>8}"
+        )
     print(f"wrote {args.outdir}/results.csv, tau_mem.csv, config.json and figures")
 
 
 def _add_plot(sub):
     p = sub.add_parser(
-        "plot", formatter_class=_formatter, help="redraw the figures of a phase-curve results folder",
+        "plot",
+        formatter_class=_formatter,
+        help="redraw the figures of a phase-curve results folder",
         description=textwrap.dedent("""\
             Redraw phase_curves.png, phase_diagram.png and samples.png from a finished or
             partial phase-curve results folder.
 
             examples:
               gaussdiff plot runs/phase
-            """))
+            """),
+    )
     p.add_argument("results_dir", type=Path, help="a folder written by gaussdiff phase-curve")
     p.set_defaults(func=_run_plot)
 
@@ -214,9 +259,11 @@ def _run_plot(args):
 # train: a small network as a denoiser of a data set
 # ---------------------------------------------------------------------------------------------
 
+
 def _none_or(parse):
     def parse_optional(text):
         return None if text.strip().lower() in ("none", "off") else parse(text)
+
     parse_optional.__name__ = parse.__name__
     return parse_optional
 
@@ -226,8 +273,14 @@ def _auto_or_float(text):
 
 
 # How a settings field's annotation is read from the command line.
-_PARSERS = {"int": int, "float": float, "str": str, "int | None": _none_or(int), "float | None": _none_or(float),
-            "float | str": _auto_or_float}
+_PARSERS = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "int | None": _none_or(int),
+    "float | None": _none_or(float),
+    "float | str": _auto_or_float,
+}
 
 
 def _add_settings(p, settings_class):
@@ -239,14 +292,21 @@ def _add_settings(p, settings_class):
     for f in dataclasses.fields(settings_class):
         default = f.default
         shown = "" if default is None else f" (default {default})"
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=_PARSERS[f.type], default=default,
-                       choices=choices.get(f.name), help=f.metadata["help"] + shown)
+        p.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=_PARSERS[f.type],
+            default=default,
+            choices=choices.get(f.name),
+            help=f.metadata["help"] + shown,
+        )
 
 
 def _add_train(sub):
     from .training import TrainSettings
+
     p = sub.add_parser(
-        "train", formatter_class=_formatter,
+        "train",
+        formatter_class=_formatter,
         help="train a small network (MLP or U-Net) as a denoiser of a data set",
         description=textwrap.dedent("""\
             Train a small network on N rows of a data set, chosen by a seeded permutation, and
@@ -276,22 +336,30 @@ def _add_train(sub):
               gaussdiff train --data mnist5k --conditional --net unet --width 16 --outdir out/mnist_cond
               gaussdiff train --data digits --classes 0,1,2,3,4 --steps 2000 --outdir out/d04
               gaussdiff train --data digits --classes 5,6,7,8,9 --init-from out/d04 --steps 500 --outdir out/ft59
-            """))
+            """),
+    )
     p.add_argument("--data", default="digits", help="data set spec or path (default digits)")
     p.add_argument("--n", type=int, default=None, help="training rows (default: the whole data set)")
-    p.add_argument("--data-seed", type=int, default=0,
-                   help="seed of the permutation that picks the N rows (default 0)")
-    p.add_argument("--part", type=int, choices=(0, 1), default=0,
-                   help="which of two disjoint subsets of N rows to use (default 0)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the permutation that picks the N rows (default 0)")
+    p.add_argument(
+        "--part", type=int, choices=(0, 1), default=0, help="which of two disjoint subsets of N rows to use (default 0)"
+    )
     _add_settings(p, TrainSettings)
-    p.add_argument("--checkpoint-steps", default="",
-                   help="comma-separated steps at which to save EMA weights (e.g. 500,1000)")
-    p.add_argument("--conditional", action="store_true",
-                   help="class-conditional network trained on the data set's labels")
-    p.add_argument("--classes", type=_int_list, default=None,
-                   help="keep only these classes, comma-separated (e.g. 0,1,2; needs labels)")
-    p.add_argument("--init-from", type=Path, default=None,
-                   help="fine-tune: start from the model trained in this outdir")
+    p.add_argument(
+        "--checkpoint-steps", default="", help="comma-separated steps at which to save EMA weights (e.g. 500,1000)"
+    )
+    p.add_argument(
+        "--conditional", action="store_true", help="class-conditional network trained on the data set's labels"
+    )
+    p.add_argument(
+        "--classes",
+        type=_int_list,
+        default=None,
+        help="keep only these classes, comma-separated (e.g. 0,1,2; needs labels)",
+    )
+    p.add_argument(
+        "--init-from", type=Path, default=None, help="fine-tune: start from the model trained in this outdir"
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's; 1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--outdir", type=Path, required=True, help="where to write config.json and model.pt")
@@ -306,8 +374,10 @@ def _run_train(args):
     data, labels, info = gd.load_dataset(args.data)
     if (args.conditional or args.classes) and labels is None:
         flag = "--conditional" if args.conditional else "--classes"
-        raise ValueError(f"{flag}: the data set {args.data!r} has no labels (use a labelled set such as "
-                         "digits or mnist5k, an .npz with a 'labels' array or a folder of class folders)")
+        raise ValueError(
+            f"{flag}: the data set {args.data!r} has no labels (use a labelled set such as "
+            "digits or mnist5k, an .npz with a 'labels' array or a folder of class folders)"
+        )
     num_classes = int(labels.max()) + 1 if args.conditional else None
     if args.classes:
         keep = [c for c in args.classes if 0 <= c < int(labels.max()) + 1]
@@ -316,35 +386,56 @@ def _run_train(args):
         rows = torch.isin(labels, torch.tensor(keep, dtype=labels.dtype))
         data, labels = data[rows], labels[rows]
     if args.n is not None and labels is None:
-        data = gd.disjoint_split(data, args.n, args.data_seed)[args.part] if args.part else \
-            gd.subset(data, args.n, args.data_seed)
+        data = (
+            gd.disjoint_split(data, args.n, args.data_seed)[args.part]
+            if args.part
+            else gd.subset(data, args.n, args.data_seed)
+        )
     elif args.n is not None:
-        data, labels = gd.disjoint_split(data, args.n, args.data_seed, labels=labels)[args.part] if args.part else \
-            gd.subset(data, args.n, args.data_seed, labels=labels)
+        data, labels = (
+            gd.disjoint_split(data, args.n, args.data_seed, labels=labels)[args.part]
+            if args.part
+            else gd.subset(data, args.n, args.data_seed, labels=labels)
+        )
     cond = dict(labels=labels, num_classes=num_classes) if args.conditional else {}
     if args.init_from is not None:
-        cond.pop("num_classes", None)                 # the source model's
+        cond.pop("num_classes", None)  # the source model's
     try:
         ckpts = [int(s) for s in args.checkpoint_steps.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--checkpoint-steps: expected integers separated by commas, got "
-                         f"{args.checkpoint_steps!r}") from None
+        raise ValueError(
+            f"--checkpoint-steps: expected integers separated by commas, got {args.checkpoint_steps!r}"
+        ) from None
     settings = gd.TrainSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(gd.TrainSettings)})
-    res = gd.train_denoiser(data, settings=settings, outdir=args.outdir, checkpoint_steps=ckpts,
-                            progress=not args.no_progress, num_threads=args.threads, init_from=args.init_from,
-                            **cond)
+    res = gd.train_denoiser(
+        data,
+        settings=settings,
+        outdir=args.outdir,
+        checkpoint_steps=ckpts,
+        progress=not args.no_progress,
+        num_threads=args.threads,
+        init_from=args.init_from,
+        **cond,
+    )
     meta_file = args.outdir / "config.json"
     meta = json.loads(meta_file.read_text())
-    meta["config"].update(data=args.data, data_info={k: v for k, v in info.items() if k != "truth"},
-                          n_selected=args.n, data_seed=args.data_seed, part=args.part,
-                          classes=list(args.classes) if args.classes else None)
+    meta["config"].update(
+        data=args.data,
+        data_info={k: v for k, v in info.items() if k != "truth"},
+        n_selected=args.n,
+        data_seed=args.data_seed,
+        part=args.part,
+        classes=list(args.classes) if args.classes else None,
+    )
     atomic_write(meta_file, json.dumps(meta, indent=2, default=str))
     last = res.loss_history["loss"][-1] if res.loss_history["loss"] else float("nan")
     kind = f", {res.config['num_classes']} classes" if res.config.get("num_classes") else ""
     kind += f", fine-tuned from {args.init_from}" if args.init_from is not None else ""
-    print(f"trained {res.config['net']} (width {res.config['width']}, {res.config['parameters']} "
-          f"parameters, {res.config['framework']}{kind}) on {res.config['n']} rows for {res.step} steps "
-          f"in {res.wall_time_s:.1f} s; final loss {last:.4f}")
+    print(
+        f"trained {res.config['net']} (width {res.config['width']}, {res.config['parameters']} "
+        f"parameters, {res.config['framework']}{kind}) on {res.config['n']} rows for {res.step} steps "
+        f"in {res.wall_time_s:.1f} s; final loss {last:.4f}"
+    )
     print(f"wrote {args.outdir}/config.json and {args.outdir}/model.pt")
 
 
@@ -352,11 +443,13 @@ def _run_train(args):
 # inverse: approximate posterior samplers measured against the exact posterior
 # ---------------------------------------------------------------------------------------------
 
+
 def _add_inverse(sub):
     from .inverse.experiment import PRIORS
 
     p = sub.add_parser(
-        "inverse", formatter_class=_formatter,
+        "inverse",
+        formatter_class=_formatter,
         help="solve a linear inverse problem with exact and approximate posterior samplers",
         description=textwrap.dedent("""\
             Measure y = A x0 + sigma_y * noise of held-out rows of a data set, build the exact
@@ -375,22 +468,34 @@ def _add_inverse(sub):
               gaussdiff inverse --data digits --operator blur:1 --sigma-y 0.05 --sampler exact,pigdm --outdir out/blur
               gaussdiff inverse --operator down:2 --prior empirical --n-train 300 --steps 10,100 --outdir out/down
               gaussdiff inverse --operator project:16 --sigma-y 0.05,0.2,0.5 --steps 10,30,100 --outdir out/table
-            """))
+            """),
+    )
     p.add_argument("--data", default="digits", help="data set spec (default digits)")
-    p.add_argument("--operator", default="inpaint:0.5", help="inpaint:P | blur:STD | down:F | project:M (default inpaint:0.5)")
-    p.add_argument("--sigma-y", type=_float_list, default=(0.1,), help="measurement noise(s), comma-separated (default 0.1)")
-    p.add_argument("--sampler", type=_str_list, default=("exact", "dps", "pigdm", "ddrm"),
-                   help="exact,dps,pigdm,ddrm (default all)")
-    p.add_argument("--prior", choices=PRIORS, default="gaussian",
-                   help="closed-form prior (default gaussian)")
+    p.add_argument(
+        "--operator", default="inpaint:0.5", help="inpaint:P | blur:STD | down:F | project:M (default inpaint:0.5)"
+    )
+    p.add_argument(
+        "--sigma-y", type=_float_list, default=(0.1,), help="measurement noise(s), comma-separated (default 0.1)"
+    )
+    p.add_argument(
+        "--sampler",
+        type=_str_list,
+        default=("exact", "dps", "pigdm", "ddrm"),
+        help="exact,dps,pigdm,ddrm (default all)",
+    )
+    p.add_argument("--prior", choices=PRIORS, default="gaussian", help="closed-form prior (default gaussian)")
     p.add_argument("--steps", type=_int_list, default=(30,), help="step counts, comma-separated (default 30)")
     p.add_argument("--n-train", type=int, default=500, help="training rows for the prior (default 500)")
     p.add_argument("--n-meas", type=int, default=4, help="measured held-out rows (default 4)")
     p.add_argument("--samples", type=int, default=100, help="samples per measurement (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of split, operator, measurement noise, samplers")
-    p.add_argument("--dps-zeta", type=float, default=None,
-                   help="DPS step scale, the 'scale' of the DPS authors' configs (default: 0.5 for inpaint, "
-                        "their inpainting value, 0.3 otherwise, their super-resolution and deblurring value)")
+    p.add_argument(
+        "--dps-zeta",
+        type=float,
+        default=None,
+        help="DPS step scale, the 'scale' of the DPS authors' configs (default: 0.5 for inpaint, "
+        "their inpainting value, 0.3 otherwise, their super-resolution and deblurring value)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--outdir", type=Path, required=True, help="where to write measurements.csv/.json and inverse.png")
     p.set_defaults(func=_run_inverse)
@@ -405,10 +510,22 @@ def _run_inverse(args):
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
     try:
         experiment.run_inverse_experiment(
-            data=args.data, operator=args.operator, sigma_y=args.sigma_y, samplers=args.sampler, prior=args.prior,
-            steps=args.steps, n_train=args.n_train, n_meas=args.n_meas, n_samples=args.samples, seed=args.seed,
-            dps_zeta=args.dps_zeta, outdir=args.outdir, config=config, log=print)
-    except ValueError as exc:                      # name the option, not the function's argument
+            data=args.data,
+            operator=args.operator,
+            sigma_y=args.sigma_y,
+            samplers=args.sampler,
+            prior=args.prior,
+            steps=args.steps,
+            n_train=args.n_train,
+            n_meas=args.n_meas,
+            n_samples=args.samples,
+            seed=args.seed,
+            dps_zeta=args.dps_zeta,
+            outdir=args.outdir,
+            config=config,
+            log=print,
+        )
+    except ValueError as exc:  # name the option, not the function's argument
         name, sep, rest = str(exc).partition(":")
         if sep and name in _INVERSE_OPTIONS:
             raise ValueError(f"{_INVERSE_OPTIONS[name]}:{rest}") from exc
@@ -416,17 +533,24 @@ def _run_inverse(args):
     print(f"wrote {args.outdir}/measurements.csv, measurements.json and inverse.png")
 
 
-_INVERSE_OPTIONS = {"samplers": "--sampler", "sigma_y": "--sigma-y", "dps_zeta": "--dps-zeta", "n_train": "--n-train",
-                    "prior": "--prior"}
+_INVERSE_OPTIONS = {
+    "samplers": "--sampler",
+    "sigma_y": "--sigma-y",
+    "dps_zeta": "--dps-zeta",
+    "n_train": "--n-train",
+    "prior": "--prior",
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # validate: run the validation/ scripts and collect their PASS/FAIL table
 # ---------------------------------------------------------------------------------------------
 
+
 def _add_validate(sub):
     p = sub.add_parser(
-        "validate", formatter_class=_formatter,
+        "validate",
+        formatter_class=_formatter,
         help="run the validation/ scripts (published claims) and write their PASS/FAIL table",
         description=textwrap.dedent("""\
             Run every script of the repository's validation/ folder that uses the harness
@@ -442,17 +566,22 @@ def _add_validate(sub):
               gaussdiff validate --only biroli_regimes --fast --outdir out/val    # one script
               gaussdiff validate --only li_gaussian_structure,yi_empirical_optimum --outdir out/val
               gaussdiff validate --outdir out/val --reuse --update-readme        # full; refresh README table
-            """))
+            """),
+    )
     p.add_argument("--outdir", type=Path, required=True, help="results folder; script NAME writes to DIR/NAME")
     p.add_argument("--fast", action="store_true", help="run each script's --fast mode (seconds to a minute each)")
     p.add_argument("--only", default=None, help="comma-separated script names (file stems) to run")
     p.add_argument("--scripts", type=Path, default=None, help="the validation/ folder (default ./validation)")
     p.add_argument("--threads", type=int, default=1, help="torch/numba threads per script (default 1)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per script (default: no limit)")
-    p.add_argument("--reuse", action="store_true",
-                   help="keep DIR/NAME/result.json of the same mode instead of rerunning the script")
-    p.add_argument("--update-readme", action="store_true",
-                   help="rewrite the table of validation/README.md between its markers")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep DIR/NAME/result.json of the same mode instead of rerunning the script",
+    )
+    p.add_argument(
+        "--update-readme", action="store_true", help="rewrite the table of validation/README.md between its markers"
+    )
     p.add_argument("--strict", action="store_true", help="exit status 1 when any script FAILs")
     p.set_defaults(func=_run_validate)
 
@@ -460,9 +589,16 @@ def _add_validate(sub):
 def _run_validate(args):
     from .validate import run_validation
 
-    infos = run_validation(args.outdir, fast=args.fast, only=args.only, scripts=args.scripts,
-                           threads=args.threads, timeout=args.timeout, reuse=args.reuse,
-                           update_readme=args.update_readme)
+    infos = run_validation(
+        args.outdir,
+        fast=args.fast,
+        only=args.only,
+        scripts=args.scripts,
+        threads=args.threads,
+        timeout=args.timeout,
+        reuse=args.reuse,
+        update_readme=args.update_readme,
+    )
     for i in infos:
         print(f"{i.status:>8}  {i.name}" + (f"  ({i.wall_seconds:.0f} s)" if i.wall_seconds is not None else ""))
     bad = [i for i in infos if i.status == "ERROR" or (args.strict and i.status == "FAIL")]
@@ -475,9 +611,12 @@ _VERBS = [_add_demo, _add_phase_curve, _add_plot, _add_train, _add_inverse, _add
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gaussdiff", formatter_class=_formatter,
-        description="Exact denoisers, samplers and memorization/generalization experiments.")
+        prog="gaussdiff",
+        formatter_class=_formatter,
+        description="Exact denoisers, samplers and memorization/generalization experiments.",
+    )
     from ._version import __version__
+
     parser.add_argument("--version", action="version", version=f"gaussdiff {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for add in _VERBS:

@@ -27,8 +27,13 @@ from ._checks import as_tensor, check_data, check_finite, check_int, check_posit
 from .denoisers import GaussianDenoiser, GaussianMixtureDenoiser
 from .empirical import EmpiricalDenoiser
 
-__all__ = ["ClassConditionalDenoiser", "GuidedDenoiser", "classifier_free_guidance",
-           "guided_gaussian_flow", "guided_gaussian_output"]
+__all__ = [
+    "ClassConditionalDenoiser",
+    "GuidedDenoiser",
+    "classifier_free_guidance",
+    "guided_gaussian_flow",
+    "guided_gaussian_output",
+]
 
 KINDS = ("empirical", "gaussian", "mixture")
 
@@ -45,8 +50,9 @@ def _check_labels(labels, n_classes: int, n_rows: int | None, name: str = "label
     if t.ndim != 1 or (n_rows is not None and t.shape[0] != n_rows):
         raise ValueError(f"{name}: expected an integer or a ({n_rows},) tensor of labels, got shape {tuple(t.shape)}")
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
-        raise ValueError(f"{name}: labels must be in [0, {n_classes - 1}], got values from "
-                         f"{int(t.min())} to {int(t.max())}")
+        raise ValueError(
+            f"{name}: labels must be in [0, {n_classes - 1}], got values from {int(t.min())} to {int(t.max())}"
+        )
     return t
 
 
@@ -81,8 +87,16 @@ class ClassConditionalDenoiser:
         return len(self.class_denoisers)
 
     @classmethod
-    def from_data(cls, data, labels, *, kind: str = "empirical", n_components: int = 2, seed: int = 0,
-                  unconditional: str | None = None) -> "ClassConditionalDenoiser":
+    def from_data(
+        cls,
+        data,
+        labels,
+        *,
+        kind: str = "empirical",
+        n_components: int = 2,
+        seed: int = 0,
+        unconditional: str | None = None,
+    ) -> "ClassConditionalDenoiser":
         r"""The class-conditional closed forms of labelled data.
 
         Parameters
@@ -212,8 +226,10 @@ def classifier_free_guidance(model, label, w: float, *, unconditional: Callable 
     ``model(x, sigma, label=None)``. To guide with an arbitrary pair of denoisers use
     :class:`GuidedDenoiser` directly."""
     if not (callable(model) and isinstance(getattr(model, "num_classes", None), int)):
-        raise ValueError(f"model: {type(model).__name__} is unconditional (no labels); classifier-free "
-                         "guidance needs a class-conditional denoiser D(x, sigma, label)")
+        raise ValueError(
+            f"model: {type(model).__name__} is unconditional (no labels); classifier-free "
+            "guidance needs a class-conditional denoiser D(x, sigma, label)"
+        )
     lab = torch.as_tensor(label)
     _check_labels(lab, model.num_classes, None if lab.ndim else 1)
     unc = unconditional if unconditional is not None else (lambda x, sigma: model(x, sigma, None))
@@ -224,6 +240,7 @@ def classifier_free_guidance(model, label, w: float, *, unconditional: Callable 
 # The exact guided Gaussian flow
 # =============================================================================================
 
+
 def _gauss_parts(g, name):
     if not isinstance(g, GaussianDenoiser):
         raise ValueError(f"{name}: expected a GaussianDenoiser, got {type(g).__name__}")
@@ -233,20 +250,30 @@ def _gauss_parts(g, name):
 def _joint_eigenbasis(Su, Sc, tol):
     """A shared orthonormal eigenbasis of commuting symmetric matrices, or None."""
     scale = max(float(Su.abs().max()), float(Sc.abs().max()), 1e-300)
-    if float((Su @ Sc - Sc @ Su).abs().max()) > tol * scale ** 2:
+    if float((Su @ Sc - Sc @ Su).abs().max()) > tol * scale**2:
         return None
     # a generic combination separates the eigenspaces of both
     _, U = torch.linalg.eigh(Su + math.pi * Sc)
     lu = torch.einsum("dk,de,ek->k", U, Su, U)
     lc = torch.einsum("dk,de,ek->k", U, Sc, U)
-    if float((U @ torch.diag(lu) @ U.T - Su).abs().max()) > 1e3 * tol * scale or \
-       float((U @ torch.diag(lc) @ U.T - Sc).abs().max()) > 1e3 * tol * scale:
+    if (
+        float((U @ torch.diag(lu) @ U.T - Su).abs().max()) > 1e3 * tol * scale
+        or float((U @ torch.diag(lc) @ U.T - Sc).abs().max()) > 1e3 * tol * scale
+    ):
         return None
     return U, lu.clamp_min(0), lc.clamp_min(0)
 
 
-def guided_gaussian_flow(conditional: GaussianDenoiser, unconditional: GaussianDenoiser, w: float,
-                         sigma_from: float, sigma_to: float = 0.0, *, method: str = "auto", rtol: float = 1e-12):
+def guided_gaussian_flow(
+    conditional: GaussianDenoiser,
+    unconditional: GaussianDenoiser,
+    w: float,
+    sigma_from: float,
+    sigma_to: float = 0.0,
+    *,
+    method: str = "auto",
+    rtol: float = 1e-12,
+):
     r"""The exact probability-flow map of the guided Gaussian denoiser
     :math:`D_w = D_u + w(D_c - D_u)` from ``sigma_from`` to ``sigma_to``: ``x -> Phi x + c``.
 
@@ -283,23 +310,24 @@ def guided_gaussian_flow(conditional: GaussianDenoiser, unconditional: GaussianD
     d = mu_c.shape[0]
     basis = None if method == "ode" else _joint_eigenbasis(Su, Sc, 1e-10)
     if basis is None and method == "closed":
-        raise ValueError("conditional: its covariance does not commute with the unconditional one; "
-                         "use method='ode'")
+        raise ValueError("conditional: its covariance does not commute with the unconditional one; use method='ode'")
     if basis is not None:
         U, lu, lc = basis
-        phi = ((lu + s1 ** 2) / (lu + s0 ** 2)) ** ((1 - w) / 2) * ((lc + s1 ** 2) / (lc + s0 ** 2)) ** (w / 2)
+        phi = ((lu + s1**2) / (lu + s0**2)) ** ((1 - w) / 2) * ((lc + s1**2) / (lc + s0**2)) ** (w / 2)
         J = torch.zeros(d, dtype=torch.float64)
         dmu = U.T @ (mu_u - mu_c)
         for k in range(d):
             a, b = float(lu[k]), float(lc[k])
             if abs(a - b) <= 1e-14 * max(a, b, 1e-300):
-                J[k] = phi[k] - 1                                   # (CFG2) equal eigenvalues
+                J[k] = phi[k] - 1  # (CFG2) equal eigenvalues
                 continue
             if float(dmu[k]) == 0 or w == 1:
-                continue                                            # the term is multiplied by 0
+                continue  # the term is multiplied by 0
             if s1 == 0 and a == 0:
-                raise ValueError("sigma_to: must be > 0 when the unconditional covariance is singular in a "
-                                 "direction where the class covariance is not")
+                raise ValueError(
+                    "sigma_to: must be > 0 when the unconditional covariance is singular in a "
+                    "direction where the class covariance is not"
+                )
             F = lambda s: (a + s * s) ** ((1 - w) / 2) * (b + s * s) ** (w / 2)  # noqa: E731
             f1 = F(s1)
             val, _ = quad(lambda s: f1 / F(s) * s / (a + s * s), s0, s1, epsabs=0, epsrel=rtol, limit=200)
@@ -315,8 +343,8 @@ def guided_gaussian_flow(conditional: GaussianDenoiser, unconditional: GaussianD
         Mc = torch.linalg.inv(Sc + s * s * I)
         M = s * ((1 - w) * Mu + w * Mc)
         b = -s * ((1 - w) * Mu @ mu_u + w * Mc @ mu_c)
-        P = torch.from_numpy(z[:d * d]).reshape(d, d)
-        cc = torch.from_numpy(z[d * d:])
+        P = torch.from_numpy(z[: d * d]).reshape(d, d)
+        cc = torch.from_numpy(z[d * d :])
         return torch.cat([(M @ P).reshape(-1), M @ cc + b]).numpy()
 
     z0 = torch.cat([I.reshape(-1), torch.zeros(d, dtype=torch.float64)]).numpy()
@@ -324,22 +352,36 @@ def guided_gaussian_flow(conditional: GaussianDenoiser, unconditional: GaussianD
     if not sol.success:  # pragma: no cover
         raise RuntimeError(f"guided_gaussian_flow: the ODE solver failed: {sol.message}")
     zf = torch.from_numpy(sol.y[:, -1])
-    return zf[:d * d].reshape(d, d), zf[d * d:]
+    return zf[: d * d].reshape(d, d), zf[d * d :]
 
 
-def guided_gaussian_output(conditional: GaussianDenoiser, unconditional: GaussianDenoiser, w: float,
-                           sigma_from: float, sigma_to: float = 0.0, *, start_mean=None, start_cov=None,
-                           method: str = "auto"):
+def guided_gaussian_output(
+    conditional: GaussianDenoiser,
+    unconditional: GaussianDenoiser,
+    w: float,
+    sigma_from: float,
+    sigma_to: float = 0.0,
+    *,
+    start_mean=None,
+    start_cov=None,
+    method: str = "auto",
+):
     r"""(CFG3) Exact output law of the guided Gaussian flow started from
     :math:`N(m_0, V_0)` at ``sigma_from`` (default :math:`m_0 = 0`, :math:`V_0 = \sigma_0^2 I`, the
     usual start): :math:`N(\Phi m_0 + c,\; \Phi V_0 \Phi^T)` with ``(Phi, c)`` of
     :func:`guided_gaussian_flow`. Returns ``(mean (d,), cov (d, d))`` float64."""
     Phi, c = guided_gaussian_flow(conditional, unconditional, w, sigma_from, sigma_to, method=method)
     d = c.shape[0]
-    m0 = torch.zeros(d, dtype=torch.float64) if start_mean is None else \
-        as_tensor(start_mean, "start_mean", dtype=torch.float64).reshape(-1).cpu()
-    V0 = float(sigma_from) ** 2 * torch.eye(d, dtype=torch.float64) if start_cov is None else \
-        check_finite(as_tensor(start_cov, "start_cov", dtype=torch.float64).cpu(), "start_cov")
+    m0 = (
+        torch.zeros(d, dtype=torch.float64)
+        if start_mean is None
+        else as_tensor(start_mean, "start_mean", dtype=torch.float64).reshape(-1).cpu()
+    )
+    V0 = (
+        float(sigma_from) ** 2 * torch.eye(d, dtype=torch.float64)
+        if start_cov is None
+        else check_finite(as_tensor(start_cov, "start_cov", dtype=torch.float64).cpu(), "start_cov")
+    )
     if m0.shape != (d,) or V0.shape != (d, d):
         raise ValueError(f"start_mean, start_cov: expected shapes ({d},) and ({d}, {d})")
     cov = Phi @ V0 @ Phi.T

@@ -18,8 +18,7 @@ import math
 
 import torch
 
-from ._checks import (as_tensor, check_batch, check_data, check_finite, check_int, check_positive,
-                      check_sigma)
+from ._checks import as_tensor, check_batch, check_data, check_finite, check_int, check_positive, check_sigma
 from .schedules import score_from_denoiser
 
 __all__ = ["Denoiser", "GaussianDenoiser", "GaussianMixtureDenoiser"]
@@ -46,11 +45,13 @@ class Denoiser:
     def _prepare(self, x, sigma):
         x = check_batch(x, self.event_shape, "x")
         if x.device != self.device:
-            raise ValueError(f"x: is on {x.device} but this denoiser lives on {self.device}; "
-                             "move x or call .to(device=...)")
+            raise ValueError(
+                f"x: is on {x.device} but this denoiser lives on {self.device}; move x or call .to(device=...)"
+            )
         if x.dtype != self.dtype:
-            raise ValueError(f"x: has dtype {x.dtype} but this denoiser uses {self.dtype}; "
-                             "cast x or call .to(dtype=...)")
+            raise ValueError(
+                f"x: has dtype {x.dtype} but this denoiser uses {self.dtype}; cast x or call .to(dtype=...)"
+            )
         s = check_sigma(sigma, x.shape[0], dtype=self.dtype, device=self.device)
         return x.reshape(x.shape[0], -1), s
 
@@ -79,10 +80,10 @@ class Denoiser:
         raise NotImplementedError(f"{type(self).__name__} has no closed-form log density")
 
 
-
 # =============================================================================================
 # Gaussian
 # =============================================================================================
+
 
 def _eigh_psd(cov: torch.Tensor, name: str, *, rtol: float = 1e-10):
     """Eigendecomposition of a symmetric positive semi-definite matrix (batched).
@@ -91,15 +92,14 @@ def _eigh_psd(cov: torch.Tensor, name: str, *, rtol: float = 1e-10):
     Eigenvalues below ``d * eps * max|l|`` (the numerical-rank tolerance of
     ``numpy.linalg.matrix_rank``) are round-off of a rank-deficient matrix and are set to
     exactly 0, so that a rank-deficient covariance keeps its rank as ``sigma -> 0``."""
-    tol = 1e4 * torch.finfo(cov.dtype).eps * float(cov.abs().max())    # round-off of X^T X, not asymmetry
+    tol = 1e4 * torch.finfo(cov.dtype).eps * float(cov.abs().max())  # round-off of X^T X, not asymmetry
     if not bool(torch.allclose(cov, cov.transpose(-1, -2), rtol=0.0, atol=tol)):
         raise ValueError(f"{name}: must be symmetric")
     sym = 0.5 * (cov + cov.transpose(-1, -2))
     lam, U = torch.linalg.eigh(sym)
     scale = lam.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(lam.dtype).tiny)
     if bool((lam < -rtol * scale).any()):
-        raise ValueError(f"{name}: is not positive semi-definite (smallest eigenvalue "
-                         f"{float(lam.min()):.3e})")
+        raise ValueError(f"{name}: is not positive semi-definite (smallest eigenvalue {float(lam.min()):.3e})")
     tol = lam.shape[-1] * torch.finfo(lam.dtype).eps * scale
     return torch.where(lam < tol, torch.zeros_like(lam), lam), U
 
@@ -150,15 +150,14 @@ class GaussianDenoiser(Denoiser):
 
     def to(self, *, dtype=None, device=None) -> "GaussianDenoiser":
         dtype, device = dtype or self.dtype, device or self.device
-        return GaussianDenoiser(self.mean.to(dtype=dtype, device=device),
-                                self.cov.to(dtype=dtype, device=device))
+        return GaussianDenoiser(self.mean.to(dtype=dtype, device=device), self.cov.to(dtype=dtype, device=device))
 
     def _shrink(self, s, power=1.0):
         """``(l / (l + s^2))^power`` per query: ``(B, d)``."""
         return (self.eigenvalues[None] / (self.eigenvalues[None] + s[:, None] ** 2)) ** power
 
     def _coords(self, x):
-        return (x - self.mean.reshape(1, -1)) @ self.eigenvectors      # (B, d)
+        return (x - self.mean.reshape(1, -1)) @ self.eigenvectors  # (B, d)
 
     def _denoise(self, x, s):
         y = self._coords(x) * self._shrink(s)
@@ -169,9 +168,9 @@ class GaussianDenoiser(Denoiser):
         return -(y @ self.eigenvectors.T)
 
     def _log_density(self, x, s):
-        var = self.eigenvalues[None] + s[:, None] ** 2                  # (B, d)
+        var = self.eigenvalues[None] + s[:, None] ** 2  # (B, d)
         y = self._coords(x)
-        return -0.5 * ((y ** 2 / var).sum(1) + torch.log(var).sum(1) + x.shape[1] * _LOG_2PI)
+        return -0.5 * ((y**2 / var).sum(1) + torch.log(var).sum(1) + x.shape[1] * _LOG_2PI)
 
     def effective_dim(self, sigma) -> torch.Tensor:
         """``sum_k l_k / (l_k + sigma^2)``, the trace of the Jacobian: shape of ``sigma``."""
@@ -196,8 +195,7 @@ class GaussianDenoiser(Denoiser):
         ``sigma_from > 0``; ``sigma_to >= 0`` (0 gives the sample). Floats or ``(B,)`` tensors.
         """
         xf, s0 = self._prepare(x, sigma_from)
-        s1 = check_sigma(sigma_to, xf.shape[0], dtype=self.dtype, device=self.device,
-                         name="sigma_to", allow_zero=True)
+        s1 = check_sigma(sigma_to, xf.shape[0], dtype=self.dtype, device=self.device, name="sigma_to", allow_zero=True)
         l = self.eigenvalues[None]
         ratio = torch.sqrt((l + s1[:, None] ** 2) / (l + s0[:, None] ** 2))
         y = self._coords(xf) * ratio
@@ -214,15 +212,18 @@ class GaussianDenoiser(Denoiser):
         s0 = check_positive(sigma_from, "sigma_from")
         s1 = check_positive(sigma_to, "sigma_to", allow_zero=True)
         l = self.eigenvalues
-        r2 = (l + s1 ** 2) / (l + s0 ** 2)
+        r2 = (l + s1**2) / (l + s0**2)
         mu = self.mean.reshape(-1)
-        m0 = torch.zeros_like(mu) if start_mean is None else as_tensor(
-            start_mean, "start_mean", dtype=self.dtype, device=self.device).reshape(-1)
+        m0 = (
+            torch.zeros_like(mu)
+            if start_mean is None
+            else as_tensor(start_mean, "start_mean", dtype=self.dtype, device=self.device).reshape(-1)
+        )
         if m0.shape != mu.shape:
             raise ValueError(f"start_mean: expected {self.dim} entries, got {m0.numel()}")
         U = self.eigenvectors
         mean = mu + U @ (torch.sqrt(r2) * (U.T @ (m0 - mu)))
-        cov = (U * (s0 ** 2 * r2)) @ U.T
+        cov = (U * (s0**2 * r2)) @ U.T
         return mean, cov
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -236,6 +237,7 @@ class GaussianDenoiser(Denoiser):
 # =============================================================================================
 # Gaussian mixture
 # =============================================================================================
+
 
 class GaussianMixtureDenoiser(Denoiser):
     r"""The optimal denoiser of ``sum_k pi_k N(mu_k, S_k)``.
@@ -306,7 +308,7 @@ class GaussianMixtureDenoiser(Denoiser):
             if covs.ndim != 3 or covs.shape[:2] != (K, d):
                 raise ValueError(f"covs: low-rank factors need shape ({K}, {d}, r), got {tuple(covs.shape)}")
             U, sv, _ = torch.linalg.svd(covs, full_matrices=False)
-            self._U, self._l = U, sv ** 2
+            self._U, self._l = U, sv**2
 
     # -- constructors ---------------------------------------------------------------------
     @classmethod
@@ -317,8 +319,7 @@ class GaussianMixtureDenoiser(Denoiser):
         h = check_positive(h, "h", allow_zero=True)
         N = data.shape[0]
         w = torch.full((N,), 1.0 / N, dtype=data.dtype, device=data.device)
-        return cls(w, data, torch.full((N,), h * h, dtype=data.dtype, device=data.device),
-                   cov_type="isotropic")
+        return cls(w, data, torch.full((N,), h * h, dtype=data.dtype, device=data.device), cov_type="isotropic")
 
     @classmethod
     def molrg(cls, bases, *, weights=None, means=None, scales=None) -> "GaussianMixtureDenoiser":
@@ -335,19 +336,23 @@ class GaussianMixtureDenoiser(Denoiser):
             raise ValueError(f"bases: expected shape (K, d, r), got {tuple(bases.shape)}")
         K, d, r = bases.shape
         gram = bases.transpose(1, 2) @ bases
-        if not bool(torch.allclose(gram, torch.eye(r, dtype=bases.dtype, device=bases.device).expand(K, r, r),
-                                   atol=1e-6)):
+        if not bool(
+            torch.allclose(gram, torch.eye(r, dtype=bases.dtype, device=bases.device).expand(K, r, r), atol=1e-6)
+        ):
             raise ValueError("bases: each U_k must have orthonormal columns (U_k^T U_k = I)")
-        w = (torch.full((K,), 1.0 / K, dtype=bases.dtype, device=bases.device) if weights is None
-             else weights)
+        w = torch.full((K,), 1.0 / K, dtype=bases.dtype, device=bases.device) if weights is None else weights
         mu = torch.zeros(K, d, dtype=bases.dtype, device=bases.device) if means is None else means
-        factors = bases if scales is None else bases * as_tensor(scales, "scales", dtype=bases.dtype,
-                                                                 device=bases.device)[:, None, :]
+        factors = (
+            bases
+            if scales is None
+            else bases * as_tensor(scales, "scales", dtype=bases.dtype, device=bases.device)[:, None, :]
+        )
         return cls(w, mu, factors, cov_type="lowrank")
 
     @classmethod
-    def random_molrg(cls, d: int, r: int, k: int, *, generator: torch.Generator,
-                     dtype=torch.float64) -> "GaussianMixtureDenoiser":
+    def random_molrg(
+        cls, d: int, r: int, k: int, *, generator: torch.Generator, dtype=torch.float64
+    ) -> "GaussianMixtureDenoiser":
         """A MoLRG with ``k`` random orthonormal ``r``-dimensional subspaces of R^d."""
         if not (1 <= r <= d) or k < 1:
             raise ValueError(f"r, k: need 1 <= r <= d and k >= 1, got d={d}, r={r}, k={k}")
@@ -356,8 +361,13 @@ class GaussianMixtureDenoiser(Denoiser):
 
     def to(self, *, dtype=None, device=None) -> "GaussianMixtureDenoiser":
         kw = dict(dtype=dtype or self.dtype, device=device or self.device)
-        return GaussianMixtureDenoiser(self.weights.to(**kw), self.means.to(**kw), self.covs.to(**kw),
-                                       cov_type=self.cov_type, chunk_size=self.chunk_size)
+        return GaussianMixtureDenoiser(
+            self.weights.to(**kw),
+            self.means.to(**kw),
+            self.covs.to(**kw),
+            cov_type=self.cov_type,
+            chunk_size=self.chunk_size,
+        )
 
     @property
     def n_components(self) -> int:
@@ -388,19 +398,19 @@ class GaussianMixtureDenoiser(Denoiser):
         """For components ``sl``: log of ``pi_k N(x; mu_k, S_k + s^2 I)`` without the
         ``-d/2 log 2 pi`` constant (B, c), the component denoisers (B, c, d) and the
         component scores (B, c, d)."""
-        v = x[:, None, :] - self._mu[None, sl]                        # (B, c, d)
-        s2 = (s ** 2)[:, None, None]
+        v = x[:, None, :] - self._mu[None, sl]  # (B, c, d)
+        s2 = (s**2)[:, None, None]
         if self._U is None:
-            var = self._var[None, sl] + s2                            # (B, c, d)
+            var = self._var[None, sl] + s2  # (B, c, d)
             quad = (v * v / var).sum(-1)
             logdet = torch.log(var).sum(-1)
             den = self._mu[None, sl] + self._var[None, sl] / var * v
             score = -v / var
         else:
-            U, l = self._U[sl], self._l[sl]                           # (c, d, r), (c, r)
+            U, l = self._U[sl], self._l[sl]  # (c, d, r), (c, r)
             d, r = U.shape[1], U.shape[2]
-            coef = torch.einsum("bcd,cdr->bcr", v, U)                 # (B, c, r)
-            var = l[None] + s2                                        # (B, c, r)
+            coef = torch.einsum("bcd,cdr->bcr", v, U)  # (B, c, r)
+            var = l[None] + s2  # (B, c, r)
             quad = (coef * coef / var).sum(-1)
             logdet = torch.log(var).sum(-1)
             den = self._mu[None, sl] + torch.einsum("cdr,bcr->bcd", U, coef * l[None] / var)

@@ -49,8 +49,15 @@ class EmpiricalDenoiser(Denoiser):
     use ``spawn``/``forkserver`` (or loky) process pools, never ``fork``.
     """
 
-    def __init__(self, data, *, backend: str = "auto", chunk_size: int | None = None,
-                 n_candidates: int = kernels.N_CANDIDATES, rtol: float = kernels.DEFAULT_RTOL):
+    def __init__(
+        self,
+        data,
+        *,
+        backend: str = "auto",
+        chunk_size: int | None = None,
+        n_candidates: int = kernels.N_CANDIDATES,
+        rtol: float = kernels.DEFAULT_RTOL,
+    ):
         data = check_data(data, "data")
         if data.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"data: expected float32 or float64 values, got {data.dtype}")
@@ -64,8 +71,9 @@ class EmpiricalDenoiser(Denoiser):
             if not kernels.have_triton():
                 raise ValueError("backend: 'triton' needs the triton package (it comes with CUDA builds of torch)")
             if data.device.type != "cuda" and not kernels.triton_interpreted():
-                raise ValueError(f"backend: 'triton' runs on CUDA data (or under TRITON_INTERPRET=1), "
-                                 f"data is on {data.device}")
+                raise ValueError(
+                    f"backend: 'triton' runs on CUDA data (or under TRITON_INTERPRET=1), data is on {data.device}"
+                )
         self._stream_chunk = None if chunk_size is None else kernels._check_chunk(chunk_size)
         self.chunk_size = kernels.DEFAULT_CHUNK if chunk_size is None else self._stream_chunk
         check_int(n_candidates, "n_candidates")
@@ -86,8 +94,9 @@ class EmpiricalDenoiser(Denoiser):
     def to(self, *, dtype=None, device=None) -> "EmpiricalDenoiser":
         data = self.data.to(dtype=dtype or self.dtype, device=device or self.device)
         backend = self.backend if data.device == self.device else "auto"
-        return EmpiricalDenoiser(data, backend=backend, chunk_size=self._stream_chunk,
-                                 n_candidates=self.n_candidates, rtol=self.rtol)
+        return EmpiricalDenoiser(
+            data, backend=backend, chunk_size=self._stream_chunk, n_candidates=self.n_candidates, rtol=self.rtol
+        )
 
     # -- the streamed posterior ----------------------------------------------------------------
     @property
@@ -99,9 +108,17 @@ class EmpiricalDenoiser(Denoiser):
     def _posterior(self, x, s):
         """float64 ``(mean (B, d), lse (B,), neff (B,))`` for flat queries ``x`` (B, d)."""
         info: dict = {}
-        out = kernels.empirical_posterior(x.detach(), self._prep, s.detach(), backend=self.backend, validated=True,
-                                          chunk_size=self._kernel_chunk, n_candidates=self.n_candidates,
-                                          rtol=self.rtol, info=info)
+        out = kernels.empirical_posterior(
+            x.detach(),
+            self._prep,
+            s.detach(),
+            backend=self.backend,
+            validated=True,
+            chunk_size=self._kernel_chunk,
+            n_candidates=self.n_candidates,
+            rtol=self.rtol,
+            info=info,
+        )
         self.last_info = info
         return out
 
@@ -119,9 +136,9 @@ class EmpiricalDenoiser(Denoiser):
         out = torch.zeros_like(mean)
         step = max(1, self.chunk_size // max(1, x.shape[0]))
         for start in range(0, self.n, step):
-            y = torch.as_tensor(self._prep.y[start:start + step]).to(device=self.device, dtype=torch.float64)
+            y = torch.as_tensor(self._prep.y[start : start + step]).to(device=self.device, dtype=torch.float64)
             w = torch.exp(-self._exact_d2(xf, start, start + step) / (2 * s64[:, None] ** 2) - lse[:, None])
-            diff = y[None] - mean[:, None, :]                                        # (B, c, d)
+            diff = y[None] - mean[:, None, :]  # (B, c, d)
             out += torch.einsum("bc,bcd->bd", w * torch.einsum("bcd,bd->bc", diff, g), diff)
         return out
 
@@ -178,9 +195,9 @@ class EmpiricalDenoiser(Denoiser):
         cov = torch.zeros(B, d, d, dtype=torch.float64, device=self.device)
         step = max(1, self.chunk_size // max(1, B))
         for start in range(0, self.n, step):
-            y = torch.as_tensor(self._prep.y[start:start + step]).to(device=self.device, dtype=torch.float64)
+            y = torch.as_tensor(self._prep.y[start : start + step]).to(device=self.device, dtype=torch.float64)
             w = torch.exp(-self._exact_d2(xf, start, start + step) / (2 * s64[:, None] ** 2) - lse[:, None])
-            diff = y[None] - mean[:, None, :]                                        # (B, c, d)
+            diff = y[None] - mean[:, None, :]  # (B, c, d)
             cov += torch.einsum("bc,bcd,bce->bde", w, diff, diff)
         return (cov / s64[:, None, None] ** 2).to(self.dtype)
 

@@ -45,8 +45,7 @@ from ._checks import check_batch, check_int, check_sigma
 from .denoisers import Denoiser
 from .schedules import VP
 
-__all__ = ["MLP", "UNet", "Preconditioned", "NetworkDenoiser", "build_network", "init_weights",
-           "FRAMEWORKS", "NETS"]
+__all__ = ["MLP", "UNet", "Preconditioned", "NetworkDenoiser", "build_network", "init_weights", "FRAMEWORKS", "NETS"]
 
 FRAMEWORKS = ("edm", "vp", "flow")
 NETS = ("mlp", "unet")
@@ -112,10 +111,12 @@ class MLP(nn.Module):
         self.dim, self.width, self.depth = int(dim), int(width), int(depth)
         self.embed = NoiseEmbedding(width)
         self.inp = nn.Linear(dim, width)
-        self.blocks = nn.ModuleList(nn.ModuleDict({"lin1": nn.Linear(width, width),
-                                                   "emb": nn.Linear(width, width),
-                                                   "lin2": nn.Linear(width, width)})
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {"lin1": nn.Linear(width, width), "emb": nn.Linear(width, width), "lin2": nn.Linear(width, width)}
+            )
+            for _ in range(depth)
+        )
         self.out = nn.Linear(width, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -191,7 +192,7 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(c, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.label_embed = _label_embedding(num_classes, emb_dim)     # last: see MLP
+        self.label_embed = _label_embedding(num_classes, emb_dim)  # last: see MLP
         self.num_classes = None if self.label_embed is None else self.label_embed.num_classes
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
@@ -242,18 +243,17 @@ class Preconditioned(nn.Module):
         ``sigma_data`` (``"edm"`` only): None for this module's, or a float64 tensor that
         broadcasts against ``sigma`` (an ensemble's per-model values, ``(K, 1)``); it is rounded
         to ``sigma``'s dtype after squaring, exactly as a Python float is."""
-        if self.framework == "edm":                  # Karras et al. 2022, Table 1 / eq. 7
+        if self.framework == "edm":  # Karras et al. 2022, Table 1 / eq. 7
             if sigma_data is None:
                 sd = self.sigma_data
-                sd2 = sd ** 2
+                sd2 = sd**2
             else:
                 sd, sd2 = sigma_data.to(sigma.dtype), sigma_data.square().to(sigma.dtype)
-            r = torch.rsqrt(sigma ** 2 + sd2)
-            return sd2 * r ** 2, sigma * sd * r, r, torch.log(sigma) / 4
-        if self.framework == "vp":                   # (C3) D = x - sigma eps(s x, t)
-            return (torch.ones_like(sigma), -sigma, torch.rsqrt(1 + sigma ** 2),
-                    self._vp.t_of_sigma(sigma))
-        t = sigma / (1 + sigma)                       # (C4) D = x_t - t v(x_t, t), x_t = x / (1 + sigma)
+            r = torch.rsqrt(sigma**2 + sd2)
+            return sd2 * r**2, sigma * sd * r, r, torch.log(sigma) / 4
+        if self.framework == "vp":  # (C3) D = x - sigma eps(s x, t)
+            return (torch.ones_like(sigma), -sigma, torch.rsqrt(1 + sigma**2), self._vp.t_of_sigma(sigma))
+        t = sigma / (1 + sigma)  # (C4) D = x_t - t v(x_t, t), x_t = x / (1 + sigma)
         return 1 / (1 + sigma), -t, 1 / (1 + sigma), t
 
     @property
@@ -265,8 +265,16 @@ class Preconditioned(nn.Module):
         # unconditional modules keep their two-argument signature
         return self.net(x, c_noise) if label is None else self.net(x, c_noise, label)
 
-    def loss(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, label: torch.Tensor | None = None,
-             *, sigma_data: torch.Tensor | None = None, f: Callable | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        x0: torch.Tensor,
+        sigma: torch.Tensor,
+        noise: torch.Tensor,
+        label: torch.Tensor | None = None,
+        *,
+        sigma_data: torch.Tensor | None = None,
+        f: Callable | None = None,
+    ) -> torch.Tensor:
         r"""The training loss: the mean over the batch and entries of
         :math:`\|F(c_{in} x, c_{noise}) - (x_0 - c_{skip} x)/c_{out}\|^2`, ``x = x0 + sigma noise``
         (Karras et al. 2022, eq. 8 with their weighting: ``lambda(sigma) ||D(x, sigma) - x0||^2``
@@ -326,9 +334,17 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> nn.Module:
     return module
 
 
-def build_network(net: str, event_shape: Sequence[int], *, width: int | None = None,
-                  depth: int | None = None, framework: str = "edm", sigma_data: float = 0.5,
-                  seed: int = 0, num_classes: int | None = None) -> Preconditioned:
+def build_network(
+    net: str,
+    event_shape: Sequence[int],
+    *,
+    width: int | None = None,
+    depth: int | None = None,
+    framework: str = "edm",
+    sigma_data: float = 0.5,
+    seed: int = 0,
+    num_classes: int | None = None,
+) -> Preconditioned:
     """A fresh ``Preconditioned`` network (float32, CPU) for data of ``event_shape``, its
     weights drawn from a generator seeded with ``seed`` (see :func:`init_weights`).
 
@@ -343,16 +359,18 @@ def build_network(net: str, event_shape: Sequence[int], *, width: int | None = N
     if depth is not None:
         check_int(depth, "depth")
     if net == "mlp":
-        make = lambda: MLP(math.prod(event_shape), width=int(width or 256), depth=int(depth or 3),
-                           num_classes=num_classes)
+        make = lambda: MLP(
+            math.prod(event_shape), width=int(width or 256), depth=int(depth or 3), num_classes=num_classes
+        )
     else:
         if len(event_shape) != 3:
-            raise ValueError(f"net: 'unet' needs images (C, H, W), the data have event shape "
-                             f"{event_shape}; use net='mlp' for vectors")
+            raise ValueError(
+                f"net: 'unet' needs images (C, H, W), the data have event shape "
+                f"{event_shape}; use net='mlp' for vectors"
+            )
         if depth is not None:
             raise ValueError("depth: the U-Net's depth follows the image size; leave depth unset")
-        make = lambda: UNet(event_shape[0], min(event_shape[1:]), width=int(width or 32),
-                            num_classes=num_classes)
+        make = lambda: UNet(event_shape[0], min(event_shape[1:]), width=int(width or 32), num_classes=num_classes)
     # torch's layer constructors draw from the global generator; restore it, then draw the
     # weights from our own seeded one.
     with torch.random.fork_rng(devices=[]):
@@ -416,9 +434,9 @@ class NetworkDenoiser(Denoiser):
         if label is None:
             return None
         if self.num_classes is None:
-            raise ValueError("label: this network is unconditional (trained without labels); "
-                             "call it as D(x, sigma)")
+            raise ValueError("label: this network is unconditional (trained without labels); call it as D(x, sigma)")
         from .conditional import _check_labels
+
         return _check_labels(label, self.num_classes, batch).to(self.device)
 
     def __call__(self, x: torch.Tensor, sigma, label=None) -> torch.Tensor:
@@ -435,6 +453,7 @@ class NetworkDenoiser(Denoiser):
         if self.num_classes is None:
             raise ValueError("label: this network is unconditional (trained without labels)")
         from .conditional import _check_labels
+
         lab = torch.as_tensor(label)
         _check_labels(lab, self.num_classes, None if lab.ndim else 1)
         return lambda x, sigma: self(x, sigma, label)
@@ -458,12 +477,16 @@ class NetworkDenoiser(Denoiser):
         d = self.dim
 
         if lab is None:
+
             def one(xi, si):
                 return self.model(xi.reshape(1, *self.event_shape), si.reshape(1)).reshape(d)
+
             args = (xx.reshape(-1, d), s)
         else:
+
             def one(xi, si, li):
                 return self.model(xi.reshape(1, *self.event_shape), si.reshape(1), li.reshape(1)).reshape(d)
+
             args = (xx.reshape(-1, d), s, lab)
 
         with torch.enable_grad():
@@ -473,5 +496,7 @@ class NetworkDenoiser(Denoiser):
     def __repr__(self) -> str:
         c = self.config
         cond = f", num_classes={self.num_classes}" if self.num_classes is not None else ""
-        return (f"NetworkDenoiser({c.get('net', '?')}, width={c.get('width', '?')}, "
-                f"framework={self.framework!r}{cond}, event_shape={self.event_shape})")
+        return (
+            f"NetworkDenoiser({c.get('net', '?')}, width={c.get('width', '?')}, "
+            f"framework={self.framework!r}{cond}, event_shape={self.event_shape})"
+        )

@@ -24,9 +24,11 @@ __all__ = ["plot_results", "plot_phase_curves", "plot_phase_diagram", "plot_samp
 
 def _plt():
     import matplotlib
+
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo"):
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -42,7 +44,7 @@ def _combine(vals, ses):
     vals, ses = np.asarray(vals, float), np.asarray(ses, float)
     k = len(vals)
     between = vals.var(ddof=1) if k > 1 else 0.0
-    return vals.mean(), float(np.sqrt(np.mean(ses ** 2) / k + between / k))
+    return vals.mean(), float(np.sqrt(np.mean(ses**2) / k + between / k))
 
 
 def _last_step_table(rows):
@@ -63,9 +65,17 @@ def _last_step_table(rows):
                 vals.append(v)
                 errs.append(e)
             cols[name], cols[f"{name}_se"] = np.array(vals), np.array(errs)
-        for name in ("dist_empirical", "dist_empirical_heldout", "dist_gaussian", "dist_gaussian_heldout",
-                     "empirical_memorization", "gaussian_memorization", "gaussian_reproducibility",
-                     "empirical_reproducibility", "similarity_ab"):
+        for name in (
+            "dist_empirical",
+            "dist_empirical_heldout",
+            "dist_gaussian",
+            "dist_gaussian_heldout",
+            "empirical_memorization",
+            "gaussian_memorization",
+            "gaussian_reproducibility",
+            "empirical_reproducibility",
+            "similarity_ab",
+        ):
             vals = []
             for n in ns:
                 last = max(r["step"] for r in by_n[n])
@@ -81,8 +91,9 @@ def plot_phase_curves(rows, path):
     for (width, fw), c in sorted(_last_step_table(rows).items()):
         lab = f"net w={width} {fw}"
         axes[0].errorbar(c["n"], c["memorization"], yerr=c["memorization_se"], marker="o", capsize=3, label=lab)
-        axes[1].errorbar(c["n"], c["reproducibility"], yerr=c["reproducibility_se"], marker="o", capsize=3,
-                         label=f"{lab} (A vs B)")
+        axes[1].errorbar(
+            c["n"], c["reproducibility"], yerr=c["reproducibility_se"], marker="o", capsize=3, label=f"{lab} (A vs B)"
+        )
         axes[2].plot(c["n"], c["dist_empirical"], marker="o", label=f"{lab}: to empirical")
         axes[2].plot(c["n"], c["dist_gaussian"], marker="s", ls="--", label=f"{lab}: to Gaussian")
     c = next(iter(_last_step_table(rows).values()))
@@ -156,8 +167,9 @@ def plot_samples(outdir, path, *, columns: int = 8):
         return False
     names = ["net_a", "net_b", "empirical", "gaussian", "nearest"]
     labels = ["network A", "network B", "empirical (A)", "Gaussian (A)", "nearest train (A)"]
-    fig, axes = plt.subplots(len(files) * len(names), columns,
-                             figsize=(columns * 0.9, len(files) * len(names) * 0.9 + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        len(files) * len(names), columns, figsize=(columns * 0.9, len(files) * len(names) * 0.9 + 0.4), squeeze=False
+    )
     for f_i, f in enumerate(files):
         arr = np.load(f)
         meta = json.loads(f.with_suffix(".json").read_text()) if f.with_suffix(".json").exists() else {}
@@ -170,8 +182,15 @@ def plot_samples(outdir, path, *, columns: int = 8):
                 if c < arr[name].shape[0]:
                     img = _to_image(arr[name][c])
                     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            axes[row, 0].text(-0.3, 0.5, f"N={n}\n{lab}" if r_i == 0 else lab, transform=axes[row, 0].transAxes,
-                              ha="right", va="center", fontsize=6)
+            axes[row, 0].text(
+                -0.3,
+                0.5,
+                f"N={n}\n{lab}" if r_i == 0 else lab,
+                transform=axes[row, 0].transAxes,
+                ha="right",
+                va="center",
+                fontsize=6,
+            )
     fig.suptitle("same noise: networks, closed forms, nearest training image", fontsize=8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -228,7 +247,9 @@ def plot_inverse(result, path) -> None:
     for name in result.samplers:
         for sy in result.sigma_y:
             sel = [r for r in rows if r["sampler"] == name and r["sigma_y"] == sy]
-            axe.plot([r["steps"] for r in sel], [r["mean_error"] for r in sel], marker="o", label=f"{name}, sigma_y={sy:g}")
+            axe.plot(
+                [r["steps"] for r in sel], [r["mean_error"] for r in sel], marker="o", label=f"{name}, sigma_y={sy:g}"
+            )
     axe.axhline(rows[0]["mc_floor"], color="k", ls="--", lw=0.8, label="Monte-Carlo floor")
     axe.set_xscale("log"), axe.set_yscale("log")
     axe.set_xlabel("steps"), axe.set_ylabel("posterior-mean error")

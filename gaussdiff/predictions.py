@@ -21,8 +21,14 @@ import torch
 
 from ._checks import as_tensor, check_finite, check_positive, check_sigma_grid
 
-__all__ = ["speciation_time", "symmetry_breaking_time", "collapse_time", "gaussian_sampler_factors",
-           "gaussian_sampler_output", "gaussian_sampler_w2"]
+__all__ = [
+    "speciation_time",
+    "symmetry_breaking_time",
+    "collapse_time",
+    "gaussian_sampler_factors",
+    "gaussian_sampler_output",
+    "gaussian_sampler_w2",
+]
 
 _METHODS = ("euler", "heun", "exact")
 
@@ -36,11 +42,12 @@ def _spectrum(value, name: str) -> torch.Tensor:
         if t.shape[0] != t.shape[1]:
             raise ValueError(f"{name}: a matrix must be a square covariance, got shape {tuple(t.shape)}")
         t = torch.linalg.eigvalsh(0.5 * (t + t.T))
-        tol = 1e-10 * float(t.abs().max())                     # round-off of a rank-deficient cov
+        tol = 1e-10 * float(t.abs().max())  # round-off of a rank-deficient cov
         t = torch.where((t < 0) & (t >= -tol), torch.zeros_like(t), t)
     elif t.ndim != 1 or t.numel() == 0:
-        raise ValueError(f"{name}: expected a float, (d,) eigenvalues or a (d, d) covariance, "
-                         f"got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name}: expected a float, (d,) eigenvalues or a (d, d) covariance, got shape {tuple(t.shape)}"
+        )
     if bool((t < 0).any()):
         raise ValueError(f"{name}: eigenvalues must be >= 0 (min {float(t.min()):.3e})")
     return t
@@ -49,6 +56,7 @@ def _spectrum(value, name: str) -> torch.Tensor:
 # =============================================================================================
 # Dynamical regimes (Biroli et al. 2024)
 # =============================================================================================
+
 
 def speciation_time(cov) -> float:
     r"""(R1) Speciation time :math:`t_S = \tfrac12\log\Lambda` (Biroli et al. 2024), in OU time.
@@ -87,8 +95,10 @@ def symmetry_breaking_time(mean_norm_sq: float, cluster_variance: float) -> floa
     m2 = check_positive(mean_norm_sq, "mean_norm_sq")
     v = check_positive(cluster_variance, "cluster_variance", allow_zero=True)
     if m2 <= v:
-        raise ValueError(f"mean_norm_sq: must exceed cluster_variance ({m2} <= {v}): the data law is "
-                         "unimodal along m and never breaks symmetry")
+        raise ValueError(
+            f"mean_norm_sq: must exceed cluster_variance ({m2} <= {v}): the data law is "
+            "unimodal along m and never breaks symmetry"
+        )
     return 0.5 * math.log(m2 + 1.0 - v)
 
 
@@ -162,6 +172,7 @@ def collapse_time(n_train: int, eigenvalues, *, dim: int | None = None, n_cluste
 # Euler / Heun on a Gaussian (Pierret & Galerne 2024)
 # =============================================================================================
 
+
 def gaussian_sampler_factors(eigenvalues, sigmas, method: str = "euler") -> torch.Tensor:
     r"""(P1, P2, G4) Per-step, per-eigenvalue factors :math:`a_i(\lambda_k)` of a sampler on Gaussian data.
 
@@ -189,11 +200,11 @@ def gaussian_sampler_factors(eigenvalues, sigmas, method: str = "euler") -> torc
     sig = check_sigma_grid(sigmas, "sigmas").to(dtype=torch.float64, device="cpu")
     a, b = sig[:-1, None], sig[1:, None]
     if method == "exact":
-        return torch.sqrt((lam + b ** 2) / (lam + a ** 2))
-    euler = (lam + a * b) / (lam + a ** 2)
+        return torch.sqrt((lam + b**2) / (lam + a**2))
+    euler = (lam + a * b) / (lam + a**2)
     if method == "euler":
         return euler
-    heun = (2 * lam ** 2 + lam * a ** 2 + 3 * lam * b ** 2 + 2 * a * b ** 3) / (2 * (lam + a ** 2) * (lam + b ** 2))
+    heun = (2 * lam**2 + lam * a**2 + 3 * lam * b**2 + 2 * a * b**3) / (2 * (lam + a**2) * (lam + b**2))
     return torch.where(b > 0, heun, euler)
 
 
@@ -218,7 +229,7 @@ def gaussian_sampler_output(eigenvalues, sigmas, method: str = "euler", start_va
     fac = gaussian_sampler_factors(eigenvalues, sigmas, method)
     P = torch.prod(fac, dim=0)
     v0 = _start_variance(start_variance, sigmas, P.shape[0])
-    return v0 * P ** 2
+    return v0 * P**2
 
 
 def _start_variance(start_variance, sigmas, d):
@@ -232,8 +243,7 @@ def _start_variance(start_variance, sigmas, d):
     return v0
 
 
-def gaussian_sampler_w2(eigenvalues, sigmas, method: str = "euler", *, start_variance=None,
-                        mean_offset=None) -> float:
+def gaussian_sampler_w2(eigenvalues, sigmas, method: str = "euler", *, start_variance=None, mean_offset=None) -> float:
     r"""(P5) Wasserstein-2 distance between the sampler's output law and the data law :math:`N(\mu, \Sigma)`.
 
     The output is :math:`N(\mu + U\mathrm{diag}(P)\delta,\; U\mathrm{diag}(v_0P^2)U^T)` and commutes with
@@ -260,5 +270,5 @@ def gaussian_sampler_w2(eigenvalues, sigmas, method: str = "euler", *, start_var
         delta = check_finite(as_tensor(mean_offset, "mean_offset", dtype=torch.float64).cpu(), "mean_offset")
         if delta.shape != P.shape:
             raise ValueError(f"mean_offset: expected {P.shape[0]} entries, got shape {tuple(delta.shape)}")
-        w2 = w2 + (P ** 2 * delta ** 2).sum()
+        w2 = w2 + (P**2 * delta**2).sum()
     return math.sqrt(float(w2))

@@ -38,8 +38,15 @@ from torch import nn
 from ._checks import as_tensor, check_data, check_finite, check_int
 from ._io import atomic_torch_save
 
-__all__ = ["FeatureStats", "frechet_distance", "pixel_frechet_distance", "FeatureClassifier",
-           "feature_classifier", "classifier_frechet_distance", "cache_dir"]
+__all__ = [
+    "FeatureStats",
+    "frechet_distance",
+    "pixel_frechet_distance",
+    "FeatureClassifier",
+    "feature_classifier",
+    "classifier_frechet_distance",
+    "cache_dir",
+]
 
 _FORMAT = 1
 
@@ -47,6 +54,7 @@ _FORMAT = 1
 # =============================================================================================
 # The Fréchet distance of two Gaussian fits
 # =============================================================================================
+
 
 @dataclass(frozen=True)
 class FeatureStats:
@@ -81,8 +89,9 @@ def _as_stats(a, name: str) -> FeatureStats:
         mean = check_finite(as_tensor(a[0], f"{name}[0]", dtype=torch.float64), f"{name}[0]").reshape(-1)
         cov = check_finite(as_tensor(a[1], f"{name}[1]", dtype=torch.float64), f"{name}[1]")
         if cov.shape != (mean.numel(), mean.numel()):
-            raise ValueError(f"{name}: covariance of shape {tuple(cov.shape)} does not match a mean of "
-                             f"length {mean.numel()}")
+            raise ValueError(
+                f"{name}: covariance of shape {tuple(cov.shape)} does not match a mean of length {mean.numel()}"
+            )
         scale = float(cov.abs().max().clamp_min(1e-300))
         if not torch.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * scale):
             raise ValueError(f"{name}: covariance is not symmetric")
@@ -122,15 +131,17 @@ def pixel_frechet_distance(samples, reference) -> float:
     s = check_data(samples, "samples", min_rows=2)
     r = check_data(reference, "reference", min_rows=2)
     if s.shape[1:] != r.shape[1:]:
-        raise ValueError(f"samples: event shape {tuple(s.shape[1:])} does not match reference's "
-                         f"{tuple(r.shape[1:])}")
-    return frechet_distance(FeatureStats.from_features(s.reshape(s.shape[0], -1), "samples"),
-                            FeatureStats.from_features(r.reshape(r.shape[0], -1), "reference"))
+        raise ValueError(f"samples: event shape {tuple(s.shape[1:])} does not match reference's {tuple(r.shape[1:])}")
+    return frechet_distance(
+        FeatureStats.from_features(s.reshape(s.shape[0], -1), "samples"),
+        FeatureStats.from_features(r.reshape(r.shape[0], -1), "reference"),
+    )
 
 
 # =============================================================================================
 # A small classifier whose features stand in for Inception's
 # =============================================================================================
+
 
 class FeatureClassifier(nn.Module):
     """Small CNN for ``(B, C, H, W)`` images in ``[-1, 1]`` (H, W >= 4): two 3x3 convolutions,
@@ -143,10 +154,18 @@ class FeatureClassifier(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, *, width: int = 32, feature_dim: int = 64):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-            nn.Linear(32 * width, feature_dim), nn.ReLU())
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(32 * width, feature_dim),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(feature_dim, num_classes)
         self.in_channels, self.num_classes, self.feature_dim = in_channels, num_classes, feature_dim
         self.accuracy: float = float("nan")
@@ -170,7 +189,7 @@ class FeatureClassifier(nn.Module):
         was = self.training
         self.eval()
         try:
-            out = [self.features(x[i:i + batch_size].to(p.device, p.dtype)) for i in range(0, x.shape[0], batch_size)]
+            out = [self.features(x[i : i + batch_size].to(p.device, p.dtype)) for i in range(0, x.shape[0], batch_size)]
         finally:
             self.train(was)
         return torch.cat(out).to("cpu", torch.float64)
@@ -181,9 +200,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GAUSSDIFF_CACHE") or Path.home() / ".cache" / "gaussdiff")
 
 
-def feature_classifier(data="digits", *, seed: int = 0, steps: int = 2000, batch_size: int = 128,
-                       lr: float = 1e-3, width: int = 32, feature_dim: int = 64, holdout: float = 0.2,
-                       cache: bool = True, num_threads: int | None = None) -> FeatureClassifier:
+def feature_classifier(
+    data="digits",
+    *,
+    seed: int = 0,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    width: int = 32,
+    feature_dim: int = 64,
+    holdout: float = 0.2,
+    cache: bool = True,
+    num_threads: int | None = None,
+) -> FeatureClassifier:
     """A classifier trained on a labelled image set, whose features feed
     :func:`classifier_frechet_distance`.
 
@@ -216,8 +245,10 @@ def feature_classifier(data="digits", *, seed: int = 0, steps: int = 2000, batch
         images, labels, info = load_dataset(data)
         spec = info.get("spec", data)
         if labels is None:
-            raise ValueError(f"data: {data!r} has no labels, so no classifier can be trained on it; "
-                             "use pixel_frechet_distance or a labelled set (digits, mnist5k, fashion-mnist)")
+            raise ValueError(
+                f"data: {data!r} has no labels, so no classifier can be trained on it; "
+                "use pixel_frechet_distance or a labelled set (digits, mnist5k, fashion-mnist)"
+            )
     elif isinstance(data, tuple) and len(data) == 2:
         images, labels = check_data(data[0], "data[0]").float(), torch.as_tensor(data[1])
         spec = "user data"
@@ -230,19 +261,29 @@ def feature_classifier(data="digits", *, seed: int = 0, steps: int = 2000, batch
     if not 0 < holdout < 1:
         raise ValueError(f"holdout: must lie in (0, 1), got {holdout!r}")
     seed = check_int(seed, "seed", minimum=0)
-    steps, batch_size, width, feature_dim = (check_int(v, n) for v, n in (
-        (steps, "steps"), (batch_size, "batch_size"), (width, "width"), (feature_dim, "feature_dim")))
+    steps, batch_size, width, feature_dim = (
+        check_int(v, n)
+        for v, n in ((steps, "steps"), (batch_size, "batch_size"), (width, "width"), (feature_dim, "feature_dim"))
+    )
     labels = labels.long()
     num_classes = int(labels.max()) + 1
-    settings = dict(format=_FORMAT, fingerprint=data_fingerprint(images),
-                    labels=hashlib.sha1(labels.numpy().astype("int64").tobytes()).hexdigest()[:16],
-                    seed=int(seed), steps=int(steps),
-                    batch_size=int(batch_size), lr=float(lr), width=int(width), feature_dim=int(feature_dim),
-                    holdout=float(holdout), num_classes=num_classes)
+    settings = dict(
+        format=_FORMAT,
+        fingerprint=data_fingerprint(images),
+        labels=hashlib.sha1(labels.numpy().astype("int64").tobytes()).hexdigest()[:16],
+        seed=int(seed),
+        steps=int(steps),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        width=int(width),
+        feature_dim=int(feature_dim),
+        holdout=float(holdout),
+        num_classes=num_classes,
+    )
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "classifiers" / f"{key}.pt"
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(int(seed))   # seeded weights; no generator of the caller's changes
+        torch.default_generator.manual_seed(int(seed))  # seeded weights; no generator of the caller's changes
         model = FeatureClassifier(images.shape[1], num_classes, width=width, feature_dim=feature_dim)
     if cache and path.exists():
         try:
@@ -281,7 +322,7 @@ def _fit_classifier(model: FeatureClassifier, images, labels, s: dict) -> float:
         opt.step()
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(images[test[i:i + 1024]]).argmax(1) for i in range(0, test.numel(), 1024)])
+        pred = torch.cat([model(images[test[i : i + 1024]]).argmax(1) for i in range(0, test.numel(), 1024)])
     return float((pred == labels[test]).double().mean())
 
 
@@ -297,4 +338,3 @@ def classifier_frechet_distance(samples, reference, classifier: FeatureClassifie
     fa = clf.embed(check_data(samples, "samples", min_rows=2))
     fb = clf.embed(check_data(reference, "reference", min_rows=2))
     return frechet_distance(FeatureStats.from_features(fa, "samples"), FeatureStats.from_features(fb, "reference"))
-

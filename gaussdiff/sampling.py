@@ -31,8 +31,14 @@ import torch
 from ._checks import as_tensor, check_finite, check_int, check_positive, check_sigma_grid
 from .schedules import EDM, Schedule
 
-__all__ = ["sample_euler", "sample_heun", "sample_edm_stochastic", "sample_euler_ancestral",
-           "solve_flow", "seeded_noise"]
+__all__ = [
+    "sample_euler",
+    "sample_heun",
+    "sample_edm_stochastic",
+    "sample_euler_ancestral",
+    "solve_flow",
+    "seeded_noise",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,11 +62,19 @@ def _sample_seeds(seed: int, start: int, n: int, step: int) -> np.ndarray:
     key = _splitmix64(np.array([int(seed) & _MASK64], dtype=np.uint64))
     key = _splitmix64(key ^ np.uint64(int(step) & _MASK64))
     rows = np.arange(start, start + n, dtype=np.uint64)
-    return _splitmix64(key ^ _splitmix64(rows)) >> np.uint64(1)     # torch seeds are < 2**63
+    return _splitmix64(key ^ _splitmix64(rows)) >> np.uint64(1)  # torch seeds are < 2**63
 
 
-def seeded_noise(n: int, event_shape: Sequence[int] | int, *, seed: int = 0, start: int = 0,
-                 step: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
+def seeded_noise(
+    n: int,
+    event_shape: Sequence[int] | int,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    step: int = 0,
+    dtype=torch.float64,
+    device=None,
+) -> torch.Tensor:
     """Standard normal noise where row ``j`` depends only on ``(seed, start + j, step)``.
 
     Each row comes from its own CPU generator (seeded by a SplitMix64 hash of the triple) and is
@@ -86,6 +100,7 @@ def seeded_noise(n: int, event_shape: Sequence[int] | int, *, seed: int = 0, sta
 # ---------------------------------------------------------------------------------------------
 # Grid handling and the ODE right-hand side
 # ---------------------------------------------------------------------------------------------
+
 
 def _grid(sigmas, schedule, ts):
     """Return ``(schedule, ts)`` for either calling form."""
@@ -135,23 +150,29 @@ def _run(denoiser, x, sigmas, schedule, ts, callback, second_order: bool):
     schedule, ts = _grid(sigmas, schedule, ts)
     flow = _Flow(denoiser, schedule, x)
     t_list = [float(t) for t in ts]
-    x = x * flow.s(t_list[0])                                   # to the scaled variable
+    x = x * flow.s(t_list[0])  # to the scaled variable
     for i, (t_cur, t_next) in enumerate(zip(t_list[:-1], t_list[1:])):
         h = t_next - t_cur
         d_cur, denoised = flow.derivative(x, t_cur)
-        x_next = x + h * d_cur                                  # Euler step.
-        if second_order and flow.sigma(t_next) > 0:             # Heun correction (EDM Alg. 1).
+        x_next = x + h * d_cur  # Euler step.
+        if second_order and flow.sigma(t_next) > 0:  # Heun correction (EDM Alg. 1).
             d_next, _ = flow.derivative(x_next, t_next)
             x_next = x + h * (0.5 * d_cur + 0.5 * d_next)
         if callback is not None:
-            callback({"i": i, "t": t_cur, "sigma": flow.sigma(t_cur), "x": x / flow.s(t_cur),
-                      "denoised": denoised})
+            callback({"i": i, "t": t_cur, "sigma": flow.sigma(t_cur), "x": x / flow.s(t_cur), "denoised": denoised})
         x = x_next
     return x / flow.s(t_list[-1])
 
 
-def sample_euler(denoiser: Callable, x: torch.Tensor, sigmas=None, *, schedule: Schedule | None = None,
-                 ts=None, callback: Callable | None = None) -> torch.Tensor:
+def sample_euler(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigmas=None,
+    *,
+    schedule: Schedule | None = None,
+    ts=None,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     """Euler on the probability-flow ODE: order 1, one denoiser evaluation per step.
 
     On a sigma grid this is DDIM (eta = 0). With ``schedule=``/``ts=`` it steps in that
@@ -173,16 +194,33 @@ def sample_euler(denoiser: Callable, x: torch.Tensor, sigmas=None, *, schedule: 
     return _run(denoiser, x, sigmas, schedule, ts, callback, second_order=False)
 
 
-def sample_heun(denoiser: Callable, x: torch.Tensor, sigmas=None, *, schedule: Schedule | None = None,
-                ts=None, callback: Callable | None = None) -> torch.Tensor:
+def sample_heun(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigmas=None,
+    *,
+    schedule: Schedule | None = None,
+    ts=None,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     """Heun's method (EDM Algorithm 1): order 2, two denoiser evaluations per step and one on a
     final step to sigma = 0 (where the correction is skipped). Arguments as :func:`sample_euler`."""
     return _run(denoiser, x, sigmas, schedule, ts, callback, second_order=True)
 
 
-def sample_edm_stochastic(denoiser: Callable, x: torch.Tensor, sigmas, *, seed: int = 0, start: int = 0,
-                          s_churn: float = 40.0, s_tmin: float = 0.05, s_tmax: float = 50.0,
-                          s_noise: float = 1.003, callback: Callable | None = None) -> torch.Tensor:
+def sample_edm_stochastic(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    s_churn: float = 40.0,
+    s_tmin: float = 0.05,
+    s_tmax: float = 50.0,
+    s_noise: float = 1.003,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     r"""EDM's stochastic sampler (Karras et al. 2022, Algorithm 2): at each level in
     ``[s_tmin, s_tmax]`` raise sigma to :math:`\hat\sigma = \sigma(1 + \gamma)`,
     :math:`\gamma = \min(S_{churn}/n, \sqrt2 - 1)`, by adding fresh noise, then take a Heun step
@@ -200,9 +238,10 @@ def sample_edm_stochastic(denoiser: Callable, x: torch.Tensor, sigmas, *, seed: 
         gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= s_cur <= s_tmax else 0.0
         s_hat = s_cur * (1 + gamma)
         if gamma > 0:
-            eps = seeded_noise(x.shape[0], x.shape[1:], seed=seed, start=start, step=i + 1,
-                               dtype=x.dtype, device=x.device)
-            x = x + math.sqrt(s_hat ** 2 - s_cur ** 2) * s_noise * eps
+            eps = seeded_noise(
+                x.shape[0], x.shape[1:], seed=seed, start=start, step=i + 1, dtype=x.dtype, device=x.device
+            )
+            x = x + math.sqrt(s_hat**2 - s_cur**2) * s_noise * eps
         denoised = denoiser(x, s_hat)
         d_cur = (x - denoised) / s_hat
         x_next = x + (s_next - s_hat) * d_cur
@@ -223,17 +262,26 @@ def _ancestral_step(x, denoised, s_cur: float, s_next: float, eta: float, *, see
     :math:`\sigma_{up} = \min(\sigma_{next}, \eta \sqrt{\sigma_{next}^2(\sigma_{cur}^2 - \sigma_{next}^2)/\sigma_{cur}^2})`,
     ``seeded_noise`` rows ``start ..`` of stream ``step`` (drawn only when :math:`\sigma_{up} > 0`).
     ``eta = 1`` is the DDPM posterior :math:`q(x_{i+1} \mid x_i, \hat x_0)`, ``eta = 0`` is DDIM (= Euler)."""
-    s_up = min(s_next, eta * math.sqrt(max(0.0, s_next ** 2 * (s_cur ** 2 - s_next ** 2) / s_cur ** 2)))
-    s_down = math.sqrt(max(0.0, s_next ** 2 - s_up ** 2))
+    s_up = min(s_next, eta * math.sqrt(max(0.0, s_next**2 * (s_cur**2 - s_next**2) / s_cur**2)))
+    s_down = math.sqrt(max(0.0, s_next**2 - s_up**2))
     x_next = denoised + (s_down / s_cur) * (x - denoised)
     if s_up > 0:
-        x_next = x_next + s_up * seeded_noise(x.shape[0], x.shape[1:], seed=seed, start=start, step=step,
-                                              dtype=x.dtype, device=x.device)
+        x_next = x_next + s_up * seeded_noise(
+            x.shape[0], x.shape[1:], seed=seed, start=start, step=step, dtype=x.dtype, device=x.device
+        )
     return x_next
 
 
-def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas, *, eta: float = 1.0, seed: int = 0,
-                           start: int = 0, callback: Callable | None = None) -> torch.Tensor:
+def sample_euler_ancestral(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    eta: float = 1.0,
+    seed: int = 0,
+    start: int = 0,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     r"""Ancestral sampling (DDPM-like, k-diffusion's ``sample_euler_ancestral``): from
     :math:`\sigma_i` step deterministically down to
     :math:`\sigma_{down} = \sqrt{\sigma_{i+1}^2 - \sigma_{up}^2}` with
@@ -250,7 +298,7 @@ def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas, *, eta: 
         s_cur, s_next = sig[i], sig[i + 1]
         denoised = denoiser(x, s_cur)
         x_next = _ancestral_step(x, denoised, s_cur, s_next, eta, seed=seed, start=start, step=i + 1)
-        if callback is not None:          # the state at sigma = s_cur, as in the other samplers
+        if callback is not None:  # the state at sigma = s_cur, as in the other samplers
             callback({"i": i, "t": s_cur, "sigma": s_cur, "x": x, "denoised": denoised})
         x = x_next
     return x
@@ -260,9 +308,18 @@ def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas, *, eta: 
 # High-accuracy reference
 # ---------------------------------------------------------------------------------------------
 
-def solve_flow(denoiser: Callable, x: torch.Tensor, sigma_from: float, sigma_to: float, *,
-               rtol: float = 1e-10, atol: float = 1e-12, method: str = "DOP853",
-               max_batch: int | None = None) -> torch.Tensor:
+
+def solve_flow(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigma_from: float,
+    sigma_to: float,
+    *,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    method: str = "DOP853",
+    max_batch: int | None = None,
+) -> torch.Tensor:
     r"""Reference solution of the probability-flow ODE with scipy's adaptive ``solve_ivp``.
 
     Integrates :math:`d\hat x/du = \hat x - D(\hat x, e^u)` in :math:`u = \log\sigma` (the
@@ -288,17 +345,18 @@ def solve_flow(denoiser: Callable, x: torch.Tensor, sigma_from: float, sigma_to:
     step = shape[0] if max_batch is None else int(max_batch)
 
     for b0 in range(0, shape[0], step):
-        block = flat[b0:b0 + step]
+        block = flat[b0 : b0 + step]
         bshape = (block.shape[0], *shape[1:])
 
         def rhs(u, y, bshape=bshape):
             xt = torch.from_numpy(y).reshape(bshape).to(dtype=x.dtype, device=x.device)
             den = denoiser(xt, math.exp(u))
-            return (y - den.detach().to(torch.float64).cpu().reshape(-1).numpy())
+            return y - den.detach().to(torch.float64).cpu().reshape(-1).numpy()
 
-        sol = solve_ivp(rhs, (math.log(s0), math.log(s1)), block.reshape(-1).numpy(), method=method,
-                        rtol=rtol, atol=atol)
+        sol = solve_ivp(
+            rhs, (math.log(s0), math.log(s1)), block.reshape(-1).numpy(), method=method, rtol=rtol, atol=atol
+        )
         if not sol.success:  # pragma: no cover - scipy failure path
             raise RuntimeError(f"solve_flow: the ODE solver failed: {sol.message}")
-        out[b0:b0 + step] = torch.from_numpy(sol.y[:, -1]).reshape(block.shape)
+        out[b0 : b0 + step] = torch.from_numpy(sol.y[:, -1]).reshape(block.shape)
     return out.reshape(shape).to(dtype=x.dtype, device=x.device)

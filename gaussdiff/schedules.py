@@ -32,10 +32,23 @@ import torch
 from ._checks import check_int, check_positive
 
 __all__ = [
-    "Schedule", "EDM", "VP", "VPDiscrete", "OU", "RectifiedFlow",
-    "karras_sigmas", "vp_sigmas", "flow_sigmas",
-    "score_from_denoiser", "denoiser_from_score", "eps_from_denoiser", "denoiser_from_eps",
-    "velocity_from_denoiser", "denoiser_from_velocity", "to_d", "append_zero",
+    "Schedule",
+    "EDM",
+    "VP",
+    "VPDiscrete",
+    "OU",
+    "RectifiedFlow",
+    "karras_sigmas",
+    "vp_sigmas",
+    "flow_sigmas",
+    "score_from_denoiser",
+    "denoiser_from_score",
+    "eps_from_denoiser",
+    "denoiser_from_eps",
+    "velocity_from_denoiser",
+    "denoiser_from_velocity",
+    "to_d",
+    "append_zero",
 ]
 
 
@@ -168,7 +181,7 @@ class VP(_VPLike):
             raise ValueError("beta_min, beta_d: at least one must be > 0")
 
     def _lam(self, t):
-        return 0.5 * self.beta_d * t ** 2 + self.beta_min * t
+        return 0.5 * self.beta_d * t**2 + self.beta_min * t
 
     def _dlam(self, t):
         return self.beta_d * t + self.beta_min
@@ -176,7 +189,7 @@ class VP(_VPLike):
     def _lam_inv(self, lam):
         if self.beta_d == 0:
             return lam / self.beta_min
-        return (torch.sqrt(self.beta_min ** 2 + 2 * self.beta_d * lam) - self.beta_min) / self.beta_d
+        return (torch.sqrt(self.beta_min**2 + 2 * self.beta_d * lam) - self.beta_min) / self.beta_d
 
 
 @dataclass(frozen=True)
@@ -253,8 +266,11 @@ class VPDiscrete(_VPLike):
 
         ``sigma_min``/``sigma_max``, when given, restrict the range as in the base class."""
         if sigma_min is not None or sigma_max is not None:
-            return super().time_grid(n, sigma_min=sigma_min or float(self.sigma(1.0)),
-                                     sigma_max=sigma_max or float(self.sigma(float(self.T))))
+            return super().time_grid(
+                n,
+                sigma_min=sigma_min or float(self.sigma(1.0)),
+                sigma_max=sigma_max or float(self.sigma(float(self.T))),
+            )
         n = _check_steps(n)
         if n > self.T:
             raise ValueError(f"n: at most T = {self.T} steps on a discrete schedule, got {n}")
@@ -295,8 +311,10 @@ class RectifiedFlow(Schedule):
 # Sigma grids (decreasing, ending in 0)
 # ---------------------------------------------------------------------------------------------
 
-def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
-                  *, dtype=torch.float64, device=None) -> torch.Tensor:
+
+def karras_sigmas(
+    n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, *, dtype=torch.float64, device=None
+) -> torch.Tensor:
     r"""EDM's grid (Karras et al. 2022, eq. 5):
     :math:`\sigma_i = (\sigma_{max}^{1/\rho} + \tfrac{i}{n-1}(\sigma_{min}^{1/\rho} - \sigma_{max}^{1/\rho}))^\rho`,
     ``i = 0..n-1``, with a 0 appended.
@@ -318,8 +336,9 @@ def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho
     return append_zero((hi + ramp * (lo - hi)) ** rho).to(dtype=dtype, device=device)
 
 
-def vp_sigmas(n: int, beta_min: float = 0.1, beta_d: float = 19.9, eps_s: float = 1e-3,
-              *, dtype=torch.float64, device=None) -> torch.Tensor:
+def vp_sigmas(
+    n: int, beta_min: float = 0.1, beta_d: float = 19.9, eps_s: float = 1e-3, *, dtype=torch.float64, device=None
+) -> torch.Tensor:
     """The VP grid of EDM Table 1: ``t`` uniform from 1 to ``eps_s`` (``n`` points), mapped to
     sigma, then 0 appended: ``(n + 1,)``."""
     n = _check_steps(n)
@@ -336,6 +355,7 @@ def flow_sigmas(n: int, sigma_max: float = 80.0, *, dtype=torch.float64, device=
 # ---------------------------------------------------------------------------------------------
 # Conversions between a denoiser and the other parameterisations, all on the unscaled x_hat
 # ---------------------------------------------------------------------------------------------
+
 
 def _bc(sigma, x: torch.Tensor) -> torch.Tensor:
     """Broadcast a float or ``(B,)`` sigma against ``x`` of shape ``(B, ...)``."""

@@ -31,8 +31,16 @@ from typing import Callable
 
 from ._checks import check_int
 
-__all__ = ["ScriptInfo", "find_scripts_dir", "discover", "run_validation", "format_table", "ADAPTERS",
-           "README_START", "README_END"]
+__all__ = [
+    "ScriptInfo",
+    "find_scripts_dir",
+    "discover",
+    "run_validation",
+    "format_table",
+    "ADAPTERS",
+    "README_START",
+    "README_END",
+]
 
 README_START = "<!-- validation-table:start -->"
 README_END = "<!-- validation-table:end -->"
@@ -60,9 +68,17 @@ def _inverse_checks(outdir: Path) -> list:
     """``inverse_reproducibility.json``'s ``checks`` (``name``, ``value``, ``verdict``) as harness checks;
     each check's threshold is stated in that script's docstring (parts A-D)."""
     data = json.loads((outdir / "inverse_reproducibility.json").read_text())
-    return [{"what": c["name"], "value": c["value"], "se": None, "status": c["verdict"],
-             "expected": "see validation/inverse_reproducibility.py (part " + c["name"][:1] + ")", "note": ""}
-            for c in data["checks"]]
+    return [
+        {
+            "what": c["name"],
+            "value": c["value"],
+            "se": None,
+            "status": c["verdict"],
+            "expected": "see validation/inverse_reproducibility.py (part " + c["name"][:1] + ")",
+            "note": "",
+        }
+        for c in data["checks"]
+    ]
 
 
 #: Adapters for scripts with their own argument parser (they must accept ``--outdir``,
@@ -70,12 +86,13 @@ def _inverse_checks(outdir: Path) -> list:
 ADAPTERS: dict[str, Adapter] = {
     "inverse_reproducibility": Adapter(
         claim="exact posterior flows of inverse problems and conditional closed forms are reproducible "
-              "across solvers and frameworks from the same noise",
+        "across solvers and frameworks from the same noise",
         source="Zhang, Zhou, Lu, Guo, Wang, Shen & Qu, ICML 2024 (closed-form part; conditional and fine-tuned networks)",
         expected="exact flows: reproducibility share >= 0.95 (centred cosine >= 0.9) for every solver and "
-                 "framework pair, guided Gaussian flow on its exact map; networks (conditional, fine-tuned): "
-                 "share >= 0.9 with controls below 0.5",
-        convert=_inverse_checks),
+        "framework pair, guided Gaussian flow on its exact map; networks (conditional, fine-tuned): "
+        "share >= 0.9 with controls below 0.5",
+        convert=_inverse_checks,
+    ),
 }
 
 
@@ -106,9 +123,12 @@ def find_scripts_dir(scripts=None) -> Path:
         tried.append(str(c))
         if (c / "_common.py").is_file():
             return c.resolve()
-    raise ValueError("scripts: no validation/ folder with _common.py found (tried "
-                     + ", ".join(tried) + "); run from the repository root or pass --scripts DIR. "
-                     "The validation scripts are not installed with the package: clone the repository.")
+    raise ValueError(
+        "scripts: no validation/ folder with _common.py found (tried "
+        + ", ".join(tried)
+        + "); run from the repository root or pass --scripts DIR. "
+        "The validation scripts are not installed with the package: clone the repository."
+    )
 
 
 def discover(scripts_dir: Path) -> list[ScriptInfo]:
@@ -148,15 +168,34 @@ def _adapt(info: ScriptInfo, outdir: Path, mode: str, wall: float) -> dict:
     checks = ad.convert(outdir)
     status = "PASS" if checks and all(c["status"] == "PASS" for c in checks) else "FAIL"
     measured = "; ".join(f"{c['what']}: {c['value']:.4g}" for c in checks)
-    res = {"name": info.name, "claim": ad.claim, "source": ad.source, "expected": ad.expected,
-           "measured": measured, "status": status, "checks": checks, "mode": mode, "wall_seconds": wall,
-           "figures": [p.name for p in outdir.glob("*.png")], "reason": "", "adapted": True}
+    res = {
+        "name": info.name,
+        "claim": ad.claim,
+        "source": ad.source,
+        "expected": ad.expected,
+        "measured": measured,
+        "status": status,
+        "checks": checks,
+        "mode": mode,
+        "wall_seconds": wall,
+        "figures": [p.name for p in outdir.glob("*.png")],
+        "reason": "",
+        "adapted": True,
+    }
     (outdir / "result.json").write_text(json.dumps(res, indent=1, default=str))
     return res
 
 
-def _run_one(info: ScriptInfo, outdir: Path, *, fast: bool, threads: int, timeout: float | None,
-             reuse: bool, echo: Callable[[str], None]) -> None:
+def _run_one(
+    info: ScriptInfo,
+    outdir: Path,
+    *,
+    fast: bool,
+    threads: int,
+    timeout: float | None,
+    reuse: bool,
+    echo: Callable[[str], None],
+) -> None:
     mode = "fast" if fast else "full"
     outdir.mkdir(parents=True, exist_ok=True)
     result_file = outdir / "result.json"
@@ -182,8 +221,9 @@ def _run_one(info: ScriptInfo, outdir: Path, *, fast: bool, threads: int, timeou
     t0 = time.perf_counter()
     try:
         with open(info.log, "w") as log:
-            proc = subprocess.run(cmd, cwd=str(info.path.parent.parent), stdout=log, stderr=subprocess.STDOUT,
-                                  env=env, timeout=timeout)
+            proc = subprocess.run(
+                cmd, cwd=str(info.path.parent.parent), stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
+            )
         rc = proc.returncode
     except subprocess.TimeoutExpired:
         rc = None
@@ -230,8 +270,10 @@ def format_table(infos: list[ScriptInfo]) -> str:
             continue
         res = info.result
         if res is None:
-            lines.append(f"| | {script} | | | {info.status}{': ' + _cell(info.message) if info.message else ''} | "
-                         f"{_wall(info.wall_seconds)} |")
+            lines.append(
+                f"| | {script} | | | {info.status}{': ' + _cell(info.message) if info.message else ''} | "
+                f"{_wall(info.wall_seconds)} |"
+            )
             continue
         claim = f"**{_cell(res.get('source', ''))}**: {_cell(res.get('claim', ''))}"
         status = info.status
@@ -240,8 +282,10 @@ def format_table(infos: list[ScriptInfo]) -> str:
         if info.status == "ERROR" and info.message:
             status += f": {_cell(info.message)}"
         wall = info.wall_seconds if info.wall_seconds is not None else res.get("wall_seconds")
-        lines.append(f"| {claim} | {script} ({res.get('mode', '')}) | {_cell(res.get('expected', ''))} | "
-                     f"{_cell(res.get('measured', ''))} | {status} | {_wall(wall)} |")
+        lines.append(
+            f"| {claim} | {script} ({res.get('mode', '')}) | {_cell(res.get('expected', ''))} | "
+            f"{_cell(res.get('measured', ''))} | {status} | {_wall(wall)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -256,9 +300,18 @@ def _update_readme(readme: Path, table: str, header: str) -> None:
     readme.write_text(f"{head}{README_START}\n{header}\n\n{table}{README_END}{tail}")
 
 
-def run_validation(outdir, *, fast: bool = False, only=None, scripts=None, threads: int = 1,
-                   timeout: float | None = None, reuse: bool = False, update_readme: bool = False,
-                   echo: Callable[[str], None] = print) -> list[ScriptInfo]:
+def run_validation(
+    outdir,
+    *,
+    fast: bool = False,
+    only=None,
+    scripts=None,
+    threads: int = 1,
+    timeout: float | None = None,
+    reuse: bool = False,
+    update_readme: bool = False,
+    echo: Callable[[str], None] = print,
+) -> list[ScriptInfo]:
     """Run the validation scripts and write ``outdir/validation_table.md`` and ``validation.json``.
 
     Parameters
@@ -288,8 +341,10 @@ def run_validation(outdir, *, fast: bool = False, only=None, scripts=None, threa
     if only:
         unknown = [n for n in only if n.removesuffix(".py") not in by_name]
         if unknown:
-            raise ValueError(f"only: no validation script named {', '.join(map(repr, unknown))} in {sdir}; "
-                             f"available: {', '.join(sorted(by_name))}")
+            raise ValueError(
+                f"only: no validation script named {', '.join(map(repr, unknown))} in {sdir}; "
+                f"available: {', '.join(sorted(by_name))}"
+            )
         selected = [by_name[n.removesuffix(".py")] for n in only]
     else:
         selected = infos
@@ -304,12 +359,24 @@ def run_validation(outdir, *, fast: bool = False, only=None, scripts=None, threa
             echo(f"   {info.name}: skipped, {info.message}")
             continue
         _run_one(info, outdir / info.name, fast=fast, threads=int(threads), timeout=timeout, reuse=reuse, echo=echo)
-    header = (f"Mode: {mode}. Generated by `gaussdiff validate{' --fast' if fast else ''} --outdir {outdir}` "
-              f"on {time.strftime('%Y-%m-%d')}; wall times on the machine that ran it.")
+    header = (
+        f"Mode: {mode}. Generated by `gaussdiff validate{' --fast' if fast else ''} --outdir {outdir}` "
+        f"on {time.strftime('%Y-%m-%d')}; wall times on the machine that ran it."
+    )
     table = format_table(selected)
     (outdir / "validation_table.md").write_text(header + "\n\n" + table)
-    summary = [{"name": i.name, "script": i.path.name, "kind": i.kind, "status": i.status,
-                "wall_seconds": i.wall_seconds, "message": i.message, "result": i.result} for i in selected]
+    summary = [
+        {
+            "name": i.name,
+            "script": i.path.name,
+            "kind": i.kind,
+            "status": i.status,
+            "wall_seconds": i.wall_seconds,
+            "message": i.message,
+            "result": i.result,
+        }
+        for i in selected
+    ]
     (outdir / "validation.json").write_text(json.dumps(summary, indent=1, default=str))
     echo(f"wrote {outdir / 'validation_table.md'} and validation.json")
     if update_readme:

@@ -67,6 +67,7 @@ def one_thread():
     torch.set_num_threads(1)
     try:
         import numba
+
         old_numba = numba.get_num_threads()
         numba.set_num_threads(1)
     except Exception:  # pragma: no cover - numba missing or its threading layer not started
@@ -92,8 +93,7 @@ def run_fast_validation():
     import json
 
     def run(name: str, outdir) -> dict:
-        spec = importlib.util.spec_from_file_location(f"_validation_{name}",
-                                                      os.path.join(VALIDATION, f"{name}.py"))
+        spec = importlib.util.spec_from_file_location(f"_validation_{name}", os.path.join(VALIDATION, f"{name}.py"))
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         returned = mod.main(["--outdir", str(outdir), "--fast", "--threads", "1"])

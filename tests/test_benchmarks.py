@@ -15,8 +15,9 @@ def _load(name):
 
 
 def test_bench_training_smoke(tmp_path):
-    res = _load("bench_training").main(["--outdir", str(tmp_path), "--steps", "30", "--batch-size", "8",
-                                        "--width", "16"])
+    res = _load("bench_training").main(
+        ["--outdir", str(tmp_path), "--steps", "30", "--batch-size", "8", "--width", "16"]
+    )
     assert res["full_ms_per_step"] > 0 and res["bare_ms_per_step"] > 0
     assert abs(res["ratio_full_over_bare"] - res["full_ms_per_step"] / res["bare_ms_per_step"]) < 1e-12
     assert json.loads((tmp_path / "bench_training.json").read_text())["width"] == 16

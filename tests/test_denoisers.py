@@ -52,12 +52,13 @@ KINDS = ["empirical", "gaussian", "gaussian_lowrank", "gmm_full", "gmm_diag", "g
 # score = grad log density (autograd), for random d = 2..8, K = 1..4, sigma 1e-2..1e2
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("seed", range(4))
 def test_score_is_gradient_of_log_density(kind, seed):
     gen = torch.Generator().manual_seed(1000 + seed)
-    d = 2 + seed * 2                       # 2, 4, 6, 8
-    K = 1 + seed                           # 1..4
+    d = 2 + seed * 2  # 2, 4, 6, 8
+    K = 1 + seed  # 1..4
     den = _make(kind, d, K, gen)
     for sigma in (1e-2, 1e-1, 1.0, 10.0, 100.0):
         # queries near the data so that the small-sigma cases are not all underflow
@@ -66,26 +67,27 @@ def test_score_is_gradient_of_log_density(kind, seed):
         logp = den.log_density(x, sigma)
         grad = torch.autograd.grad(logp.sum(), x)[0]
         score = den.score(x.detach(), sigma)
-        torch.testing.assert_close(score, grad, rtol=1e-9, atol=1e-9 / sigma ** 2)
+        torch.testing.assert_close(score, grad, rtol=1e-9, atol=1e-9 / sigma**2)
         # and the score is Tweedie's (D - x) / sigma^2 of the denoiser
-        tweedie = (den(x.detach(), sigma) - x.detach()) / sigma ** 2
-        torch.testing.assert_close(score, tweedie, rtol=1e-8, atol=1e-8 / sigma ** 2)
+        tweedie = (den(x.detach(), sigma) - x.detach()) / sigma**2
+        torch.testing.assert_close(score, tweedie, rtol=1e-8, atol=1e-8 / sigma**2)
 
 
 # ---------------------------------------------------------------------------------------------
 # log densities against direct formulas
 # ---------------------------------------------------------------------------------------------
 
+
 def test_empirical_matches_brute_force(gen):
     data = torch.randn(300, 5, dtype=F64, generator=gen) + 4.0
-    den = gd.EmpiricalDenoiser(data, chunk_size=64)        # 300 is not a multiple of the chunk
+    den = gd.EmpiricalDenoiser(data, chunk_size=64)  # 300 is not a multiple of the chunk
     x = torch.randn(17, 5, dtype=F64, generator=gen) + 4.0
     for sigma in (1e-3, 0.05, 1.0, 30.0, 1e3):
-        d2 = ((x[:, None, :] - data[None]) ** 2).sum(-1)       # exact differences
-        logits = -d2 / (2 * sigma ** 2)
+        d2 = ((x[:, None, :] - data[None]) ** 2).sum(-1)  # exact differences
+        logits = -d2 / (2 * sigma**2)
         w = torch.softmax(logits, 1)
         torch.testing.assert_close(den(x, sigma), w @ data, rtol=1e-10, atol=1e-10)
-        lp = torch.logsumexp(logits, 1) - math.log(300) - 2.5 * math.log(2 * math.pi * sigma ** 2)
+        lp = torch.logsumexp(logits, 1) - math.log(300) - 2.5 * math.log(2 * math.pi * sigma**2)
         torch.testing.assert_close(den.log_density(x, sigma), lp, rtol=1e-10, atol=1e-10)
 
 
@@ -124,6 +126,7 @@ def test_gaussian_jacobian_and_effective_dim(gen):
 # identities between the families
 # ---------------------------------------------------------------------------------------------
 
+
 def _xs(gen, d, B=9, scale=2.0):
     return torch.randn(B, d, dtype=F64, generator=gen) * scale
 
@@ -155,8 +158,11 @@ def test_empirical_is_mixture_with_zero_covariance(gen):
     E = gd.EmpiricalDenoiser(data)
     N = data.shape[0]
     w = torch.full((N,), 1 / N, dtype=F64)
-    for cov_type, covs in (("isotropic", torch.zeros(N, dtype=F64)), ("diag", torch.zeros(N, 3, dtype=F64)),
-                           ("full", torch.zeros(N, 3, 3, dtype=F64))):
+    for cov_type, covs in (
+        ("isotropic", torch.zeros(N, dtype=F64)),
+        ("diag", torch.zeros(N, 3, dtype=F64)),
+        ("full", torch.zeros(N, 3, 3, dtype=F64)),
+    ):
         M = gd.GaussianMixtureDenoiser(w, data, covs, cov_type=cov_type)
         x = _xs(gen, 3)
         for s in (0.05, 1.0, 10.0):
@@ -173,8 +179,8 @@ def test_smoothed_empirical_tends_to_empirical(gen):
         M = gd.GaussianMixtureDenoiser.smoothed_empirical(data, h)
         errs.append(float((M(x, 0.5) - E(x, 0.5)).abs().max()))
     assert errs[-1] < 1e-12
-    assert all(b < a for a, b in zip(errs[:-2], errs[1:-1]))     # monotone approach
-    assert errs[-2] < 1e-6                                        # O(h^2) at h = 1e-4
+    assert all(b < a for a, b in zip(errs[:-2], errs[1:-1]))  # monotone approach
+    assert errs[-2] < 1e-6  # O(h^2) at h = 1e-4
 
 
 def test_smoothed_empirical_is_the_empirical_at_inflated_noise(gen):
@@ -185,8 +191,8 @@ def test_smoothed_empirical_is_the_empirical_at_inflated_noise(gen):
     M = gd.GaussianMixtureDenoiser.smoothed_empirical(data, h)
     E = gd.EmpiricalDenoiser(data)
     x = _xs(gen, 3)
-    t2 = s ** 2 + h ** 2
-    expect = (s ** 2 * E(x, math.sqrt(t2)) + h ** 2 * x) / t2
+    t2 = s**2 + h**2
+    expect = (s**2 * E(x, math.sqrt(t2)) + h**2 * x) / t2
     torch.testing.assert_close(M(x, s), expect, rtol=1e-11, atol=1e-12)
 
 
@@ -217,14 +223,15 @@ def test_gaussian_limits(gen):
 # Monte-Carlo posterior means (self-normalised importance sampling from the prior)
 # ---------------------------------------------------------------------------------------------
 
+
 def _mc_posterior_mean(prior_samples, x, sigma):
     """E[x0 | x] with x0 ~ prior (samples) and weights N(x; x0, sigma^2 I); returns mean and
     its delta-method standard error."""
-    logw = -((x[None] - prior_samples) ** 2).sum(-1) / (2 * sigma ** 2)
+    logw = -((x[None] - prior_samples) ** 2).sum(-1) / (2 * sigma**2)
     w = torch.softmax(logw, 0)
     mean = w @ prior_samples
     se = torch.sqrt((w[:, None] ** 2 * (prior_samples - mean) ** 2).sum(0))
-    ess = 1.0 / float((w ** 2).sum())
+    ess = 1.0 / float((w**2).sum())
     return mean, se, ess
 
 
@@ -254,27 +261,34 @@ def test_monte_carlo_posterior_mean(kind):
 # input shapes, dtypes, devices and bad input
 # ---------------------------------------------------------------------------------------------
 
+
 def test_image_shaped_data_and_per_sample_sigma(gen):
     data = torch.randn(10, 1, 3, 3, dtype=F64, generator=gen)
-    for den in (gd.EmpiricalDenoiser(data), gd.GaussianDenoiser.fit(data),
-                gd.GaussianMixtureDenoiser.smoothed_empirical(data, 0.1)):
+    for den in (
+        gd.EmpiricalDenoiser(data),
+        gd.GaussianDenoiser.fit(data),
+        gd.GaussianMixtureDenoiser.smoothed_empirical(data, 0.1),
+    ):
         x = torch.randn(4, 1, 3, 3, dtype=F64, generator=gen)
         sig = torch.tensor([0.1, 0.5, 1.0, 3.0], dtype=F64)
         out = den(x, sig)
         assert out.shape == x.shape
-        for i in range(4):   # a (B,) sigma is the same as calling each row alone
-            torch.testing.assert_close(out[i:i + 1], den(x[i:i + 1], float(sig[i])), rtol=1e-12, atol=1e-12)
+        for i in range(4):  # a (B,) sigma is the same as calling each row alone
+            torch.testing.assert_close(out[i : i + 1], den(x[i : i + 1], float(sig[i])), rtol=1e-12, atol=1e-12)
 
 
 def test_float32_works(gen):
     data = torch.randn(20, 4, generator=gen)
-    for den in (gd.EmpiricalDenoiser(data), gd.GaussianDenoiser.fit(data),
-                gd.GaussianMixtureDenoiser.smoothed_empirical(data, 0.2)):
+    for den in (
+        gd.EmpiricalDenoiser(data),
+        gd.GaussianDenoiser.fit(data),
+        gd.GaussianMixtureDenoiser.smoothed_empirical(data, 0.2),
+    ):
         x = torch.randn(3, 4, generator=gen)
         out = den(x, 0.5)
         assert out.dtype == torch.float32
         ref = den.to(dtype=F64)(x.double(), 0.5)
-        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)   # float32 round-off
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)  # float32 round-off
 
 
 def test_gaussian_fit_matches_numpy(gen):
@@ -304,13 +318,18 @@ def test_mixture_component_accessors(cov_type, gen):
     K, d = 3, 4
     w = torch.tensor([0.2, 0.5, 0.3], dtype=F64)
     mu = torch.randn(K, 2, 2, dtype=F64, generator=gen)
-    given = {"full": torch.stack([_random_cov(d, d, gen) for _ in range(K)]),
-             "diag": torch.rand(K, d, dtype=F64, generator=gen) + 0.1,
-             "isotropic": torch.tensor([0.3, 1.0, 2.0], dtype=F64),
-             "lowrank": torch.randn(K, d, 2, dtype=F64, generator=gen)}[cov_type]
-    dense = {"full": lambda c: c, "diag": torch.diag_embed,
-             "isotropic": lambda c: c[:, None, None] * torch.eye(d, dtype=F64),
-             "lowrank": lambda c: c @ c.transpose(1, 2)}[cov_type](given)
+    given = {
+        "full": torch.stack([_random_cov(d, d, gen) for _ in range(K)]),
+        "diag": torch.rand(K, d, dtype=F64, generator=gen) + 0.1,
+        "isotropic": torch.tensor([0.3, 1.0, 2.0], dtype=F64),
+        "lowrank": torch.randn(K, d, 2, dtype=F64, generator=gen),
+    }[cov_type]
+    dense = {
+        "full": lambda c: c,
+        "diag": torch.diag_embed,
+        "isotropic": lambda c: c[:, None, None] * torch.eye(d, dtype=F64),
+        "lowrank": lambda c: c @ c.transpose(1, 2),
+    }[cov_type](given)
     M = gd.GaussianMixtureDenoiser(w, mu, given, cov_type=cov_type)
     assert torch.equal(M.component_means, mu.reshape(K, d))
     assert torch.equal(M.log_weights, torch.log(w))
@@ -322,8 +341,15 @@ def test_mixture_component_accessors(cov_type, gen):
     # the mixture's own density is the one these components define
     x = torch.randn(5, 2, 2, dtype=F64, generator=gen)
     s = 0.7
-    comp = torch.stack([torch.distributions.MultivariateNormal(M.component_means[k], S[k] + s * s * torch.eye(d, dtype=F64))
-                        .log_prob(x.reshape(5, d)) for k in range(K)], 1)
+    comp = torch.stack(
+        [
+            torch.distributions.MultivariateNormal(
+                M.component_means[k], S[k] + s * s * torch.eye(d, dtype=F64)
+            ).log_prob(x.reshape(5, d))
+            for k in range(K)
+        ],
+        1,
+    )
     assert float((torch.logsumexp(M.log_weights + comp, 1) - M.log_density(x, s)).abs().max()) < 1e-12
 
 
@@ -343,22 +369,51 @@ def test_bad_input(gen):
         _assert_names(lambda: den(x, float("nan")), "sigma")
         _assert_names(lambda: den(x, torch.ones(3, dtype=F64)), "sigma")
         _assert_names(lambda: den(torch.full((4, 3), float("nan"), dtype=F64), 1.0), "x")
-        _assert_names(lambda: den(x.float(), 1.0), "x")            # dtype mismatch
-        _assert_names(lambda: den(x.numpy(), 1.0), "x")            # not a tensor
+        _assert_names(lambda: den(x.float(), 1.0), "x")  # dtype mismatch
+        _assert_names(lambda: den(x.numpy(), 1.0), "x")  # not a tensor
     _assert_names(lambda: gd.EmpiricalDenoiser(torch.empty(0, 3)), "data")
     _assert_names(lambda: gd.EmpiricalDenoiser(torch.tensor([[1.0, float("nan")]])), "data")
     _assert_names(lambda: gd.EmpiricalDenoiser(torch.ones(5)), "data")
     _assert_names(lambda: gd.GaussianDenoiser(torch.zeros(3, dtype=F64), torch.eye(2, dtype=F64)), "cov")
-    _assert_names(lambda: gd.GaussianDenoiser(torch.zeros(2, dtype=F64), torch.tensor([[1.0, 0], [0, -1.0]], dtype=F64)), "cov")
-    _assert_names(lambda: gd.GaussianDenoiser(torch.zeros(2, dtype=F64), torch.tensor([[1.0, 2.0], [0, 1.0]], dtype=F64)), "cov")
-    _assert_names(lambda: gd.GaussianMixtureDenoiser(torch.tensor([0.5, 0.6], dtype=F64), torch.zeros(2, 3, dtype=F64),
-                                                     torch.ones(2, dtype=F64), cov_type="isotropic"), "weights")
-    _assert_names(lambda: gd.GaussianMixtureDenoiser(torch.tensor([1.5, -0.5], dtype=F64), torch.zeros(2, 3, dtype=F64),
-                                                     torch.ones(2, dtype=F64), cov_type="isotropic"), "weights")
-    _assert_names(lambda: gd.GaussianMixtureDenoiser(torch.tensor([1.0], dtype=F64), torch.zeros(1, 3, dtype=F64),
-                                                     torch.ones(1, dtype=F64), cov_type="banana"), "cov_type")
-    _assert_names(lambda: gd.GaussianMixtureDenoiser(torch.tensor([1.0], dtype=F64), torch.zeros(1, 3, dtype=F64),
-                                                     torch.ones(2, 3, 3, dtype=F64), cov_type="full"), "covs")
+    _assert_names(
+        lambda: gd.GaussianDenoiser(torch.zeros(2, dtype=F64), torch.tensor([[1.0, 0], [0, -1.0]], dtype=F64)), "cov"
+    )
+    _assert_names(
+        lambda: gd.GaussianDenoiser(torch.zeros(2, dtype=F64), torch.tensor([[1.0, 2.0], [0, 1.0]], dtype=F64)), "cov"
+    )
+    _assert_names(
+        lambda: gd.GaussianMixtureDenoiser(
+            torch.tensor([0.5, 0.6], dtype=F64),
+            torch.zeros(2, 3, dtype=F64),
+            torch.ones(2, dtype=F64),
+            cov_type="isotropic",
+        ),
+        "weights",
+    )
+    _assert_names(
+        lambda: gd.GaussianMixtureDenoiser(
+            torch.tensor([1.5, -0.5], dtype=F64),
+            torch.zeros(2, 3, dtype=F64),
+            torch.ones(2, dtype=F64),
+            cov_type="isotropic",
+        ),
+        "weights",
+    )
+    _assert_names(
+        lambda: gd.GaussianMixtureDenoiser(
+            torch.tensor([1.0], dtype=F64), torch.zeros(1, 3, dtype=F64), torch.ones(1, dtype=F64), cov_type="banana"
+        ),
+        "cov_type",
+    )
+    _assert_names(
+        lambda: gd.GaussianMixtureDenoiser(
+            torch.tensor([1.0], dtype=F64),
+            torch.zeros(1, 3, dtype=F64),
+            torch.ones(2, 3, 3, dtype=F64),
+            cov_type="full",
+        ),
+        "covs",
+    )
     _assert_names(lambda: gd.GaussianMixtureDenoiser.smoothed_empirical(data, -0.1), "h")
     _assert_names(lambda: G.flow(x, 1.0, -1.0), "sigma_to")
     _assert_names(lambda: G.effective_dim(0.0), "sigma")

@@ -38,15 +38,21 @@ def solve(name: str, **kwargs):
 # the site
 # ---------------------------------------------------------------------------------------------
 
+
 def test_mkdocs_build_strict(tmp_path):
     """``mkdocs build --strict``: broken links, missing snippet files and docstrings that
     mkdocstrings cannot parse (e.g. a NumPy section griffe misreads) all fail the build."""
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
     pytest.importorskip("material")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     warnings = [l for l in (proc.stdout + proc.stderr).splitlines() if "WARNING" in l or "ERROR" in l]
     assert proc.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(warnings or [proc.stderr[-3000:]])
     assert (tmp_path / "site" / "api" / "gaussdiff.denoisers" / "index.html").exists()
@@ -73,9 +79,11 @@ def test_cli_page_is_current():
 
 def test_rst_docstrings_become_markdown():
     conv = _load(DOCS / "griffe_rst.py").convert
-    doc = ("Text :math:`x^2` and :func:`~gaussdiff.sampling.seeded_noise`::\n\n"
-           ".. math:: a = b\n\n"
-           "Parameters\n----------\nx : (B, d) queries.\n    more.\n")
+    doc = (
+        "Text :math:`x^2` and :func:`~gaussdiff.sampling.seeded_noise`::\n\n"
+        ".. math:: a = b\n\n"
+        "Parameters\n----------\nx : (B, d) queries.\n    more.\n"
+    )
     out = conv(doc)
     assert "$x^2$" in out and "`seeded_noise`" in out and ":math:" not in out
     assert "$$\na = b\n$$" in out
@@ -87,9 +95,9 @@ def test_every_exercise_has_a_page_a_solution_and_a_test():
     scripts = {p.stem for p in SOLUTIONS.glob("[0-9][0-9]_*.py")}
     assert len(pages) >= 8
     assert pages == scripts
-    tested = {name[len("test_exercise_"):] for name in globals() if name.startswith("test_exercise_")}
+    tested = {name[len("test_exercise_") :] for name in globals() if name.startswith("test_exercise_")}
     assert {p[:2] for p in pages} == tested
-    for stem in pages:                   # each page shows its solution file (pymdownx.snippets)
+    for stem in pages:  # each page shows its solution file (pymdownx.snippets)
         assert f"docs/exercises/solutions/{stem}.py" in (EXERCISES / f"{stem}.md").read_text(encoding="utf-8")
 
 
@@ -97,12 +105,13 @@ def test_every_exercise_has_a_page_a_solution_and_a_test():
 # the exercises, against independently known values
 # ---------------------------------------------------------------------------------------------
 
+
 def test_exercise_01(one_thread):
     r = solve("01")
     assert r["max_abs_diff"] < 1e-12
     assert r["max_abs_diff_rank_deficient"] < 1e-9
-    assert r["scalar_example"] == pytest.approx(4.0, abs=1e-12)       # 4 / (4 + 1) * 5
-    assert r["monte_carlo_abs_err"] < 0.03                              # 400k importance samples
+    assert r["scalar_example"] == pytest.approx(4.0, abs=1e-12)  # 4 / (4 + 1) * 5
+    assert r["monte_carlo_abs_err"] < 0.03  # 400k importance samples
 
 
 def test_exercise_02(one_thread):
@@ -128,8 +137,8 @@ def test_exercise_04(one_thread):
     r = solve("04")
     for name, errs in r["errors"].items():
         assert errs[0] > errs[1] > errs[2], name
-        assert errs[-1] < 1e-2, name                                   # 512 steps: the same sample
-    assert r["ddim_vs_euler_in_sigma"] < 1e-10                         # DDIM is Euler in sigma
+        assert errs[-1] < 1e-2, name  # 512 steps: the same sample
+    assert r["ddim_vs_euler_in_sigma"] < 1e-10  # DDIM is Euler in sigma
 
 
 def test_exercise_05(one_thread):
@@ -143,19 +152,19 @@ def test_exercise_05(one_thread):
 def test_exercise_06(one_thread):
     r = solve("06")
     assert r["isotropic_d16_sigma1"] == pytest.approx(8.0, abs=1e-12)  # 16 * 1 / (1 + 1)
-    assert r["rank3_small_sigma"] == pytest.approx(3.0, abs=1e-6)      # the rank
+    assert r["rank3_small_sigma"] == pytest.approx(3.0, abs=1e-6)  # the rank
     assert r["autograd_trace_err"] < 1e-10
     prof = r["empirical_vs_gaussian"]
-    assert prof[0.01][0] < 1e-3 and prof[0.01][1] > 3.9                 # empirical collapses, d = 4
-    for s in (10.0, 30.0):                                              # large sigma: they agree
+    assert prof[0.01][0] < 1e-3 and prof[0.01][1] > 3.9  # empirical collapses, d = 4
+    for s in (10.0, 30.0):  # large sigma: they agree
         assert prof[s][0] == pytest.approx(prof[s][1], rel=0.05)
 
 
 def test_exercise_07(one_thread):
     r = solve("07")
-    assert r["t_star_numeric"] == pytest.approx(math.log(4.0), abs=1e-9)   # (|m|^2 + 1 - v)/2 = log(16)/2
+    assert r["t_star_numeric"] == pytest.approx(math.log(4.0), abs=1e-9)  # (|m|^2 + 1 - v)/2 = log(16)/2
     assert r["t_star_formula"] == pytest.approx(math.log(4.0), abs=1e-12)
-    assert r["t_S"] == pytest.approx(0.5 * math.log(17.0), abs=1e-12)       # Lambda = |m|^2 + v = 17
+    assert r["t_S"] == pytest.approx(0.5 * math.log(17.0), abs=1e-12)  # Lambda = |m|^2 + v = 17
     assert r["t_S_from_samples"] == pytest.approx(r["t_S"], abs=0.02)
 
 
@@ -171,7 +180,7 @@ def test_exercise_08(one_thread):
 def test_exercise_09(one_thread):
     r = solve("09")
     assert all(v == 1.0 for v in r["empirical_memorization"])
-    assert all(v <= 0.02 for v in r["empirical"])                  # disjoint training points never agree
+    assert all(v <= 0.02 for v in r["empirical"])  # disjoint training points never agree
     g = r["gaussian"]
     assert all(b >= a for a, b in zip(g, g[1:]))
     assert g[0] < 0.1 and g[-1] >= 0.95
@@ -182,7 +191,7 @@ def test_exercise_10(one_thread):
     assert r["identity_err"] < 1e-12
     rows = r["rows"]
     assert all(row["exact"] >= 0.99 for row in rows)
-    for row in rows:                     # the flow samples the KDE: same memorization as direct draws
+    for row in rows:  # the flow samples the KDE: same memorization as direct draws
         tol = 4 * math.hypot(row["smoothed_flow_se"], row["smoothed_direct_se"]) + 0.02
         assert abs(row["smoothed_flow"] - row["smoothed_direct"]) < tol, row
     flow = [row["smoothed_flow"] for row in rows]
@@ -195,6 +204,6 @@ def test_exercise_11(one_thread):
     r = solve("11")
     n_half = [r["n_half"][w] for w in sorted(r["n_half"])]
     assert all(v is not None for v in n_half)
-    assert all(b > a for a, b in zip(n_half, n_half[1:]))         # wider networks memorize larger N
+    assert all(b > a for a, b in zip(n_half, n_half[1:]))  # wider networks memorize larger N
     for m in r["memorization"].values():
         assert m[0] > m[-1]

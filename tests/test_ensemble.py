@@ -11,8 +11,18 @@ import gaussdiff.experiments as ex
 from gaussdiff.training import train_denoiser, train_ensemble
 
 # the tiny grid of test_experiments (seconds per cell)
-TINY = ex.PhaseConfig(data="gmm:k=2,d=4,n=200", sizes=(4, 8, 16), widths=(32,), batch_size=32, steps=40,
-                      checkpoints=2, n_samples=16, sample_steps=4, dist_points=8, dist_sigmas=(0.1, 1.0))
+TINY = ex.PhaseConfig(
+    data="gmm:k=2,d=4,n=200",
+    sizes=(4, 8, 16),
+    widths=(32,),
+    batch_size=32,
+    steps=40,
+    checkpoints=2,
+    n_samples=16,
+    sample_steps=4,
+    dist_points=8,
+    dist_sigmas=(0.1, 1.0),
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _two_sets(shape, n=(40, 60)):
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n[0], *shape, generator=g) * 0.7
-    b = torch.randn(n[1], *shape, generator=g) * 1.3 + 0.5       # other size, other sigma_data
+    b = torch.randn(n[1], *shape, generator=g) * 1.3 + 0.5  # other size, other sigma_data
     return a, b
 
 
@@ -38,11 +48,20 @@ def test_ensemble_matches_separate_runs_mlp(framework, grad_clip):
     # grad_clip=0.05 clips at every step, with a different factor per model: clipping must
     # act on each model's own gradient norm.
     a, b = _two_sets((8,))
-    kw = dict(steps=50, net="mlp", width=32, framework=framework, batch_size=16, warmup=10,
-              grad_clip=grad_clip, progress=False)
+    kw = dict(
+        steps=50,
+        net="mlp",
+        width=32,
+        framework=framework,
+        batch_size=16,
+        warmup=10,
+        grad_clip=grad_clip,
+        progress=False,
+    )
     seen = []
-    ens = train_ensemble([a, b], seeds=[3, 4], checkpoint_steps=[20, 50],
-                         callback=lambda step, dens: seen.append((step, dens)), **kw)
+    ens = train_ensemble(
+        [a, b], seeds=[3, 4], checkpoint_steps=[20, 50], callback=lambda step, dens: seen.append((step, dens)), **kw
+    )
     assert [s for s, _ in seen] == [20, 50] and all(len(d) == 2 for _, d in seen)
     assert len(ens) == 2
     for k, (data, seed) in enumerate(((a, 3), (b, 4))):
@@ -114,8 +133,9 @@ def test_sweep_with_ensemble_matches_separate(tmp_path):
     assert len(sep) == len(ens) == 4
     for r, q in zip(sep, ens):
         assert list(r) == list(q)
-        assert [r[k] for k in ("n", "seed", "width", "framework", "step")] == \
-               [q[k] for k in ("n", "seed", "width", "framework", "step")]
+        assert [r[k] for k in ("n", "seed", "width", "framework", "step")] == [
+            q[k] for k in ("n", "seed", "width", "framework", "step")
+        ]
         assert abs(r["memorization"] - q["memorization"]) <= 1 / (2 * cfg.n_samples) + 1e-12
         assert abs(r["reproducibility"] - q["reproducibility"]) <= 1 / cfg.n_samples + 1e-12
         for k in ("dist_empirical", "dist_gaussian", "dist_empirical_heldout", "dist_gaussian_heldout"):
@@ -150,8 +170,9 @@ def test_bench_ensemble_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_ensemble", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    res = mod.main(["--steps", "4", "--width", "8", "--batch-size", "4", "--n", "8", "--repeats", "1",
-                    "--outdir", str(tmp_path)])
+    res = mod.main(
+        ["--steps", "4", "--width", "8", "--batch-size", "4", "--n", "8", "--repeats", "1", "--outdir", str(tmp_path)]
+    )
     (row,) = res["rows"]
     assert row["k"] == 2 and row["ensemble_ms_per_step"] > 0 and row["separate_ms_per_step"] > 0
     assert (tmp_path / "bench_ensemble.json").exists()

@@ -16,7 +16,6 @@ F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def _points(n=32, d=3, seed=0, shift=0.0):
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) + shift
 
@@ -44,9 +43,17 @@ def test_starts_from_the_source_weights():
 def test_every_kind_of_source_gives_the_same_run(tmp_path):
     src = gd.train_denoiser(_points(), steps=12, outdir=tmp_path / "src", **TINY)
     b = _points(seed=1, shift=1.0)
-    runs = [gd.train_denoiser(b, steps=6, init_from=s, **TINY)
-            for s in (tmp_path / "src", str(tmp_path / "src"), src, src.denoiser, src.denoiser.model,
-                      gd.load_denoiser(tmp_path / "src"))]
+    runs = [
+        gd.train_denoiser(b, steps=6, init_from=s, **TINY)
+        for s in (
+            tmp_path / "src",
+            str(tmp_path / "src"),
+            src,
+            src.denoiser,
+            src.denoiser.model,
+            gd.load_denoiser(tmp_path / "src"),
+        )
+    ]
     assert all(same_weights(runs[0].model, r.model) for r in runs[1:])
 
 
@@ -64,8 +71,7 @@ def test_finetune_resume_is_bit_identical(tmp_path, net):
     resumed = gd.train_denoiser(b, steps=16, init_from=src, outdir=tmp_path / "ft", **kw)
     assert same_weights(full.model, resumed.model) and same_weights(full.denoiser.model, resumed.denoiser.model)
     assert full.loss_history["loss"][-1] == resumed.loss_history["loss"][-1]
-    torch.testing.assert_close(gd.load_denoiser(tmp_path / "ft")(b[:3], 0.5), full.denoiser(b[:3], 0.5),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(gd.load_denoiser(tmp_path / "ft")(b[:3], 0.5), full.denoiser(b[:3], 0.5), rtol=0, atol=0)
     # another source (or none) is another run
     other = gd.train_denoiser(a, steps=11, **kw)
     with pytest.raises(ValueError, match="^outdir: .*init_fingerprint"):
@@ -90,11 +96,13 @@ def test_conditional_finetuning_on_another_class_subset():
 def test_bad_sources_are_refused(tmp_path):
     src = gd.train_denoiser(_points(), steps=4, **TINY)
     b = _points(seed=1)
-    for kw, msg in (({"width": 32}, "^width: fine-tuning keeps the source model's width = 16"),
-                    ({"framework": "vp"}, "^framework: fine-tuning keeps"),
-                    ({"net": "unet"}, "^net: fine-tuning keeps"),
-                    ({"sigma_data": 0.3}, "^sigma_data: fine-tuning keeps"),
-                    ({"labels": torch.zeros(32, dtype=torch.long)}, "^labels: the source model is unconditional")):
+    for kw, msg in (
+        ({"width": 32}, "^width: fine-tuning keeps the source model's width = 16"),
+        ({"framework": "vp"}, "^framework: fine-tuning keeps"),
+        ({"net": "unet"}, "^net: fine-tuning keeps"),
+        ({"sigma_data": 0.3}, "^sigma_data: fine-tuning keeps"),
+        ({"labels": torch.zeros(32, dtype=torch.long)}, "^labels: the source model is unconditional"),
+    ):
         with pytest.raises(ValueError, match=msg):
             gd.train_denoiser(b, steps=2, init_from=src, **{**TINY, **kw})
     with pytest.raises(ValueError, match="^init_from: the source model was built for 3 values"):
@@ -109,6 +117,7 @@ def test_bad_sources_are_refused(tmp_path):
 
 # -- fine-tuned vs from scratch --------------------------------------------------------------------
 
+
 def _gaussian(mean, lam, seed):
     g = torch.Generator().manual_seed(seed)
     Q = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=g, dtype=F64)).Q
@@ -120,9 +129,16 @@ def finetune_vs_scratch(steps_a, steps_b, n=2048, width=64, seed=0):
     on A, fine-tune on B, and train on B from scratch for as many steps. Returns the
     reproducibility of the fine-tuned and scratch models from the same noise and their mean
     distances to B's empirical and Gaussian denoisers on held-out B points."""
-    truth_a, truth_b = _gaussian([0, 0, 0, 0], [2.0, 1.0, 0.5, 0.1], 1), _gaussian([1, -1, 0.5, 0], [0.3, 1.5, 0.8, 0.05], 2)
+    truth_a, truth_b = (
+        _gaussian([0, 0, 0, 0], [2.0, 1.0, 0.5, 0.1], 1),
+        _gaussian([1, -1, 0.5, 0], [0.3, 1.5, 0.8, 0.05], 2),
+    )
     g = torch.Generator().manual_seed(seed)
-    a, b, test = truth_a.sample(n, generator=g).float(), truth_b.sample(n, generator=g).float(), truth_b.sample(256, generator=g)
+    a, b, test = (
+        truth_a.sample(n, generator=g).float(),
+        truth_b.sample(n, generator=g).float(),
+        truth_b.sample(256, generator=g),
+    )
     kw = dict(width=width, lr=2e-3, progress=False, num_threads=1, seed=seed)
     src = gd.train_denoiser(a, steps=steps_a, **kw)
     ft = gd.train_denoiser(b, steps=steps_b, init_from=src, **dict(kw, seed=seed + 1))
@@ -134,27 +150,36 @@ def finetune_vs_scratch(steps_a, steps_b, n=2048, width=64, seed=0):
     rp = lambda u, v: gd.reproducibility(u, v, similarity="cosine", threshold=0.9, seed=0)  # noqa: E731
     out = dict(rp=rp(xs["ft"], xs["sc"]), rp_src=rp(xs["src"], xs["sc"]), rp_exact=rp(xs["ft"], xs["exact"]))
     grid = torch.tensor([0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0], dtype=F64)
-    for name, ref in (("empirical", gd.EmpiricalDenoiser(b.double())), ("gaussian", gd.GaussianDenoiser.fit(b.double()))):
+    for name, ref in (
+        ("empirical", gd.EmpiricalDenoiser(b.double())),
+        ("gaussian", gd.GaussianDenoiser.fit(b.double())),
+    ):
         for k, m in (("ft", ft), ("sc", sc)):
-            out[f"dist_{name}_{k}"] = gd.denoiser_distance(m.denoiser, ref, test, grid,
-                                                           generator=torch.Generator().manual_seed(3)).mean
+            out[f"dist_{name}_{k}"] = gd.denoiser_distance(
+                m.denoiser, ref, test, grid, generator=torch.Generator().manual_seed(3)
+            ).mean
     return out
 
 
 def _report(out):
-    print(f"RP(fine-tuned, scratch) {out['rp'].fraction.value:.3f} (mean cosine {out['rp'].mean_similarity:.4f}); "
-          f"control RP(source on A, scratch on B) {out['rp_src'].fraction.value:.3f}; "
-          f"RP(fine-tuned, exact Gaussian flow) {out['rp_exact'].fraction.value:.3f}")
-    print("distance to B's Gaussian: fine-tuned {:.4g}, scratch {:.4g}; to B's empirical: fine-tuned {:.4g}, "
-          "scratch {:.4g}".format(out["dist_gaussian_ft"], out["dist_gaussian_sc"], out["dist_empirical_ft"],
-                                  out["dist_empirical_sc"]))
+    print(
+        f"RP(fine-tuned, scratch) {out['rp'].fraction.value:.3f} (mean cosine {out['rp'].mean_similarity:.4f}); "
+        f"control RP(source on A, scratch on B) {out['rp_src'].fraction.value:.3f}; "
+        f"RP(fine-tuned, exact Gaussian flow) {out['rp_exact'].fraction.value:.3f}"
+    )
+    print(
+        "distance to B's Gaussian: fine-tuned {:.4g}, scratch {:.4g}; to B's empirical: fine-tuned {:.4g}, "
+        "scratch {:.4g}".format(
+            out["dist_gaussian_ft"], out["dist_gaussian_sc"], out["dist_empirical_ft"], out["dist_empirical_sc"]
+        )
+    )
 
 
 def test_finetuned_and_scratch_models_agree():
     out = finetune_vs_scratch(400, 300)
     _report(out)
-    assert out["rp"].fraction.value >= 0.9                   # reproducible from the same noise
-    assert out["rp_src"].fraction.value < 0.5                # ... and not because nothing moved
+    assert out["rp"].fraction.value >= 0.9  # reproducible from the same noise
+    assert out["rp_src"].fraction.value < 0.5  # ... and not because nothing moved
     # both generalise: closer to B's Gaussian than to B's empirical denoiser; the head start of
     # fine-tuning leaves it no farther from B's Gaussian than scratch at equal steps (measured:
     # 0.0009 vs 0.0029 after 300 steps)

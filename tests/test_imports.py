@@ -32,7 +32,7 @@ def _graph() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
-                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
                     source = ".".join(base + ([node.module] if node.module else []))
                 else:
                     source = node.module or ""
@@ -86,8 +86,9 @@ def test_no_import_cycles_in_gaussdiff():
     graph = _graph()
     assert "gaussdiff.kernels._core" in graph and "gaussdiff.empirical" in graph
     cycles = _cycles(graph)
-    detail = ["  " + " <-> ".join(c) + ": " + "; ".join(f"{m} -> {sorted(graph[m] & set(c))}" for m in c)
-              for c in cycles]
+    detail = [
+        "  " + " <-> ".join(c) + ": " + "; ".join(f"{m} -> {sorted(graph[m] & set(c))}" for m in c) for c in cycles
+    ]
     assert not cycles, "import cycles:\n" + "\n".join(detail)
 
 

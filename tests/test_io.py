@@ -18,7 +18,7 @@ def test_atomic_write_replaces_whole_files_with_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert path.read_text() == "second"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644          # not mkstemp's 0600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
     assert [p.name for p in path.parent.iterdir()] == ["f.txt"]  # no temporary file left
 
 
@@ -26,7 +26,7 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "f.txt"
     atomic_write(path, "kept")
     with pytest.raises(TypeError):
-        atomic_write(path, 12345)                                # not bytes or text
+        atomic_write(path, 12345)  # not bytes or text
     assert path.read_text() == "kept" and len(list(tmp_path.iterdir())) == 1
 
 

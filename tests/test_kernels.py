@@ -41,6 +41,7 @@ def _problem(rng, N=37, d=5, B=6, dtype=np.float64, offset=0.0):
 # the kernel three ways (the tests named *_jit_subset also run under NUMBA_DISABLE_JIT=1)
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kernel_compiled_pyfunc_naive_jit_subset(rng, dtype):
     x, y = _problem(rng, dtype=dtype)
@@ -54,8 +55,12 @@ def test_kernel_compiled_pyfunc_naive_jit_subset(rng, dtype):
         out = K.empirical_posterior_numba(x, prep, sig, chunk_size=8, kernel=kern)
         for o, r in zip(out, ref):
             assert _rel(o, r) < tol
-    assert np.array_equal(K.empirical_posterior_numba(x, prep, sig, chunk_size=8)[0],
-                          K.empirical_posterior_numba(x, prep, sig, chunk_size=8, kernel=getattr(KN._stream_kernel, "py_func", KN._stream_kernel))[0])
+    assert np.array_equal(
+        K.empirical_posterior_numba(x, prep, sig, chunk_size=8)[0],
+        K.empirical_posterior_numba(
+            x, prep, sig, chunk_size=8, kernel=getattr(KN._stream_kernel, "py_func", KN._stream_kernel)
+        )[0],
+    )
 
 
 def test_float64_fallback_path_exact_jit_subset(rng):
@@ -66,7 +71,7 @@ def test_float64_fallback_path_exact_jit_subset(rng):
     out = K.empirical_posterior_numba(x, prep, 0.7, chunk_size=8, rtol=-1.0, info=info)
     assert info["n_fallback"] == len(x)
     ref = empirical_posterior_naive(x, y, 0.7)
-    assert _rel(out[0], ref[0]) < 1e-10 and _rel(out[1], ref[1]) < 1e-10   # float64 GEMMs: exact
+    assert _rel(out[0], ref[0]) < 1e-10 and _rel(out[1], ref[1]) < 1e-10  # float64 GEMMs: exact
 
 
 def test_exp_f32_jit_subset():
@@ -83,7 +88,7 @@ def test_exp_f32_jit_subset():
 
 def test_knn_kernel_jit_subset(rng):
     x, y = _problem(rng, N=40, d=4, B=5)
-    y[7] = y[3]                                   # an exact tie: the lower index wins
+    y[7] = y[3]  # an exact tie: the lower index wins
     x[0] = y[3]
     prep = K.prepare_data(y)
     dr, ir = nearest_neighbors_naive(x, y, 3)
@@ -110,8 +115,13 @@ def test_nojit_subprocess():
     if NOJIT:
         pytest.skip("already running without JIT")
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                        "-k", "jit_subset"], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "jit_subset"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "passed" in r.stdout
 
@@ -120,14 +130,15 @@ def test_nojit_subprocess():
 # backends and the denoiser
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 def test_backends_agree(gen, dtype):
     y = torch.randn(203, 9, generator=gen, dtype=F64).to(dtype) * 3 + 50
-    x = (y[:11] + torch.randn(11, 9, generator=gen, dtype=F64).to(dtype))
+    x = y[:11] + torch.randn(11, 9, generator=gen, dtype=F64).to(dtype)
     sig = torch.logspace(-2, 2, 11, dtype=dtype)
     En = gd.EmpiricalDenoiser(y, backend="numba", chunk_size=64)
     Et = gd.EmpiricalDenoiser(y, backend="torch", chunk_size=64)
-    assert gd.EmpiricalDenoiser(y).backend == "numba"                  # auto on CPU
+    assert gd.EmpiricalDenoiser(y).backend == "numba"  # auto on CPU
     # float64: both exact to round-off (1e-10); float32: both within float32 rounding of the
     # output (the GEMMs' summation orders differ between BLAS calls).
     tol = 1e-10 if dtype == F64 else 2e-6
@@ -147,7 +158,7 @@ def test_denoiser_matches_naive_float64(gen):
     for s in (1e-3, 0.1, 1.0, 1e3):
         mean, lse, neff = empirical_posterior_naive(x.numpy(), y.numpy(), s)
         assert _rel(E(x, s).numpy(), mean) < 1e-10
-        lp = lse - np.log(120) - 3 * np.log(2 * np.pi * s ** 2)
+        lp = lse - np.log(120) - 3 * np.log(2 * np.pi * s**2)
         assert _rel(E.log_density(x, s).numpy(), lp) < 1e-10
         assert _rel(E.effective_count(x, s).numpy(), neff) < 1e-10
     # limits: one point carries the posterior at sigma -> 0, all N equally at sigma -> inf
@@ -159,13 +170,13 @@ def test_odd_sizes(gen):
     one = torch.randn(1, 4, generator=gen, dtype=F64)
     x = torch.randn(3, 4, generator=gen, dtype=F64)
     for be in ("numba", "torch"):
-        E = gd.EmpiricalDenoiser(one, backend=be)                                 # N = 1
+        E = gd.EmpiricalDenoiser(one, backend=be)  # N = 1
         assert torch.allclose(E(x, 0.5), one.expand(3, 4), rtol=1e-14)
         assert torch.equal(E.nearest_neighbors(x, 1)[1], torch.zeros(3, 1, dtype=torch.long))
         y = torch.randn(50, 4, generator=gen, dtype=F64)
-        E = gd.EmpiricalDenoiser(y, backend=be, chunk_size=7)                     # 50 = 7 * 7 + 1
+        E = gd.EmpiricalDenoiser(y, backend=be, chunk_size=7)  # 50 = 7 * 7 + 1
         ref = empirical_posterior_naive(x[:1].numpy(), y.numpy(), 0.8)[0]
-        assert _rel(E(x[:1], 0.8).numpy(), ref) < 1e-10                           # B = 1
+        assert _rel(E(x[:1], 0.8).numpy(), ref) < 1e-10  # B = 1
         img = torch.randn(13, 2, 3, 3, generator=gen, dtype=torch.float32) * 60 + 120  # (B, C, H, W)
         Ei = gd.EmpiricalDenoiser(img, backend=be, chunk_size=5)
         q = img[:4] + torch.randn(4, 2, 3, 3, generator=gen)
@@ -190,6 +201,7 @@ def test_autograd_through_the_kernel(gen):
 # float32 accuracy where the norm expansion fails
 # ---------------------------------------------------------------------------------------------
 
+
 def _pixel_problem(rng, N=400, d=48, B=24, delta=1e-2):
     """Uncentred pixel data in [0, 255] with near-duplicate pairs at distance ~``delta``
     (exactly representable in float32), queries near the duplicates."""
@@ -197,17 +209,22 @@ def _pixel_problem(rng, N=400, d=48, B=24, delta=1e-2):
     half = N // 2
     step = np.zeros(d, np.float32)
     step[0] = np.float32(delta)
-    y[half:] = (y[:half] + step).astype(np.float32)                  # y[i + half] = y[i] + delta e_0
+    y[half:] = (y[:half] + step).astype(np.float32)  # y[i + half] = y[i] + delta e_0
     return y, half
 
 
-@pytest.mark.parametrize("backend,device", [
-    ("numba", "cpu"), ("torch", "cpu"),
-    pytest.param("torch", "cuda", marks=cuda),
-    pytest.param("triton", "cuda", marks=[cuda, pytest.mark.skipif(not K.have_triton(), reason="needs triton")])])
+@pytest.mark.parametrize(
+    "backend,device",
+    [
+        ("numba", "cpu"),
+        ("torch", "cpu"),
+        pytest.param("torch", "cuda", marks=cuda),
+        pytest.param("triton", "cuda", marks=[cuda, pytest.mark.skipif(not K.have_triton(), reason="needs triton")]),
+    ],
+)
 def test_float32_accuracy_uncentred_near_duplicates(rng, backend, device):
     y, half = _pixel_problem(rng)
-    gap = float(np.abs(y[half:] - y[:half]).max())                      # competing distance
+    gap = float(np.abs(y[half:] - y[:half]).max())  # competing distance
     spread = float(y.std())
     E = gd.EmpiricalDenoiser(torch.from_numpy(y).to(device), backend=backend)
     worst = 0.0
@@ -216,7 +233,7 @@ def test_float32_accuracy_uncentred_near_duplicates(rng, backend, device):
         # queries between near-duplicate pairs (at small sigma the pair competes), plus noise
         pick = rng.integers(0, half, 24)
         x = (0.5 * (y[pick] + y[pick + half]) + min(s, 1e-3) * rng.standard_normal((24, y.shape[1]))).astype(np.float32)
-        mean, _, _ = empirical_posterior_naive(x, y, s)                # float64, exact differences
+        mean, _, _ = empirical_posterior_naive(x, y, s)  # float64, exact differences
         out = E(torch.from_numpy(x).to(device), s).cpu().numpy().astype(np.float64)
         err = float(np.abs(out - mean).max())
         worst = max(worst, err)
@@ -225,9 +242,9 @@ def test_float32_accuracy_uncentred_near_duplicates(rng, backend, device):
         assert err < 1e-2 * gap and err < 1e-4, (srel, err)
     # the float32 norm expansion, by contrast, is wrong by far more than the gap at small sigma
     s = 1e-3 * spread
-    x = (0.5 * (y[:24] + y[half:half + 24])).astype(np.float32)
-    d2 = (x ** 2).sum(1)[:, None] - 2 * x @ y.T + (y ** 2).sum(1)[None]
-    w = np.exp(-(d2 - d2.min(1, keepdims=True)) / (2 * s ** 2))
+    x = (0.5 * (y[:24] + y[half : half + 24])).astype(np.float32)
+    d2 = (x**2).sum(1)[:, None] - 2 * x @ y.T + (y**2).sum(1)[None]
+    w = np.exp(-(d2 - d2.min(1, keepdims=True)) / (2 * s**2))
     naive32 = (w / w.sum(1, keepdims=True)) @ y
     assert np.abs(naive32 - empirical_posterior_naive(x, y, s)[0]).max() > 0.1 * gap
 
@@ -240,7 +257,7 @@ def test_certificate_bounds_the_float32_error(rng):
     y = rng.uniform(0, 255, (N, d)).astype(np.float32)
     spread = float(y.std())
     prep = K.prepare_data(y)
-    gemm2 = 4 * np.sqrt(N) * 2.0 ** -24 * prep.ymax
+    gemm2 = 4 * np.sqrt(N) * 2.0**-24 * prep.ymax
     certified = 0
     for srel in (1e-2, 1e-1, 1.0, 3.0, 10.0, 30.0, 100.0):
         s = srel * spread
@@ -252,7 +269,7 @@ def test_certificate_bounds_the_float32_error(rng):
         R = np.array([np.linalg.norm(y.astype(np.float64) - r, axis=1).max() for r in ref])
         assert (err <= 2 * info["cert"] * R + gemm2).all(), (srel, err, info["cert"])
         certified += int((info["cert"] > 0).sum())
-    assert certified > 0                       # the broad-posterior regime was exercised
+    assert certified > 0  # the broad-posterior regime was exercised
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])
@@ -268,7 +285,7 @@ def test_float32_nearest_neighbour_winner_never_changes(rng, backend):
     d2, i2 = K.nearest_neighbors(torch.from_numpy(x), torch.from_numpy(y), 3)
     assert d2.dtype == F64 and i2.dtype == torch.long and np.array_equal(i2.numpy(), ir)
     # at tiny sigma the denoiser returns the winner
-    s = 1e-8 * float(y.std())          # far below the gaps: the posterior sits on the winner
+    s = 1e-8 * float(y.std())  # far below the gaps: the posterior sits on the winner
     out = E(torch.from_numpy(x), s).numpy()
     assert np.array_equal(np.abs(out - y[ir[:, 0]]).max(1) < 1e-9, np.ones(64, bool))
 
@@ -276,6 +293,7 @@ def test_float32_nearest_neighbour_winner_never_changes(rng, backend):
 # ---------------------------------------------------------------------------------------------
 # validation of input
 # ---------------------------------------------------------------------------------------------
+
 
 def _raises(fn, name):
     with pytest.raises(ValueError) as e:
@@ -288,7 +306,7 @@ def test_bad_input_names_the_argument(rng, gen):
     E = gd.EmpiricalDenoiser(y)
     _raises(lambda: gd.EmpiricalDenoiser(y, backend="cuda"), "backend")
     if not K.triton_interpreted():
-        _raises(lambda: gd.EmpiricalDenoiser(y, backend="triton"), "backend")     # CPU data
+        _raises(lambda: gd.EmpiricalDenoiser(y, backend="triton"), "backend")  # CPU data
     _raises(lambda: gd.EmpiricalDenoiser(y, chunk_size=0), "chunk_size")
     _raises(lambda: gd.EmpiricalDenoiser(y, n_candidates=0), "n_candidates")
     _raises(lambda: gd.EmpiricalDenoiser(y, rtol=-1.0), "rtol")
@@ -299,19 +317,19 @@ def test_bad_input_names_the_argument(rng, gen):
     _raises(lambda: K.nearest_neighbors(torch.randn(2, 4), y, 1), "x")
     prep = K.prepare_data(y.numpy())
     xs = rng.standard_normal((4, 6)).astype(np.float32)
-    _raises(lambda: K.empirical_posterior_numba(xs[:, ::2], prep, 1.0), "x")          # not contiguous
+    _raises(lambda: K.empirical_posterior_numba(xs[:, ::2], prep, 1.0), "x")  # not contiguous
     _raises(lambda: K.empirical_posterior_numba(xs[:, :3].astype(np.float64), prep, 1.0), "x")  # dtype
     bad = np.ascontiguousarray(xs[:, :3])
     bad[0, 0] = np.nan
     _raises(lambda: K.empirical_posterior_numba(bad, prep, 1.0), "x")
     _raises(lambda: K.empirical_posterior_numba(np.ascontiguousarray(xs[:, :3]), prep, 0.0), "sigma")
-    _raises(lambda: K.empirical_posterior_numba(np.ascontiguousarray(xs[:, :3]), prep, 1.0, chunk_size=0),
-            "chunk_size")
+    _raises(lambda: K.empirical_posterior_numba(np.ascontiguousarray(xs[:, :3]), prep, 1.0, chunk_size=0), "chunk_size")
 
 
 # ---------------------------------------------------------------------------------------------
 # CUDA (skipped without a GPU)
 # ---------------------------------------------------------------------------------------------
+
 
 @cuda
 @pytest.mark.parametrize("backend", ["auto", "torch"])
@@ -322,7 +340,7 @@ def test_cuda_matches_cpu(gen, dtype, backend):
     Ec = gd.EmpiricalDenoiser(y.cuda(), backend=backend)
     assert Ec.backend == ("triton" if backend == "auto" and K.have_triton() else "torch")
     E = gd.EmpiricalDenoiser(y, backend="numba")
-    tol = 1e-10 if dtype == F64 else 2e-6       # float32: output rounding, as on CPU
+    tol = 1e-10 if dtype == F64 else 2e-6  # float32: output rounding, as on CPU
     for s in (1e-2, 1.0, 40.0, 4e3):
         assert _rel(Ec(x.cuda(), s).cpu().to(F64), E(x, s).to(F64)) < tol
     da, ia = Ec.nearest_neighbors(x.cuda(), 3)
@@ -342,6 +360,7 @@ def test_cuda_tf32_is_opt_in(gen):
 # ---------------------------------------------------------------------------------------------
 # the benchmark's quick mode
 # ---------------------------------------------------------------------------------------------
+
 
 def test_benchmark_quick(tmp_path, capsys):
     path = os.path.join(ROOT, "validation", "benchmarks", "bench_empirical.py")
@@ -368,12 +387,14 @@ def test_one_dispatch_gives_each_backend_and_refuses_others():
     data = torch.randn(200, 16, generator=g)
     x = data[:5] + 0.3 * torch.randn(5, 16, generator=g)
     s = torch.full((5,), 0.7)
-    outs = {b: kernels.empirical_posterior(x, kernels.prepare_data(data, backend=b), s, backend=b)
-            for b in ("numba", "torch")}
+    outs = {
+        b: kernels.empirical_posterior(x, kernels.prepare_data(data, backend=b), s, backend=b)
+        for b in ("numba", "torch")
+    }
     for b, out in outs.items():
         assert len(out) == 3 and all(isinstance(o, torch.Tensor) and o.dtype == torch.float64 for o in out), b
     for a, b in zip(outs["numba"], outs["torch"]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)    # both certified to float32 rounding
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # both certified to float32 rounding
     ref = empirical_posterior_naive(x.double().numpy(), data.double().numpy(), s.double().numpy())
     torch.testing.assert_close(outs["numba"][0], torch.as_tensor(ref[0]), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="backend: expected 'numba', 'torch' or 'triton'"):
@@ -381,7 +402,9 @@ def test_one_dispatch_gives_each_backend_and_refuses_others():
     # nearest neighbours: prepared data for each backend, raw data with an explicit backend and
     # with the automatic one: all exactly the float64 brute force
     dr, ir = nearest_neighbors_naive(x.numpy(), data.numpy(), 3)
-    runs = [kernels.nearest_neighbors(x, kernels.prepare_data(data, backend=b), 3, backend=b) for b in ("numba", "torch")]
+    runs = [
+        kernels.nearest_neighbors(x, kernels.prepare_data(data, backend=b), 3, backend=b) for b in ("numba", "torch")
+    ]
     runs += [kernels.nearest_neighbors(x, data, 3, backend="torch"), kernels.nearest_neighbors(x, data, 3)]
     for dist, idx in runs:
         assert dist.dtype == torch.float64 and idx.dtype == torch.long

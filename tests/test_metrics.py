@@ -16,6 +16,7 @@ from gaussdiff import metrics as M
 # Fixtures
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def gauss(gen):
     """A full-rank 8-d Gaussian with a non-zero mean, its denoiser and 64 of its samples."""
@@ -37,6 +38,7 @@ SIGMAS = [0.05, 0.5, 5.0]
 # ---------------------------------------------------------------------------------------------
 # Bootstrap
 # ---------------------------------------------------------------------------------------------
+
 
 def test_bootstrap_se_of_bernoulli_matches_binomial_formula(rng):
     n, p = 2000, 0.3
@@ -78,8 +80,13 @@ def test_bootstrap_degenerate_and_as_dict():
     f = M.bootstrap_fraction(np.ones(10, dtype=bool))
     assert (f.value, f.se, f.ci_low, f.ci_high, f.n) == (1.0, 0.0, 1.0, 1.0, 10)
     row = M.bootstrap_fraction([0, 1, 1, 0]).as_dict("memorization")
-    assert set(row) == {"memorization", "memorization_se", "memorization_ci_low",
-                        "memorization_ci_high", "memorization_n"}
+    assert set(row) == {
+        "memorization",
+        "memorization_se",
+        "memorization_ci_low",
+        "memorization_ci_high",
+        "memorization_n",
+    }
     assert float(M.bootstrap_fraction([0, 1])) == 0.5
 
 
@@ -87,18 +94,19 @@ def test_bootstrap_degenerate_and_as_dict():
 # Similarities
 # ---------------------------------------------------------------------------------------------
 
+
 def test_similarities_known_values():
     a = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
     cos = M.CentredCosine()
-    assert float(cos(a, a + 10.0)) == pytest.approx(1.0, abs=1e-15)     # offset-blind
-    assert float(cos(a, 3 * a)) == pytest.approx(1.0, abs=1e-15)        # scale-blind
+    assert float(cos(a, a + 10.0)) == pytest.approx(1.0, abs=1e-15)  # offset-blind
+    assert float(cos(a, 3 * a)) == pytest.approx(1.0, abs=1e-15)  # scale-blind
     assert float(cos(a, -a)) == pytest.approx(-1.0, abs=1e-15)
-    assert float(cos(a, torch.ones_like(a))) == 0.0                     # constant -> 0
+    assert float(cos(a, torch.ones_like(a))) == 0.0  # constant -> 0
     l2 = M.NormalisedL2()
     e1 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     e2 = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
     assert float(l2(e1, e1)) == 1.0
-    assert float(l2(e1, e2)) == pytest.approx(0.0, abs=1e-15)           # orthogonal, equal norms
+    assert float(l2(e1, e2)) == pytest.approx(0.0, abs=1e-15)  # orthogonal, equal norms
     assert float(l2(e1, -e1)) == pytest.approx(1 - math.sqrt(2))
     assert float(l2(torch.zeros_like(e1), torch.zeros_like(e1))) == 1.0
     # equal norms: 1 - sqrt(1 - cos)
@@ -115,7 +123,7 @@ def test_max_similarity_matches_brute_force(gen, similarity):
     samples = torch.randn(13, 2, 3, generator=gen, dtype=torch.float64)
     train = torch.randn(50, 2, 3, generator=gen, dtype=torch.float64)
     sim = M.get_similarity(similarity)
-    brute = torch.stack([sim(samples, train[i].expand_as(samples)) for i in range(50)], 1)   # (13, 50)
+    brute = torch.stack([sim(samples, train[i].expand_as(samples)) for i in range(50)], 1)  # (13, 50)
     vals, idx = M.max_similarity(samples, train, similarity=similarity, chunk_size=7)
     torch.testing.assert_close(vals, brute.max(1).values, rtol=0, atol=1e-12)
     assert torch.equal(idx, brute.argmax(1))
@@ -125,6 +133,7 @@ def test_max_similarity_matches_brute_force(gen, similarity):
 # Reproducibility, memorization, generalization score
 # ---------------------------------------------------------------------------------------------
 
+
 def test_identical_samplers_have_reproducibility_one():
     train = torch.randn(12, 6, generator=tgen(1), dtype=torch.float64)
     den = gd.GaussianDenoiser.fit(train)
@@ -132,7 +141,7 @@ def test_identical_samplers_have_reproducibility_one():
     noise = gd.seeded_noise(50, 6, seed=3) * sig[0]
     a = gd.sample_heun(den, noise, sig)
     b = gd.sample_heun(den, noise.clone(), sig)
-    for similarity in ("cosine", "l2", lambda x: x ** 2):
+    for similarity in ("cosine", "l2", lambda x: x**2):
         r = M.reproducibility(a, b, similarity=similarity, threshold=0.6, seed=0)
         assert r.fraction.value == 1.0 and r.fraction.se == 0.0
         assert r.mean_similarity == pytest.approx(1.0, abs=1e-12)
@@ -154,7 +163,7 @@ def test_empirical_denoiser_samples_are_memorized():
     samples = gd.sample_heun(den, sig[0] * gd.seeded_noise(100, 8, seed=5), sig)
     dist, idx = M.nearest_training(samples, train, k=2)
     assert dist.shape == (100, 2) and idx.dtype == torch.int64
-    assert float(dist[:, 0].max()) < 1e-10                       # each sample is a training point
+    assert float(dist[:, 0].max()) < 1e-10  # each sample is a training point
     f = M.memorization_fraction(samples, train, seed=0)
     assert f.value == 1.0 and f.n == 100
     # the precomputed-neighbours path gives the same answer
@@ -173,15 +182,19 @@ def test_gaussian_samples_against_large_training_set_are_not_memorized(gen):
 
 def test_memorization_counts_exact_copies_of_duplicated_points(gen):
     train = torch.randn(10, 4, generator=gen, dtype=torch.float64)
-    train = torch.cat([train, train[:1]])                          # point 0 twice
+    train = torch.cat([train, train[:1]])  # point 0 twice
     f = M.memorization_fraction(train[:1], train)
     assert f.value == 1.0
 
 
 def test_memorized_within_and_generalization_score_are_complements(gen):
     train = torch.randn(40, 10, generator=gen, dtype=torch.float64)
-    samples = torch.cat([train[:15] + 0.01 * torch.randn(15, 10, generator=gen, dtype=torch.float64),
-                         torch.randn(25, 10, generator=gen, dtype=torch.float64)])
+    samples = torch.cat(
+        [
+            train[:15] + 0.01 * torch.randn(15, 10, generator=gen, dtype=torch.float64),
+            torch.randn(25, 10, generator=gen, dtype=torch.float64),
+        ]
+    )
     for sim in ("cosine", "l2"):
         m = M.memorized_within(samples, train, 0.9, similarity=sim)
         g = M.generalization_score(samples, train, 0.9, similarity=sim)
@@ -193,6 +206,7 @@ def test_memorized_within_and_generalization_score_are_complements(gen):
 # ---------------------------------------------------------------------------------------------
 # Denoiser distance and generalization gap
 # ---------------------------------------------------------------------------------------------
+
 
 def test_denoiser_distance_known_answers(gauss):
     den, pts = gauss
@@ -209,8 +223,7 @@ def test_denoiser_distance_known_answers(gauss):
     torch.testing.assert_close(plain.values, torch.full((3,), float(c @ c), dtype=torch.float64))
     # same generator seed -> same noise -> same result; batching does not change it
     again = M.denoiser_distance(gd.EmpiricalDenoiser(pts[:8]), den, pts, SIGMAS, generator=tgen(4))
-    batched = M.denoiser_distance(gd.EmpiricalDenoiser(pts[:8]), den, pts, SIGMAS, generator=tgen(4),
-                                  batch_size=10)
+    batched = M.denoiser_distance(gd.EmpiricalDenoiser(pts[:8]), den, pts, SIGMAS, generator=tgen(4), batch_size=10)
     torch.testing.assert_close(again.values, batched.values, rtol=1e-12, atol=0)
     assert float(again.values.min()) > 0
 
@@ -219,7 +232,7 @@ def test_generalization_gap_separates_memorizing_and_gaussian_denoisers(gauss):
     den, pts = gauss
     train, heldout = pts[:16], pts[16:]
     emp = M.generalization_gap(gd.EmpiricalDenoiser(train), train, heldout, [0.05], generator=tgen(1))
-    assert float(emp.train.values[0]) < 1e-3 * float(emp.heldout.values[0])    # it returns x_i
+    assert float(emp.train.values[0]) < 1e-3 * float(emp.heldout.values[0])  # it returns x_i
     assert float(emp.gap.values[0]) > 0.1
     # the true Gaussian denoiser does not know the training points: no systematic gap
     exact = M.generalization_gap(den, train, heldout, [0.05, 0.5], generator=tgen(1))
@@ -229,6 +242,7 @@ def test_generalization_gap_separates_memorizing_and_gaussian_denoisers(gauss):
 # ---------------------------------------------------------------------------------------------
 # Linearity and linear distillation
 # ---------------------------------------------------------------------------------------------
+
 
 def test_centred_linearity_is_one_for_affine_denoisers(gauss, gen):
     den, pts = gauss
@@ -274,11 +288,12 @@ def test_linear_distillation_recovers_gaussian_denoiser(gauss):
 
 
 def test_distillation_of_empirical_denoiser_approaches_gaussian_at_large_sigma(gen):
-    train = torch.randn(300, 4, generator=gen, dtype=torch.float64) * torch.tensor([2.0, 1.0, 0.5, 0.2],
-                                                                                   dtype=torch.float64)
+    train = torch.randn(300, 4, generator=gen, dtype=torch.float64) * torch.tensor(
+        [2.0, 1.0, 0.5, 0.2], dtype=torch.float64
+    )
     # As sigma grows, D_emp(x) -> mean + Cov (x - mean) / sigma^2, the Gaussian denoiser's expansion.
     dist = M.linear_distillation(gd.EmpiricalDenoiser(train), train, [0.3, 10.0, 100.0], generator=tgen(0))
-    cmp = M.distillation_distance_to_gaussian(dist, train)                # fits the Gaussian itself
+    cmp = M.distillation_distance_to_gaussian(dist, train)  # fits the Gaussian itself
     w, out = cmp.weight.values, cmp.output.values
     assert float(w[0]) > float(w[1]) > float(w[2]) and float(w[2]) < 1e-3
     assert float(out[0]) > float(out[1]) > float(out[2]) and float(out[2]) < 1e-9
@@ -289,6 +304,7 @@ def test_distillation_of_empirical_denoiser_approaches_gaussian_at_large_sigma(g
 # Jacobians
 # ---------------------------------------------------------------------------------------------
 
+
 def test_jacobian_spectrum_of_gaussian_matches_shrinkage(gauss):
     den, pts = gauss
     for s in (0.1, 1.0):
@@ -296,8 +312,9 @@ def test_jacobian_spectrum_of_gaussian_matches_shrinkage(gauss):
         shrink = torch.sort(den.eigenvalues / (den.eigenvalues + s * s), descending=True).values
         torch.testing.assert_close(sv, shrink.expand(5, -1), rtol=0, atol=1e-12)
         torch.testing.assert_close(J, den.jacobian(s).expand(5, -1, -1), rtol=0, atol=1e-12)
-        torch.testing.assert_close(M.effective_dimension(den, pts[:5], s),
-                                   den.effective_dim(s).expand(5), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            M.effective_dimension(den, pts[:5], s), den.effective_dim(s).expand(5), rtol=0, atol=1e-12
+        )
     # per-sample sigma and a small memory bound (several passes) give the same Jacobians
     sig = torch.tensor([0.1, 1.0, 3.0], dtype=torch.float64)
     J = M.denoiser_jacobian(den, pts[:3], sig, max_elements=50)
@@ -307,7 +324,7 @@ def test_jacobian_spectrum_of_gaussian_matches_shrinkage(gauss):
 def test_jacobian_of_network_and_empirical_denoiser(gen, gauss):
     _, pts = gauss
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 8)).double()
-    with torch.no_grad():                       # weights from the seeded generator, not the global one
+    with torch.no_grad():  # weights from the seeded generator, not the global one
         for p in net.parameters():
             p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=torch.float64))
     D = lambda x, s: net(x) / (1 + s if not isinstance(s, torch.Tensor) else (1 + s)[:, None])  # noqa: E731
@@ -316,69 +333,84 @@ def test_jacobian_of_network_and_empirical_denoiser(gen, gauss):
         ref = torch.autograd.functional.jacobian(lambda v: D(v[None], 0.5)[0], pts[b])
         torch.testing.assert_close(J[b], ref, rtol=0, atol=1e-12)
     emp = gd.EmpiricalDenoiser(pts[:10])
-    torch.testing.assert_close(M.denoiser_jacobian(emp, pts[10:13], 0.7), emp.jacobian(pts[10:13], 0.7),
-                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        M.denoiser_jacobian(emp, pts[10:13], 0.7), emp.jacobian(pts[10:13], 0.7), rtol=0, atol=1e-10
+    )
 
 
 def test_effective_rank_known_values():
     assert int(M.effective_rank(torch.tensor([1.0, 0.0, 0.0]))) == 1
-    assert int(M.effective_rank(torch.ones(10))) == 10                    # 99 % needs all 10
+    assert int(M.effective_rank(torch.ones(10))) == 10  # 99 % needs all 10
     assert int(M.effective_rank(torch.ones(10), energy=0.5)) == 5
     assert int(M.effective_rank(torch.zeros(4))) == 0
-    s = torch.tensor([[10.0, 1.0, 0.5], [0.5, 1.0, 10.0]])                   # order does not matter
-    assert M.effective_rank(s).tolist() == [2, 2]                          # 100/101.25 < 0.99
-    assert int(M.effective_rank(torch.tensor([10.0, 1.0, 0.1]))) == 1      # 100/101.01 >= 0.99
+    s = torch.tensor([[10.0, 1.0, 0.5], [0.5, 1.0, 10.0]])  # order does not matter
+    assert M.effective_rank(s).tolist() == [2, 2]  # 100/101.25 < 0.99
+    assert int(M.effective_rank(torch.tensor([10.0, 1.0, 0.1]))) == 1  # 100/101.01 >= 0.99
 
 
 # ---------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------
 
+
 def _x(*shape, seed=0):
     return torch.randn(*shape, generator=tgen(seed), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: M.bootstrap_fraction([]), "indicators"),
-    (lambda: M.bootstrap_fraction([0.5, 1.0]), "indicators"),
-    (lambda: M.bootstrap_fraction([0, float("nan")]), "indicators"),
-    (lambda: M.bootstrap_fraction([0, 1], n_boot=1), "n_boot"),
-    (lambda: M.bootstrap_fraction([0, 1], seed=-1), "seed"),
-    (lambda: M.nearest_training(_x(3, 4), _x(5, 5)), "train"),
-    (lambda: M.nearest_training(_x(3, 4), _x(5, 4), k=6), "k"),
-    (lambda: M.nearest_training(torch.empty(0, 4, dtype=torch.float64), _x(5, 4)), "samples"),
-    (lambda: M.memorization_fraction(_x(3, 4), _x(1, 4)), "train"),
-    (lambda: M.memorization_fraction(_x(3, 4), _x(5, 4), ratio=1.5), "ratio"),
-    (lambda: M.memorization_fraction(_x(3, 4), _x(5, 4), ratio=0.0), "ratio"),
-    (lambda: M.memorization_fraction(torch.full((3, 4), float("nan")), _x(5, 4)), "samples"),
-    (lambda: M.memorization_fraction(_x(3, 4), _x(5, 4), neighbors=(torch.zeros(3, 1), None)), "neighbors"),
-    (lambda: M.memorized_within(_x(3, 4), _x(5, 4), 1.5), "threshold"),
-    (lambda: M.memorized_within(_x(3, 4), _x(5, 4), float("nan")), "threshold"),
-    (lambda: M.generalization_score(_x(3, 4), _x(5, 4), -0.9, similarity="l2"), "threshold"),
-    (lambda: M.generalization_score(_x(3, 4), _x(5, 4), 0.5, similarity="ssim"), "similarity"),
-    (lambda: M.reproducibility(_x(3, 4), _x(4, 4)), "samples_b"),
-    (lambda: M.reproducibility(_x(3, 4), _x(3, 4), threshold=2.0), "threshold"),
-    (lambda: M.reproducibility(_x(3, 4), _x(3, 4), similarity=lambda x: x[:1]), "feature_map"),
-    (lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, _x(3, 4), [], generator=tgen()), "sigmas"),
-    (lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, _x(3, 4), [1.0, -1.0], generator=tgen()),
-     "sigmas"),
-    (lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, _x(3, 4), 1.0, generator=0), "generator"),
-    (lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, _x(3, 4), 1.0, generator=tgen(),
-                                 normalize="max"), "normalize"),
-    (lambda: M.denoiser_distance(lambda x, s: x[:, :2], lambda x, s: x, _x(3, 4), 1.0, generator=tgen()),
-     "denoiser"),
-    (lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, torch.ones(3, 4), 1.0, generator=tgen()),
-     "points"),
-    (lambda: M.linearity_score(lambda x, s: x, _x(1, 4), 1.0, generator=tgen()), "points"),
-    (lambda: M.centred_linearity_score(lambda x, s: x, _x(3, 4), 1.0, generator=tgen(), alpha=None), "alpha"),
-    (lambda: M.linear_distillation(lambda x, s: x, _x(3, 4), 1.0, generator=tgen(), n_noise=0), "n_noise"),
-    (lambda: M.distillation_distance_to_gaussian("W", _x(5, 4)), "distillation"),
-    (lambda: M.generalization_gap(lambda x, s: x, _x(3, 4), _x(3, 5), 1.0, generator=tgen()), "heldout"),
-    (lambda: M.jacobian_spectrum(lambda x, s: x, _x(3, 4), 0.0), "sigma"),
-    (lambda: M.denoiser_jacobian(lambda x, s: x, _x(3, 4), torch.ones(2)), "sigma"),
-    (lambda: M.effective_rank(torch.tensor([1.0, -1.0])), "singular_values"),
-    (lambda: M.effective_rank(torch.ones(3), energy=1.5), "energy"),
-])
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: M.bootstrap_fraction([]), "indicators"),
+        (lambda: M.bootstrap_fraction([0.5, 1.0]), "indicators"),
+        (lambda: M.bootstrap_fraction([0, float("nan")]), "indicators"),
+        (lambda: M.bootstrap_fraction([0, 1], n_boot=1), "n_boot"),
+        (lambda: M.bootstrap_fraction([0, 1], seed=-1), "seed"),
+        (lambda: M.nearest_training(_x(3, 4), _x(5, 5)), "train"),
+        (lambda: M.nearest_training(_x(3, 4), _x(5, 4), k=6), "k"),
+        (lambda: M.nearest_training(torch.empty(0, 4, dtype=torch.float64), _x(5, 4)), "samples"),
+        (lambda: M.memorization_fraction(_x(3, 4), _x(1, 4)), "train"),
+        (lambda: M.memorization_fraction(_x(3, 4), _x(5, 4), ratio=1.5), "ratio"),
+        (lambda: M.memorization_fraction(_x(3, 4), _x(5, 4), ratio=0.0), "ratio"),
+        (lambda: M.memorization_fraction(torch.full((3, 4), float("nan")), _x(5, 4)), "samples"),
+        (lambda: M.memorization_fraction(_x(3, 4), _x(5, 4), neighbors=(torch.zeros(3, 1), None)), "neighbors"),
+        (lambda: M.memorized_within(_x(3, 4), _x(5, 4), 1.5), "threshold"),
+        (lambda: M.memorized_within(_x(3, 4), _x(5, 4), float("nan")), "threshold"),
+        (lambda: M.generalization_score(_x(3, 4), _x(5, 4), -0.9, similarity="l2"), "threshold"),
+        (lambda: M.generalization_score(_x(3, 4), _x(5, 4), 0.5, similarity="ssim"), "similarity"),
+        (lambda: M.reproducibility(_x(3, 4), _x(4, 4)), "samples_b"),
+        (lambda: M.reproducibility(_x(3, 4), _x(3, 4), threshold=2.0), "threshold"),
+        (lambda: M.reproducibility(_x(3, 4), _x(3, 4), similarity=lambda x: x[:1]), "feature_map"),
+        (lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, _x(3, 4), [], generator=tgen()), "sigmas"),
+        (
+            lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, _x(3, 4), [1.0, -1.0], generator=tgen()),
+            "sigmas",
+        ),
+        (lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, _x(3, 4), 1.0, generator=0), "generator"),
+        (
+            lambda: M.denoiser_distance(
+                lambda x, s: x, lambda x, s: x, _x(3, 4), 1.0, generator=tgen(), normalize="max"
+            ),
+            "normalize",
+        ),
+        (
+            lambda: M.denoiser_distance(lambda x, s: x[:, :2], lambda x, s: x, _x(3, 4), 1.0, generator=tgen()),
+            "denoiser",
+        ),
+        (
+            lambda: M.denoiser_distance(lambda x, s: x, lambda x, s: x, torch.ones(3, 4), 1.0, generator=tgen()),
+            "points",
+        ),
+        (lambda: M.linearity_score(lambda x, s: x, _x(1, 4), 1.0, generator=tgen()), "points"),
+        (lambda: M.centred_linearity_score(lambda x, s: x, _x(3, 4), 1.0, generator=tgen(), alpha=None), "alpha"),
+        (lambda: M.linear_distillation(lambda x, s: x, _x(3, 4), 1.0, generator=tgen(), n_noise=0), "n_noise"),
+        (lambda: M.distillation_distance_to_gaussian("W", _x(5, 4)), "distillation"),
+        (lambda: M.generalization_gap(lambda x, s: x, _x(3, 4), _x(3, 5), 1.0, generator=tgen()), "heldout"),
+        (lambda: M.jacobian_spectrum(lambda x, s: x, _x(3, 4), 0.0), "sigma"),
+        (lambda: M.denoiser_jacobian(lambda x, s: x, _x(3, 4), torch.ones(2)), "sigma"),
+        (lambda: M.effective_rank(torch.tensor([1.0, -1.0])), "singular_values"),
+        (lambda: M.effective_rank(torch.ones(3), energy=1.5), "energy"),
+    ],
+)
 def test_bad_input_is_refused_naming_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"^{name}\b"):
         call()
@@ -392,8 +424,15 @@ def test_distillation_dimension_mismatch_refused(gauss):
 
 
 def test_public_api_is_flat():
-    for name in ("bootstrap_fraction", "memorization_fraction", "reproducibility", "denoiser_distance",
-                 "centred_linearity_score", "jacobian_spectrum", "Fraction"):
+    for name in (
+        "bootstrap_fraction",
+        "memorization_fraction",
+        "reproducibility",
+        "denoiser_distance",
+        "centred_linearity_score",
+        "jacobian_spectrum",
+        "Fraction",
+    ):
         assert getattr(gd, name) is getattr(M, name)
 
 
@@ -401,9 +440,11 @@ def test_public_api_is_flat():
 # Optimum gap (a measured "sufficiently trained")
 # ---------------------------------------------------------------------------------------------
 
+
 def test_optimum_gap_is_zero_for_the_optimum_and_the_gaussian_loss_is_exact(gen):
-    train = torch.randn(30, 5, generator=gen, dtype=torch.float64) * torch.tensor([2.0, 1.0, 0.5, 0.3, 0.1],
-                                                                               dtype=torch.float64)
+    train = torch.randn(30, 5, generator=gen, dtype=torch.float64) * torch.tensor(
+        [2.0, 1.0, 0.5, 0.3, 0.1], dtype=torch.float64
+    )
     emp = gd.EmpiricalDenoiser(train)
     g = gd.optimum_gap(emp, train, generator=tgen(1), n_draws=512)
     assert g.excess == 0.0 and g.excess_se == 0.0 and g.loss == g.loss_optimum
@@ -417,8 +458,8 @@ def test_optimum_gap_is_zero_for_the_optimum_and_the_gaussian_loss_is_exact(gen)
     n_draws = 20000
     g = gd.optimum_gap(gauss, train, generator=tgen(2), n_draws=n_draws, p_mean=-0.5, p_std=1e-9)
     lam = torch.linalg.eigvalsh(torch.cov(train.T, correction=0))
-    weight = (s ** 2 + sd ** 2) / (s * sd) ** 2 / 5
-    exact = float((lam * s ** 2 / (lam + s ** 2)).sum()) * weight
+    weight = (s**2 + sd**2) / (s * sd) ** 2 / 5
+    exact = float((lam * s**2 / (lam + s**2)).sum()) * weight
     gen2 = tgen(7)
     x0 = train[torch.randint(30, (n_draws,), generator=gen2)]
     per_draw = weight * ((gauss(x0 + s * torch.randn(x0.shape, generator=gen2, dtype=x0.dtype), s) - x0) ** 2).sum(1)
@@ -430,7 +471,7 @@ def test_optimum_gap_is_zero_for_the_optimum_and_the_gaussian_loss_is_exact(gen)
 
 def test_optimum_gap_of_a_worse_denoiser_is_positive(gen):
     train = torch.randn(20, 4, generator=gen, dtype=torch.float64)
-    identity = lambda x, s: x                                          # noqa: E731
+    identity = lambda x, s: x  # noqa: E731
     g = gd.optimum_gap(identity, train, generator=tgen(3), n_draws=256)
     assert g.excess > 10 * g.excess_se > 0 and g.gaussian_share > 1
 

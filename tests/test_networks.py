@@ -26,7 +26,7 @@ def test_unet_shapes(shape):
     out = model(x, s)
     assert out.shape == x.shape
     c_skip = model.scalings(s)[0]
-    torch.testing.assert_close(out, c_skip[:, None, None, None] * x)   # zero-initialised output
+    torch.testing.assert_close(out, c_skip[:, None, None, None] * x)  # zero-initialised output
 
 
 def test_mlp_flattens_images_and_width_knob():
@@ -65,7 +65,7 @@ def test_denoiser_is_its_parameterisation(framework):
         torch.testing.assert_close(gd.velocity_from_denoiser(D, x, s), F, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(c_noise, gd.RectifiedFlow().t_of_sigma(s))
     else:
-        torch.testing.assert_close(c_skip, 0.49 / (s ** 2 + 0.49))
+        torch.testing.assert_close(c_skip, 0.49 / (s**2 + 0.49))
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -80,7 +80,7 @@ def test_loss_is_each_frameworks_own_loss(framework):
     with torch.no_grad():
         D = model(x, s)
         if framework == "edm":
-            lam = (s ** 2 + 0.25) / (s * 0.5) ** 2
+            lam = (s**2 + 0.25) / (s * 0.5) ** 2
             ref = (lam[:, None] * (D - x0) ** 2).mean()
         elif framework == "vp":
             ref = ((gd.eps_from_denoiser(D, x, s) - n) ** 2).mean()
@@ -98,14 +98,14 @@ def test_loss_target_mean_is_the_exact_denoisers_output(framework):
     g = torch.Generator().manual_seed(3)
     x, s = torch.tensor([[0.7]], dtype=torch.float64), torch.tensor([0.8], dtype=torch.float64)
     c_skip, c_out, _, _ = model.scalings(s)
-    m, v = x / (1 + s ** 2), s ** 2 / (1 + s ** 2)
+    m, v = x / (1 + s**2), s**2 / (1 + s**2)
     x0 = m + v.sqrt() * torch.randn(200_000, 1, generator=g, dtype=torch.float64)
-    target = (x0 - c_skip * x) / c_out                 # what the loss regresses F on, for this x
+    target = (x0 - c_skip * x) / c_out  # what the loss regresses F on, for this x
     exact = (m - c_skip * x) / c_out
-    assert abs(float(target.mean() - exact)) < 4 * float(target.std()) / 200_000 ** 0.5
-    if framework == "vp":          # eps target = n = (x - x0) / s
+    assert abs(float(target.mean() - exact)) < 4 * float(target.std()) / 200_000**0.5
+    if framework == "vp":  # eps target = n = (x - x0) / s
         torch.testing.assert_close(target, (x - x0) / s)
-    if framework == "flow":        # velocity target = n - x0
+    if framework == "flow":  # velocity target = n - x0
         torch.testing.assert_close(target, (x - x0) / s - x0)
 
 

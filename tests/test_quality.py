@@ -35,13 +35,13 @@ def test_frechet_closed_forms(rng):
     # commuting (diagonal) covariances: sum (sqrt a - sqrt b)^2.
     a, b = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
     exact = np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
-    q = np.linalg.qr(rng.standard_normal((6, 6)))[0]         # rotated: the distance is invariant
+    q = np.linalg.qr(rng.standard_normal((6, 6)))[0]  # rotated: the distance is invariant
     got = gd.frechet_distance((np.zeros(6), q @ np.diag(a) @ q.T), (np.zeros(6), q @ np.diag(b) @ q.T))
     assert got == pytest.approx(exact, rel=1e-10)
 
 
 def test_frechet_rank_deficient_and_self(rng):
-    s = random_cov(rng, 12, rank=3)                           # rank 3 of 12
+    s = random_cov(rng, 12, rank=3)  # rank 3 of 12
     m = rng.standard_normal(12)
     assert gd.frechet_distance((m, s), (m, s)) < 1e-10 * np.trace(s)
     s2 = random_cov(rng, 12, rank=5)
@@ -90,7 +90,7 @@ def test_feature_classifier_trains_caches_and_is_deterministic(tmp_cache, one_th
     assert clf.accuracy > 0.8 and clf.spec == "digits" and not clf.training
     files = list((tmp_cache / "classifiers").glob("*.pt"))
     assert len(files) == 1
-    again = gd.feature_classifier("digits", **kw)             # read from the cache
+    again = gd.feature_classifier("digits", **kw)  # read from the cache
     fresh = gd.feature_classifier("digits", cache=False, **kw)  # retrained: the same bits
     for p, q, r in zip(clf.parameters(), again.parameters(), fresh.parameters()):
         assert torch.equal(p, q) and torch.equal(p, r)
@@ -145,8 +145,10 @@ def test_feature_classifier_cache_key_follows_labels_and_settings(tmp_cache):
     images = gd.load_dataset("digits")[0][:200]
     labels = gd.load_dataset("digits")[1][:200]
     kw = dict(steps=2, width=4, feature_dim=4)
-    keys = {gd.feature_classifier((images, labels), **kw).info["cache_key"],
-            gd.feature_classifier((images, 9 - labels), **kw).info["cache_key"],     # other labels
-            gd.feature_classifier((images, labels), seed=1, **kw).info["cache_key"],
-            gd.feature_classifier((images, labels), steps=3, width=4, feature_dim=4).info["cache_key"]}
+    keys = {
+        gd.feature_classifier((images, labels), **kw).info["cache_key"],
+        gd.feature_classifier((images, 9 - labels), **kw).info["cache_key"],  # other labels
+        gd.feature_classifier((images, labels), seed=1, **kw).info["cache_key"],
+        gd.feature_classifier((images, labels), steps=3, width=4, feature_dim=4).info["cache_key"],
+    }
     assert len(keys) == 4 and len(list((tmp_cache / "classifiers").glob("*.pt"))) == 4

@@ -28,6 +28,7 @@ def _noise(n, d, sigma, seed=0):
 # exact Gaussian flow
 # ---------------------------------------------------------------------------------------------
 
+
 def test_exact_flow_matches_adaptive_ode(gauss):
     x = _noise(6, 5, 80.0)
     for s_to in (10.0, 1.0, 0.01):
@@ -58,8 +59,8 @@ def test_flow_output_covariance(gauss):
     smax = 80.0
     mean, cov = gauss.flow_output_moments(smax)
     zero = gauss.flow(torch.zeros(1, 5, dtype=F64), smax, 0.0)[0]
-    A = gauss.flow(torch.eye(5, dtype=F64), smax, 0.0) - zero          # rows: A e_i
-    torch.testing.assert_close(smax ** 2 * A.T @ A, cov, rtol=1e-12, atol=1e-14)
+    A = gauss.flow(torch.eye(5, dtype=F64), smax, 0.0) - zero  # rows: A e_i
+    torch.testing.assert_close(smax**2 * A.T @ A, cov, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(zero, mean, rtol=1e-12, atol=1e-14)
     # Monte Carlo: relative error of a sample covariance entry ~ sqrt(2/n)
     n = 40_000
@@ -76,12 +77,13 @@ def test_flow_output_covariance(gauss):
 # convergence orders
 # ---------------------------------------------------------------------------------------------
 
+
 def _order(sampler, gauss, steps=(16, 32, 64, 128, 256)):
     x = _noise(8, 5, 80.0)
     exact = gauss.flow(x, 80.0, 0.002)
     errs = []
     for n in steps:
-        sig = gd.karras_sigmas(n)[:-1]            # stop at sigma_min: the flow is smooth there
+        sig = gd.karras_sigmas(n)[:-1]  # stop at sigma_min: the flow is smooth there
         errs.append(float((sampler(gauss, x, sig) - exact).norm(dim=1).max()))
     slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
     return slope, errs
@@ -154,13 +156,15 @@ def test_ddim_is_euler_in_sigma(gauss):
 def test_sigma_form_equals_edm_schedule_form(gauss):
     x = _noise(4, 5, 80.0)
     sig = gd.karras_sigmas(20)
-    torch.testing.assert_close(gd.sample_heun(gauss, x, sig), gd.sample_heun(gauss, x, schedule=gd.EDM(), ts=sig),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        gd.sample_heun(gauss, x, sig), gd.sample_heun(gauss, x, schedule=gd.EDM(), ts=sig), rtol=0, atol=0
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # the empirical flow ends on training points (Yi, Sun & Li 2023)
 # ---------------------------------------------------------------------------------------------
+
 
 def test_empirical_flow_lands_on_training_points():
     g = torch.Generator().manual_seed(11)
@@ -185,6 +189,7 @@ def test_empirical_flow_lands_on_training_points():
 # the same-noise protocol, stochastic samplers, callbacks and bad input
 # ---------------------------------------------------------------------------------------------
 
+
 def test_seeded_noise_independent_of_batching():
     a = gd.seeded_noise(10, (2, 3), seed=5)
     b = torch.cat([gd.seeded_noise(4, (2, 3), seed=5), gd.seeded_noise(6, (2, 3), seed=5, start=4)])
@@ -203,9 +208,11 @@ def test_samplers_bit_reproducible(gauss):
         assert torch.equal(fn(gauss, x, sig), fn(gauss, x, sig))
 
 
-
-@pytest.mark.parametrize("fn", [gd.sample_euler, gd.sample_heun, gd.sample_edm_stochastic, gd.sample_euler_ancestral],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "fn",
+    [gd.sample_euler, gd.sample_heun, gd.sample_edm_stochastic, gd.sample_euler_ancestral],
+    ids=lambda f: f.__name__,
+)
 def test_callback_state_is_at_its_sigma(gauss, fn):
     """Every sampler's callback reports the state *at* ``info["sigma"]`` (before the step), with
     ``denoised`` its denoiser output there: the first call sees the start, each later call the
@@ -217,11 +224,12 @@ def test_callback_state_is_at_its_sigma(gauss, fn):
     assert len(seen) == len(sig) - 1 and torch.equal(seen[0]["x"], x)
     for info in seen:
         assert info["sigma"] == pytest.approx(float(sig[info["i"]]))
-    if fn is not gd.sample_edm_stochastic:        # its denoiser sees the churned state at sigma_hat
+    if fn is not gd.sample_edm_stochastic:  # its denoiser sees the churned state at sigma_hat
         for info in seen:
             torch.testing.assert_close(info["denoised"], gauss(info["x"], info["sigma"]), rtol=1e-12, atol=1e-12)
-    if fn is gd.sample_euler_ancestral:           # the last state reported is the one the last step starts from
+    if fn is gd.sample_euler_ancestral:  # the last state reported is the one the last step starts from
         assert not torch.equal(seen[-1]["x"], out)
+
 
 def test_stochastic_samplers_do_not_depend_on_batching(gauss):
     x = _noise(6, 5, 80.0)
@@ -235,10 +243,12 @@ def test_stochastic_samplers_do_not_depend_on_batching(gauss):
 def test_stochastic_sampler_reduces_to_heun(gauss):
     x = _noise(4, 5, 80.0)
     sig = gd.karras_sigmas(12)
-    torch.testing.assert_close(gd.sample_edm_stochastic(gauss, x, sig, s_churn=0.0), gd.sample_heun(gauss, x, sig),
-                               rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(gd.sample_euler_ancestral(gauss, x, sig, eta=0.0), gd.sample_euler(gauss, x, sig),
-                               rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(
+        gd.sample_edm_stochastic(gauss, x, sig, s_churn=0.0), gd.sample_heun(gauss, x, sig), rtol=1e-13, atol=1e-13
+    )
+    torch.testing.assert_close(
+        gd.sample_euler_ancestral(gauss, x, sig, eta=0.0), gd.sample_euler(gauss, x, sig), rtol=1e-13, atol=1e-13
+    )
 
 
 @pytest.mark.parametrize("fn", [gd.sample_euler_ancestral, gd.sample_edm_stochastic], ids=lambda f: f.__name__)
@@ -250,7 +260,7 @@ def test_stochastic_samplers_converge_to_the_gaussian(gauss, fn):
     x = _noise(n, 5, 80.0, seed=2)
     scale = torch.sqrt(torch.diag(gauss.cov)[:, None] * torch.diag(gauss.cov)[None])
     errs = []
-    for steps in (10, 160):                 # first order: ~4x less bias per 4x steps
+    for steps in (10, 160):  # first order: ~4x less bias per 4x steps
         out = fn(gauss, x, gd.karras_sigmas(steps), seed=1)
         errs.append(float(((torch.cov(out.T) - gauss.cov).abs() / scale).max()))
     assert errs[1] < 0.25 * errs[0] and errs[1] < 0.1, errs

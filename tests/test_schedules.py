@@ -8,8 +8,13 @@ import torch
 import gaussdiff as gd
 
 SCHEDULES = [gd.EDM(), gd.VP(), gd.VP(beta_min=0.5, beta_d=0.0), gd.OU(), gd.RectifiedFlow(), gd.VPDiscrete()]
-T_RANGES = {gd.EDM: (0.01, 50.0), gd.VP: (0.01, 1.0), gd.OU: (0.01, 3.0), gd.RectifiedFlow: (0.01, 0.98),
-            gd.VPDiscrete: (1.3, 999.7)}
+T_RANGES = {
+    gd.EDM: (0.01, 50.0),
+    gd.VP: (0.01, 1.0),
+    gd.OU: (0.01, 3.0),
+    gd.RectifiedFlow: (0.01, 0.98),
+    gd.VPDiscrete: (1.3, 999.7),
+}
 
 
 def _ts(sched):
@@ -20,7 +25,7 @@ def _ts(sched):
 @pytest.mark.parametrize("sched", SCHEDULES, ids=lambda s: type(s).__name__)
 def test_derivatives_match_autograd(sched):
     ts = _ts(sched)
-    if isinstance(sched, gd.VPDiscrete):       # piecewise-linear lambda: avoid the kinks
+    if isinstance(sched, gd.VPDiscrete):  # piecewise-linear lambda: avoid the kinks
         ts = torch.floor(ts) + 0.5
     t = ts.clone().requires_grad_(True)
     dsig = torch.autograd.grad(sched.sigma(t).sum(), t)[0]
@@ -39,8 +44,7 @@ def test_inverse_round_trip(sched):
 @pytest.mark.parametrize("sched", [gd.VP(), gd.OU(), gd.VPDiscrete()], ids=lambda s: type(s).__name__)
 def test_variance_preserving(sched):
     ts = _ts(sched)
-    torch.testing.assert_close(sched.s(ts) ** 2 * (1 + sched.sigma(ts) ** 2), torch.ones_like(ts),
-                               rtol=1e-13, atol=0)
+    torch.testing.assert_close(sched.s(ts) ** 2 * (1 + sched.sigma(ts) ** 2), torch.ones_like(ts), rtol=1e-13, atol=0)
 
 
 def test_ou_and_flow_closed_forms():
@@ -66,7 +70,7 @@ def test_vp_discrete_matches_ddpm_at_integer_steps():
 def test_vp_sigma_formula():
     sched = gd.VP(0.1, 19.9)
     t = torch.tensor([0.2, 0.7, 1.0], dtype=torch.float64)
-    expect = torch.sqrt(torch.exp(0.5 * 19.9 * t ** 2 + 0.1 * t) - 1)
+    expect = torch.sqrt(torch.exp(0.5 * 19.9 * t**2 + 0.1 * t) - 1)
     torch.testing.assert_close(sched.sigma(t), expect, rtol=1e-14, atol=0)
 
 
@@ -97,9 +101,11 @@ def test_conversions_round_trip(gen):
     x = torch.randn(5, 3, dtype=torch.float64, generator=gen)
     den = torch.randn(5, 3, dtype=torch.float64, generator=gen)
     sigma = torch.tensor([0.01, 0.3, 1.0, 7.0, 80.0], dtype=torch.float64)
-    for fwd, back in ((gd.score_from_denoiser, gd.denoiser_from_score),
-                      (gd.eps_from_denoiser, gd.denoiser_from_eps),
-                      (gd.velocity_from_denoiser, gd.denoiser_from_velocity)):
+    for fwd, back in (
+        (gd.score_from_denoiser, gd.denoiser_from_score),
+        (gd.eps_from_denoiser, gd.denoiser_from_eps),
+        (gd.velocity_from_denoiser, gd.denoiser_from_velocity),
+    ):
         torch.testing.assert_close(back(fwd(den, x, sigma), x, sigma), den, rtol=1e-10, atol=1e-10)
 
 
@@ -114,8 +120,9 @@ def test_velocity_is_noise_minus_data(gen):
     torch.testing.assert_close(gd.eps_from_denoiser(x0, x_hat, sigma), n, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("bad", [dict(n=0), dict(n=2.5), dict(n=5, sigma_min=-1.0), dict(n=5, rho=0.0),
-                                 dict(n=5, sigma_min=100.0)])
+@pytest.mark.parametrize(
+    "bad", [dict(n=0), dict(n=2.5), dict(n=5, sigma_min=-1.0), dict(n=5, rho=0.0), dict(n=5, sigma_min=100.0)]
+)
 def test_karras_bad_input(bad):
     name = [k for k in bad if k != "n"] or ["n"]
     with pytest.raises(ValueError, match=name[0]):

@@ -12,7 +12,7 @@ import sympy as sp
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:            # theory/ is a top-level package of the repository
+if str(ROOT) not in sys.path:  # theory/ is a top-level package of the repository
     sys.path.insert(0, str(ROOT))
 
 import gaussdiff as gd  # noqa: E402
@@ -47,6 +47,7 @@ def random_cov(rng, d, rank=None):
 # Symbolic: every check is exactly zero
 # =============================================================================================
 
+
 @pytest.mark.parametrize("label", list(theory.LABELS))
 def test_symbolic_check_is_zero(label):
     result = theory.check(label)
@@ -58,13 +59,36 @@ def test_gaussian_integral_lemma():
 
 
 def test_labels_are_cited_by_the_library_and_indexed():
-    src = "".join((ROOT / "gaussdiff" / f).read_text() for f in
-                  ("schedules.py", "denoisers.py", "empirical.py", "predictions.py"))
+    src = "".join(
+        (ROOT / "gaussdiff" / f).read_text() for f in ("schedules.py", "denoisers.py", "empirical.py", "predictions.py")
+    )
     readme = (ROOT / "theory" / "README.md").read_text()
     for label in theory.LABELS:
         assert f"({label})" in readme, label
-    for label in ("C1", "C2", "C3", "C4", "C5", "T1", "G1", "G2", "G4", "G5", "M1", "M2", "E1", "E2",
-                  "E3", "R1", "R2", "R3", "P1", "P2", "P4", "P5"):
+    for label in (
+        "C1",
+        "C2",
+        "C3",
+        "C4",
+        "C5",
+        "T1",
+        "G1",
+        "G2",
+        "G4",
+        "G5",
+        "M1",
+        "M2",
+        "E1",
+        "E2",
+        "E3",
+        "R1",
+        "R2",
+        "R3",
+        "P1",
+        "P2",
+        "P4",
+        "P5",
+    ):
         assert label in src, label
 
 
@@ -72,9 +96,15 @@ def test_labels_are_cited_by_the_library_and_indexed():
 # Numerical agreement with gaussdiff
 # =============================================================================================
 
+
 def _library_schedule(name):
-    return {"EDM": gd.EDM(), "VP": gd.VP(0.1, 19.9), "OU": gd.OU(), "RectifiedFlow": gd.RectifiedFlow(),
-            "VPDiscrete": gd.VPDiscrete()}[name]
+    return {
+        "EDM": gd.EDM(),
+        "VP": gd.VP(0.1, 19.9),
+        "OU": gd.OU(),
+        "RectifiedFlow": gd.RectifiedFlow(),
+        "VPDiscrete": gd.VPDiscrete(),
+    }[name]
 
 
 def _numeric_params(name, sched, t):
@@ -94,16 +124,25 @@ def test_C1_C5_C6_schedules_match_library(name, rng):
     sched = _library_schedule(name)
     sc = conventions.schedule(name)
     a_sym, b_sym = conventions.ode_coefficients(name)
-    lo, hi = {"EDM": (0.01, 80.0), "VP": (1e-3, 1.0), "OU": (1e-3, 3.0), "RectifiedFlow": (1e-3, 0.98),
-              "VPDiscrete": (0.2, 999.0)}[name]
+    lo, hi = {
+        "EDM": (0.01, 80.0),
+        "VP": (1e-3, 1.0),
+        "OU": (1e-3, 3.0),
+        "RectifiedFlow": (1e-3, 0.98),
+        "VPDiscrete": (0.2, 999.0),
+    }[name]
     ts = rng.uniform(lo, hi, 6)
     got, want = [], []
     for tv in ts:
         sub = _numeric_params(name, sched, tv)
         tt = torch.tensor(tv, dtype=F64)
         a, b, sig, s = sched.ode_coefficients(tt)
-        for key, lib in (("s", sched.s(tt)), ("sigma", sched.sigma(tt)), ("ds", sched.ds(tt)),
-                         ("dsigma", sched.dsigma(tt))):
+        for key, lib in (
+            ("s", sched.s(tt)),
+            ("sigma", sched.sigma(tt)),
+            ("ds", sched.ds(tt)),
+            ("dsigma", sched.dsigma(tt)),
+        ):
             got.append(float(lib))
             want.append(float(sc[key].subs(sub).subs(conventions.t, tv).evalf(30)))
         for lib, expr in ((a, a_sym), (b, b_sym)):
@@ -129,16 +168,25 @@ def test_C2_C3_C4_converters_match_library(rng):
 
     score = gd.score_from_denoiser(D, x, sig)
     agree("(C2) score", score, f("score", Ds)(X, S, Dn))
-    agree("(C2) denoiser_from_score", gd.denoiser_from_score(score, x, sig),
-          f("denoiser_from_score", conventions.score_sym)(X, S, score.numpy()))
+    agree(
+        "(C2) denoiser_from_score",
+        gd.denoiser_from_score(score, x, sig),
+        f("denoiser_from_score", conventions.score_sym)(X, S, score.numpy()),
+    )
     eps = gd.eps_from_denoiser(D, x, sig)
     agree("(C3) eps", eps, f("eps", Ds)(X, S, Dn))
-    agree("(C3) denoiser_from_eps", gd.denoiser_from_eps(eps, x, sig),
-          f("denoiser_from_eps", conventions.eps_sym)(X, S, eps.numpy()))
+    agree(
+        "(C3) denoiser_from_eps",
+        gd.denoiser_from_eps(eps, x, sig),
+        f("denoiser_from_eps", conventions.eps_sym)(X, S, eps.numpy()),
+    )
     v = gd.velocity_from_denoiser(D, x, sig)
     agree("(C4) velocity (posterior form)", v, f("velocity_posterior", Ds)(X, S, Dn))
-    agree("(C4) denoiser_from_velocity", gd.denoiser_from_velocity(v, x, sig),
-          f("denoiser_from_velocity", conventions.v_sym)(X, S, v.numpy()))
+    agree(
+        "(C4) denoiser_from_velocity",
+        gd.denoiser_from_velocity(v, x, sig),
+        f("denoiser_from_velocity", conventions.v_sym)(X, S, v.numpy()),
+    )
     agree("(C4) round trip", gd.denoiser_from_velocity(v, x, sig), D)
 
 
@@ -165,14 +213,15 @@ def test_T1_tweedie_discrete_prior(rng):
     score_f, mean_f = lam(pr["score"], *args), lam(pr["posterior_mean"], *args)
     w = rng.dirichlet(np.ones(3))
     a = rng.normal(0, 2, 3)
-    mix = gd.GaussianMixtureDenoiser(torch.tensor(w), torch.tensor(a[:, None]), torch.zeros(3, dtype=F64),
-                                     cov_type="isotropic")
+    mix = gd.GaussianMixtureDenoiser(
+        torch.tensor(w), torch.tensor(a[:, None]), torch.zeros(3, dtype=F64), cov_type="isotropic"
+    )
     x = rng.normal(0, 3, 9)
     sig = rng.uniform(0.3, 4.0, 9)
     xt, st = torch.tensor(x[:, None]), torch.tensor(sig)
     agree("(T1) score vs dlog p/dx", mix.score(xt, st)[:, 0], score_f(x, sig, *w, *a))
     agree("(T1) denoiser vs posterior mean", mix(xt, st)[:, 0], mean_f(x, sig, *w, *a))
-    agree("(T1) x + sigma^2 score = D", xt[:, 0] + st ** 2 * mix.score(xt, st)[:, 0], mean_f(x, sig, *w, *a))
+    agree("(T1) x + sigma^2 score = D", xt[:, 0] + st**2 * mix.score(xt, st)[:, 0], mean_f(x, sig, *w, *a))
 
 
 def test_T2_general_covariance_via_whitening(rng):
@@ -185,10 +234,10 @@ def test_T2_general_covariance_via_whitening(rng):
     den = gd.GaussianDenoiser(torch.tensor(Li @ mu), torch.tensor(Li @ S @ Li.T))
     x = rng.standard_normal((5, d)) * 2
     z = torch.tensor(x @ Li.T)
-    post_mean = den(z, 1.0).numpy() @ L.T                       # E[x0 | x] = L E[L^-1 x0 | z]
-    grad_x = den.score(z, 1.0).numpy() @ Li                      # grad_x log p = L^-T grad_z log p_z
+    post_mean = den(z, 1.0).numpy() @ L.T  # E[x0 | x] = L E[L^-1 x0 | z]
+    grad_x = den.score(z, 1.0).numpy() @ Li  # grad_x log p = L^-T grad_z log p_z
     agree("(T2) E[x0|x] = x + C grad log p", x + grad_x @ C.T, post_mean)
-    want = mu + (x - mu) @ np.linalg.solve(S + C, S)             # mu + S (S + C)^-1 (x - mu), row form
+    want = mu + (x - mu) @ np.linalg.solve(S + C, S)  # mu + S (S + C)^-1 (x - mu), row form
     agree("(T2) vs linear-Gaussian posterior", post_mean, want)
 
 
@@ -197,11 +246,11 @@ def test_T3_jacobian_is_posterior_covariance(rng):
     cov = random_cov(rng, d)
     den = gd.GaussianDenoiser(torch.tensor(rng.standard_normal(d)), torch.tensor(cov))
     for s in (0.1, 1.3, 7.0):
-        post_cov = np.linalg.inv(np.linalg.inv(cov) + np.eye(d) / s ** 2)
-        agree(f"(T3) Gaussian jacobian sigma={s}", den.jacobian(s), post_cov / s ** 2)
+        post_cov = np.linalg.inv(np.linalg.inv(cov) + np.eye(d) / s**2)
+        agree(f"(T3) Gaussian jacobian sigma={s}", den.jacobian(s), post_cov / s**2)
     pr = tweedie.discrete_prior_1d(3)
     args = (tweedie.x, tweedie.sigma, *pr["w"], *pr["a"])
-    var_f = lam(pr["posterior_var"] / tweedie.sigma ** 2, *args)
+    var_f = lam(pr["posterior_var"] / tweedie.sigma**2, *args)
     pts = rng.normal(0, 2, 3)
     emp = gd.EmpiricalDenoiser(torch.tensor(pts[:, None]))
     x, sig = rng.normal(0, 2, 6), 0.9
@@ -223,7 +272,7 @@ def test_G1_G2_G3_gaussian_closed_forms(rng, rank):
     x = rng.standard_normal((6, 5)) * 2
     sig = rng.uniform(0.05, 5.0, 6)
     xt, st = torch.tensor(x), torch.tensor(sig)
-    y = (x - mu) @ U                                              # eigen-coordinates
+    y = (x - mu) @ U  # eigen-coordinates
     L, S = l[None, :], sig[:, None]
     fac = lam(gaussian.denoiser_factor(), gaussian.lam, gaussian.sigma)(L, S)
     agree(f"(G2) denoiser rank={rank}", den(xt, st), mu + (fac * y) @ U.T)
@@ -246,7 +295,7 @@ def test_G2_matrix_form_2x2(rng):
         M = np.asarray(shrink(cov[0, 0], cov[0, 1], cov[1, 1], s), dtype=float)
         agree(f"(G2) 2x2 matrix form sigma={s}", den(torch.tensor(x), s), mu + (x - mu) @ M.T)
         Pc = np.asarray(post(cov[0, 0], cov[0, 1], cov[1, 1], s), dtype=float)
-        agree(f"(G2/T3) 2x2 posterior cov / sigma^2 = jacobian sigma={s}", den.jacobian(s), Pc / s ** 2)
+        agree(f"(G2/T3) 2x2 posterior cov / sigma^2 = jacobian sigma={s}", den.jacobian(s), Pc / s**2)
 
 
 def test_G4_G5_exact_flow_and_moments(rng):
@@ -271,8 +320,9 @@ def test_M1_M2_mixture(rng):
     w = rng.dirichlet(np.ones(2))
     mus, ells = rng.normal(0, 2, 2), rng.uniform(0.1, 2.0, 2)
     for cov_type, covs in (("isotropic", ells), ("full", ells[:, None, None])):
-        mix = gd.GaussianMixtureDenoiser(torch.tensor(w), torch.tensor(mus[:, None]), torch.tensor(covs),
-                                         cov_type=cov_type)
+        mix = gd.GaussianMixtureDenoiser(
+            torch.tensor(w), torch.tensor(mus[:, None]), torch.tensor(covs), cov_type=cov_type
+        )
         x, sig = rng.normal(0, 3, 8), rng.uniform(0.1, 3.0, 8)
         xt, st = torch.tensor(x[:, None]), torch.tensor(sig)
         p = (x, sig, *w, *mus, *ells)
@@ -294,7 +344,7 @@ def test_E1_E2_E3_empirical(rng):
     agree("(E2) smoothed h=1e-7 -> empirical", smooth(xt, st), emp(xt, st))
     # (E3) in 2-D with 2 points: Jacobian = posterior covariance / sigma^2
     e2 = mixture.empirical_2d()
-    cov_f = lam(e2["posterior_cov"] / mixture.sigma ** 2, *e2["X"], mixture.sigma, *e2["P"][0], *e2["P"][1])
+    cov_f = lam(e2["posterior_cov"] / mixture.sigma**2, *e2["X"], mixture.sigma, *e2["P"][0], *e2["P"][1])
     pts2 = rng.normal(0, 1, (2, 2))
     emp2 = gd.EmpiricalDenoiser(torch.tensor(pts2))
     q = rng.normal(0, 1, (4, 2))
@@ -319,24 +369,28 @@ def test_R2_symmetry_breaking_against_mixture_curvature(rng):
     m = rng.standard_normal(d) * 2
     t_star = gd.symmetry_breaking_time(m @ m, v)
     agree("(R2) symmetry_breaking_time", t_star, f(m @ m, v))
-    mix = gd.GaussianMixtureDenoiser(torch.tensor([0.5, 0.5], dtype=F64), torch.tensor(np.stack([m, -m])),
-                                     torch.tensor([v, v], dtype=F64), cov_type="isotropic")
+    mix = gd.GaussianMixtureDenoiser(
+        torch.tensor([0.5, 0.5], dtype=F64),
+        torch.tensor(np.stack([m, -m])),
+        torch.tensor([v, v], dtype=F64),
+        cov_type="isotropic",
+    )
     u = torch.tensor(m / np.linalg.norm(m))
 
     def curvature(t):
         sig = float(gd.OU().sigma(torch.tensor(t, dtype=F64)))
         H = torch.autograd.functional.jacobian(lambda z: mix.score(z[None], sig)[0], torch.zeros(d, dtype=F64))
-        return float(u @ H @ u) * (v + sig ** 2)                 # in units of the curvature scale
+        return float(u @ H @ u) * (v + sig**2)  # in units of the curvature scale
 
     c0 = curvature(t_star)
     print(f"agree (R2) curvature of log p at t*: {abs(c0):.2e} (relative to 1/(v + sigma^2))")
     assert abs(c0) < 1e-12
-    assert curvature(t_star - 0.05) > 0 > curvature(t_star + 0.05)   # bimodal before, unimodal after
+    assert curvature(t_star - 0.05) > 0 > curvature(t_star + 0.05)  # bimodal before, unimodal after
 
 
 def test_R3_collapse_time(rng):
     f = lam(regimes.collapse_time_isotropic(), regimes.N, regimes.d, regimes.v)
-    for n, dim, var in ((1000, 10, 1.0), (50, 64, 0.3), (10 ** 5, 784, 2.0)):
+    for n, dim, var in ((1000, 10, 1.0), (50, 64, 0.3), (10**5, 784, 2.0)):
         agree(f"(R3) collapse_time iso N={n} d={dim}", gd.collapse_time(n, var, dim=dim), f(n, dim, var))
         agree(f"(R3) spectrum form N={n} d={dim}", gd.collapse_time(n, [var] * dim), f(n, dim, var))
     # general spectrum: the excess entropy at sigma(t_C), from gaussdiff's log densities, is log N
@@ -347,19 +401,20 @@ def test_R3_collapse_time(rng):
     mu = torch.zeros(1, 6, dtype=F64)
     data = gd.GaussianDenoiser(mu[0], torch.tensor(cov))
     point = gd.GaussianDenoiser(mu[0], torch.zeros(6, 6, dtype=F64))
-    excess = float(point.log_density(mu, sig) - data.log_density(mu, sig))   # H[p_t] - H[N(0, sigma^2)]
+    excess = float(point.log_density(mu, sig) - data.log_density(mu, sig))  # H[p_t] - H[N(0, sigma^2)]
     agree("(R3) excess entropy at t_C = log N", excess, math.log(n))
     assert gd.collapse_time(2 * n, [1.0] * 6, n_clusters=2) == pytest.approx(gd.collapse_time(n, [1.0] * 6), rel=1e-14)
 
 
 # -- Pierret & Galerne: the sampler on Gaussian data ------------------------------------------
 
+
 def _linear_map(sampler, den, mu, sigmas):
     """The sampler's affine map x -> mu + A (x - mu), read off by pushing mu and mu + e_j."""
     d = mu.shape[0]
     inp = torch.cat([mu[None], mu[None] + torch.eye(d, dtype=F64)])
     out = sampler(den, inp, sigmas)
-    return (out[1:] - out[0]).T, out[0]                          # A[:, j] = image of e_j
+    return (out[1:] - out[0]).T, out[0]  # A[:, j] = image of e_j
 
 
 @pytest.mark.parametrize("method", ["euler", "heun"])
@@ -387,8 +442,9 @@ def test_P1_P2_P4_P5_sampler_on_gaussian(rng, method):
     agree(f"(P4) {method} output variance", out_var, np.diag(U.T @ (v0 * A @ A.T) @ U), 1e-10)
     # (P5): W2 to N(mu, Sigma) from the sampler's actual output law, by the general Bures formula
     from scipy.linalg import sqrtm
+
     cov_out = v0 * A @ A.T
-    m0 = np.zeros(d)                                              # x = sigmas[0] * noise
+    m0 = np.zeros(d)  # x = sigmas[0] * noise
     mean_out = mu + A @ (m0 - mu)
     Sigma = den.cov.numpy()
     rS = np.real(sqrtm(Sigma))
@@ -405,7 +461,9 @@ def test_P4_exact_method_is_the_flow(rng):
     P = gd.gaussian_sampler_factors(l, sigmas, "exact").prod(0)
     _, cov = den.flow_output_moments(10.0, 0.0)
     U = den.eigenvectors.numpy()
-    agree("(P4) exact telescoped = (G5)", gd.gaussian_sampler_output(l, sigmas, "exact"), np.diag(U.T @ cov.numpy() @ U))
+    agree(
+        "(P4) exact telescoped = (G5)", gd.gaussian_sampler_output(l, sigmas, "exact"), np.diag(U.T @ cov.numpy() @ U)
+    )
     agree("(P4) exact product = sqrt(l/(l+s0^2))", P, np.sqrt(l / (l + 100.0)))
 
 
@@ -425,8 +483,8 @@ def test_P3_orders_of_euler_and_heun():
     # leading local term of (P3) against the library factors at a small step
     lam_, s0, h = 0.7, 1.3, 1e-4
     a = gd.gaussian_sampler_factors([lam_], torch.tensor([s0, s0 - h], dtype=F64), "euler")[0, 0]
-    r = math.sqrt((lam_ + (s0 - h) ** 2) / (lam_ + s0 ** 2))
-    lead = -lam_ * h ** 2 / (2 * (lam_ + s0 ** 2) ** 2)
+    r = math.sqrt((lam_ + (s0 - h) ** 2) / (lam_ + s0**2))
+    lead = -lam_ * h**2 / (2 * (lam_ + s0**2) ** 2)
     assert float(a) - r == pytest.approx(lead, rel=1e-3)
 
 

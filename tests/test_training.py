@@ -11,18 +11,23 @@ from _helpers import TINY, same_weights
 from gaussdiff.cli import main
 
 
-
-
 def _points(n=32, d=3, seed=0):
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
 
 
 # -- the training run and its result ----------------------------------------------------------------
 
+
 def test_result_and_outputs(tmp_path):
     seen = []
-    res = gd.train_denoiser(_points(), steps=20, outdir=tmp_path, checkpoint_steps=(10,),
-                            callback=lambda step, den: seen.append((step, den)), **TINY)
+    res = gd.train_denoiser(
+        _points(),
+        steps=20,
+        outdir=tmp_path,
+        checkpoint_steps=(10,),
+        callback=lambda step, den: seen.append((step, den)),
+        **TINY,
+    )
     assert res.step == 20 and res.loss_history["step"] == [5, 10, 15, 20]
     assert all(np.isfinite(res.loss_history["loss"]))
     assert res.config["net"] == "mlp" and res.config["framework"] == "edm" and res.config["n"] == 32
@@ -48,8 +53,10 @@ def test_same_seed_same_run_and_no_global_rng():
     assert same_weights(a.model, b.model) and not same_weights(a.model, c.model)
 
 
-@pytest.mark.parametrize("net, framework, data", [
-    ("mlp", "edm", "points"), ("mlp", "vp", "points"), ("mlp", "flow", "points"), ("unet", "edm", "images")])
+@pytest.mark.parametrize(
+    "net, framework, data",
+    [("mlp", "edm", "points"), ("mlp", "vp", "points"), ("mlp", "flow", "points"), ("unet", "edm", "images")],
+)
 def test_resume_is_bit_identical(tmp_path, net, framework, data):
     x = _points() if data == "points" else torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     kw = dict(TINY, net=net, framework=framework, seed=5)
@@ -61,13 +68,16 @@ def test_resume_is_bit_identical(tmp_path, net, framework, data):
     resumed = gd.train_denoiser(x, steps=16, outdir=tmp_path / "a", **kw)
     assert same_weights(full.model, resumed.model)
     assert same_weights(full.denoiser.model, resumed.denoiser.model)
+
     # killed mid-run (after the state saved at step 10), then rerun
     def crash(step, den):
         if step == 12:
             raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
-        gd.train_denoiser(x, steps=16, outdir=tmp_path / "b", save_every=5, checkpoint_steps=(12,),
-                          callback=crash, **kw)
+        gd.train_denoiser(
+            x, steps=16, outdir=tmp_path / "b", save_every=5, checkpoint_steps=(12,), callback=crash, **kw
+        )
     assert json.loads((tmp_path / "b" / "config.json").read_text())["step"] == 12
     again = gd.train_denoiser(x, steps=16, outdir=tmp_path / "b", save_every=5, checkpoint_steps=(12,), **kw)
     assert same_weights(full.model, again.model) and same_weights(full.denoiser.model, again.denoiser.model)
@@ -82,24 +92,28 @@ def test_resume_refuses_a_different_run(tmp_path):
         gd.train_denoiser(_points(seed=1), steps=6, outdir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="^steps: .*already holds 6 steps"):
         gd.train_denoiser(_points(), steps=3, outdir=tmp_path, **TINY)
-    done = gd.train_denoiser(_points(), steps=6, outdir=tmp_path, **TINY)    # finished: no training
+    done = gd.train_denoiser(_points(), steps=6, outdir=tmp_path, **TINY)  # finished: no training
     assert done.step == 6
 
 
 # -- bad input --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("data, kw, msg", [
-    (torch.tensor([[0.0, float("nan")]]), {}, "^data: contains NaN"),
-    (torch.zeros(5), {}, r"^data: expected shape \(N, \*event_shape\)"),
-    (torch.zeros(0, 3), {}, "^data: needs at least 1 row"),
-    ("no-such-set", {}, "^spec: unknown data set"),
-    (torch.zeros(4, 3), {"net": "unet"}, "^net: 'unet' needs images"),
-    (torch.zeros(4, 3), {"framework": "ddim"}, "^framework:"),
-    (torch.zeros(4, 3), {"steps": -1}, "^steps:"),
-    (torch.zeros(4, 3), {"ema": 1.0}, "^ema:"),
-    (torch.zeros(4, 3), {"checkpoint_steps": (50,), "steps": 10}, "^checkpoint_steps:"),
-    (torch.zeros(4, 3), {"device": "cuda:7"} if not torch.cuda.is_available() else {"lr": -1}, "^(device|lr):"),
-])
+
+@pytest.mark.parametrize(
+    "data, kw, msg",
+    [
+        (torch.tensor([[0.0, float("nan")]]), {}, "^data: contains NaN"),
+        (torch.zeros(5), {}, r"^data: expected shape \(N, \*event_shape\)"),
+        (torch.zeros(0, 3), {}, "^data: needs at least 1 row"),
+        ("no-such-set", {}, "^spec: unknown data set"),
+        (torch.zeros(4, 3), {"net": "unet"}, "^net: 'unet' needs images"),
+        (torch.zeros(4, 3), {"framework": "ddim"}, "^framework:"),
+        (torch.zeros(4, 3), {"steps": -1}, "^steps:"),
+        (torch.zeros(4, 3), {"ema": 1.0}, "^ema:"),
+        (torch.zeros(4, 3), {"checkpoint_steps": (50,), "steps": 10}, "^checkpoint_steps:"),
+        (torch.zeros(4, 3), {"device": "cuda:7"} if not torch.cuda.is_available() else {"lr": -1}, "^(device|lr):"),
+    ],
+)
 def test_bad_input_is_refused(data, kw, msg):
     args = dict(TINY, steps=2)
     args.update(kw)
@@ -108,6 +122,7 @@ def test_bad_input_is_refused(data, kw, msg):
 
 
 # -- settings: one frozen, validated object holds every default ----------------------------------------
+
 
 def test_settings_are_the_one_home_of_the_defaults():
     import dataclasses
@@ -118,29 +133,44 @@ def test_settings_are_the_one_home_of_the_defaults():
     d = gd.TrainSettings()
     assert dict(gd.TRAIN_DEFAULTS) == dataclasses.asdict(d)
     with pytest.raises(TypeError):
-        gd.TRAIN_DEFAULTS["lr"] = 1.0                      # a read-only view, not a second copy
+        gd.TRAIN_DEFAULTS["lr"] = 1.0  # a read-only view, not a second copy
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.lr = 1.0
-    for fn in (gd.train_denoiser, gd.train_ensemble):      # no literal repeated in a signature
+    for fn in (gd.train_denoiser, gd.train_ensemble):  # no literal repeated in a signature
         for name, p in inspect.signature(fn).parameters.items():
             if name in gd.TRAIN_DEFAULTS:
                 assert p.default == gd.TRAIN_DEFAULTS[name], (fn.__name__, name)
     # the command line's options are generated from the settings: one per field, same default
     args = build_parser().parse_args(["train", "--outdir", "x"])
     assert {f.name: getattr(args, f.name) for f in dataclasses.fields(d)} == dataclasses.asdict(d)
-    args = build_parser().parse_args(["train", "--outdir", "x", "--grad-clip", "none", "--sigma-data", "0.5",
-                                      "--warmup", "7"])
+    args = build_parser().parse_args(
+        ["train", "--outdir", "x", "--grad-clip", "none", "--sigma-data", "0.5", "--warmup", "7"]
+    )
     assert (args.grad_clip, args.sigma_data, args.warmup) == (None, 0.5, 7)
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"steps": -1}, "^steps:"), ({"net": "cnn"}, "^net:"), ({"framework": "ddim"}, "^framework:"),
-    ({"batch_size": 0}, "^batch_size:"), ({"lr": 0}, "^lr:"), ({"warmup": -1}, "^warmup:"), ({"ema": 1.0}, "^ema:"),
-    ({"ema": "x"}, "^ema:"), ({"grad_clip": 0.0}, "^grad_clip:"), ({"p_mean": "x"}, "^p_mean:"),
-    ({"p_std": -1}, "^p_std:"), ({"sigma_data": "std"}, "^sigma_data:"), ({"sigma_data": 0}, "^sigma_data:"),
-    ({"label_dropout": 1.0}, "^label_dropout:"), ({"log_every": 0}, "^log_every:"), ({"save_every": 0}, "^save_every:"),
-    ({"seed": True}, "^seed:"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"steps": -1}, "^steps:"),
+        ({"net": "cnn"}, "^net:"),
+        ({"framework": "ddim"}, "^framework:"),
+        ({"batch_size": 0}, "^batch_size:"),
+        ({"lr": 0}, "^lr:"),
+        ({"warmup": -1}, "^warmup:"),
+        ({"ema": 1.0}, "^ema:"),
+        ({"ema": "x"}, "^ema:"),
+        ({"grad_clip": 0.0}, "^grad_clip:"),
+        ({"p_mean": "x"}, "^p_mean:"),
+        ({"p_std": -1}, "^p_std:"),
+        ({"sigma_data": "std"}, "^sigma_data:"),
+        ({"sigma_data": 0}, "^sigma_data:"),
+        ({"label_dropout": 1.0}, "^label_dropout:"),
+        ({"log_every": 0}, "^log_every:"),
+        ({"save_every": 0}, "^save_every:"),
+        ({"seed": True}, "^seed:"),
+    ],
+)
 def test_settings_refuse_bad_values(kw, msg):
     with pytest.raises(ValueError, match=msg):
         gd.TrainSettings(**kw)
@@ -171,7 +201,7 @@ def test_loss_is_the_preconditioned_modules_own_and_vectorises():
     g = torch.Generator().manual_seed(0)
     sds = (0.3, 1.7)
     models = [gd.build_network("mlp", (3,), width=16, depth=1, sigma_data=sd, seed=k) for k, sd in enumerate(sds)]
-    for m in models:                                   # non-zero output layers, so F matters
+    for m in models:  # non-zero output layers, so F matters
         with torch.no_grad():
             m.net.out.weight.normal_(generator=g)
     x0, noise = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
@@ -192,10 +222,29 @@ def test_loss_is_the_preconditioned_modules_own_and_vectorises():
 
 # -- command line -------------------------------------------------------------------------------------
 
+
 def test_cli_train(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["train", "--data", "gaussian:d=2,n=40", "--n", "10", "--part", "1", "--steps", "10",
-               "--width", "8", "--batch-size", "8", "--no-progress", "--outdir", str(out)])
+    rc = main(
+        [
+            "train",
+            "--data",
+            "gaussian:d=2,n=40",
+            "--n",
+            "10",
+            "--part",
+            "1",
+            "--steps",
+            "10",
+            "--width",
+            "8",
+            "--batch-size",
+            "8",
+            "--no-progress",
+            "--outdir",
+            str(out),
+        ]
+    )
     assert rc == 0
     meta = json.loads((out / "config.json").read_text())
     assert meta["config"]["n"] == 10 and meta["config"]["data"] == "gaussian:d=2,n=40"
@@ -218,8 +267,9 @@ def _gaussian_excess(framework, steps):
     Q = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64)).Q
     truth = gd.GaussianDenoiser(torch.zeros(4, dtype=torch.float64), (Q * lam) @ Q.T)
     train, test = truth.sample(4096, generator=g).float(), truth.sample(2000, generator=g)
-    den = gd.train_denoiser(train, steps=steps, width=64, framework=framework, lr=2e-3,
-                            progress=False, seed=0, num_threads=1).denoiser
+    den = gd.train_denoiser(
+        train, steps=steps, width=64, framework=framework, lr=2e-3, progress=False, seed=0, num_threads=1
+    ).denoiser
     out = []
     for s in SIGMAS:
         x = test + s * torch.randn(test.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -245,13 +295,15 @@ def test_mlp_approaches_gaussian_denoiser_all_frameworks(framework):
 def _memorization(n, d, framework, steps):
     train = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
     emp = gd.EmpiricalDenoiser(train.double())
-    den = gd.train_denoiser(train, steps=steps, width=128, framework=framework, lr=2e-3,
-                            progress=False, seed=0, num_threads=1).denoiser
+    den = gd.train_denoiser(
+        train, steps=steps, width=128, framework=framework, lr=2e-3, progress=False, seed=0, num_threads=1
+    ).denoiser
     rel = []
     for s in (0.05, 0.2, 0.5, 1.0, 2.0):
         idx = torch.randint(n, (512,), generator=torch.Generator().manual_seed(2))
-        x = train.double()[idx] + s * torch.randn(512, d, generator=torch.Generator().manual_seed(3),
-                                                  dtype=torch.float64)
+        x = train.double()[idx] + s * torch.randn(
+            512, d, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+        )
         e = emp(x, s)
         rel.append(float(((den(x, s) - e) ** 2).sum(1).mean() / ((x - e) ** 2).sum(1).mean()))
     samples = gd.sample_heun(den, 80 * gd.seeded_noise(200, d, seed=0), gd.karras_sigmas(32))

@@ -24,23 +24,113 @@ def _signatures(ptr):
     """Argument types of each kernel as ``_triton`` launches them, data pointers ``ptr``."""
     f64, i32, i64 = "*fp64", "i32", "*i64"
     return {
-        "_prep_kernel": ({"X": ptr, "sx": i32, "C": f64, "S": f64, "XQ": ptr, "sxq": i32, "XSQ": f64, "A": f64,
-                          "EPS": f64, "COEF": f64, "d": i32, "BLOCK_D": "constexpr"}, {"BLOCK_D": 1024}),
-        "_select_kernel": ({"G": ptr, "sg": i32, "YSQ": f64, "A": f64, "PMAX": f64, "CL": f64, "CI": i64,
-                            "n": i32, "c0": i32, "span": i32, "S": i32, "K": "constexpr", "BLOCK": "constexpr",
-                            "MARK": "constexpr"}, {"K": 8, "BLOCK": 1024, "MARK": True}),
-        "_weights_kernel": ({"G": ptr, "sg": i32, "YSQ": f64, "A": f64, "PMAX": f64, "W": ptr,
-                             "sw": i32, "MC": f64, "ZP": f64, "HP": f64, "n": i32, "c0": i32, "span": i32,
-                             "S": i32, "SP": "constexpr", "BLOCK": "constexpr"}, {"SP": 4, "BLOCK": 1024}),
-        "_refine_kernel": ({"X": ptr, "sx": i32, "Y": ptr, "sy": i32, "C": f64, "A": f64, "XSQ": f64,
-                            "EPS": f64, "MC": f64, "ZP": f64, "HP": f64, "S": i32, "ACC": ptr, "sacc": i32,
-                            "CI": i64, "M": i32, "TOP": f64, "MEAN": f64, "smean": i32, "LSE": f64, "ENT": f64,
-                            "CERT": f64, "d": i32, "SP": "constexpr", "MP": "constexpr",
-                            "BLOCK_D": "constexpr"}, {"SP": 4, "MP": 32, "BLOCK_D": 256}),
-        "_select_kernel (k-NN)": ({"G": ptr, "sg": i32, "YSQ": f64, "A": f64, "PMAX": f64, "CL": f64, "CI": i64,
-                                   "n": i32, "c0": i32, "span": i32, "S": i32, "K": "constexpr",
-                                   "BLOCK": "constexpr", "MARK": "constexpr"},
-                                  {"K": 32, "BLOCK": 1024, "MARK": False}),
+        "_prep_kernel": (
+            {
+                "X": ptr,
+                "sx": i32,
+                "C": f64,
+                "S": f64,
+                "XQ": ptr,
+                "sxq": i32,
+                "XSQ": f64,
+                "A": f64,
+                "EPS": f64,
+                "COEF": f64,
+                "d": i32,
+                "BLOCK_D": "constexpr",
+            },
+            {"BLOCK_D": 1024},
+        ),
+        "_select_kernel": (
+            {
+                "G": ptr,
+                "sg": i32,
+                "YSQ": f64,
+                "A": f64,
+                "PMAX": f64,
+                "CL": f64,
+                "CI": i64,
+                "n": i32,
+                "c0": i32,
+                "span": i32,
+                "S": i32,
+                "K": "constexpr",
+                "BLOCK": "constexpr",
+                "MARK": "constexpr",
+            },
+            {"K": 8, "BLOCK": 1024, "MARK": True},
+        ),
+        "_weights_kernel": (
+            {
+                "G": ptr,
+                "sg": i32,
+                "YSQ": f64,
+                "A": f64,
+                "PMAX": f64,
+                "W": ptr,
+                "sw": i32,
+                "MC": f64,
+                "ZP": f64,
+                "HP": f64,
+                "n": i32,
+                "c0": i32,
+                "span": i32,
+                "S": i32,
+                "SP": "constexpr",
+                "BLOCK": "constexpr",
+            },
+            {"SP": 4, "BLOCK": 1024},
+        ),
+        "_refine_kernel": (
+            {
+                "X": ptr,
+                "sx": i32,
+                "Y": ptr,
+                "sy": i32,
+                "C": f64,
+                "A": f64,
+                "XSQ": f64,
+                "EPS": f64,
+                "MC": f64,
+                "ZP": f64,
+                "HP": f64,
+                "S": i32,
+                "ACC": ptr,
+                "sacc": i32,
+                "CI": i64,
+                "M": i32,
+                "TOP": f64,
+                "MEAN": f64,
+                "smean": i32,
+                "LSE": f64,
+                "ENT": f64,
+                "CERT": f64,
+                "d": i32,
+                "SP": "constexpr",
+                "MP": "constexpr",
+                "BLOCK_D": "constexpr",
+            },
+            {"SP": 4, "MP": 32, "BLOCK_D": 256},
+        ),
+        "_select_kernel (k-NN)": (
+            {
+                "G": ptr,
+                "sg": i32,
+                "YSQ": f64,
+                "A": f64,
+                "PMAX": f64,
+                "CL": f64,
+                "CI": i64,
+                "n": i32,
+                "c0": i32,
+                "span": i32,
+                "S": i32,
+                "K": "constexpr",
+                "BLOCK": "constexpr",
+                "MARK": "constexpr",
+            },
+            {"K": 32, "BLOCK": 1024, "MARK": False},
+        ),
     }
 
 
@@ -52,11 +142,13 @@ def test_kernels_compile_for_gpu(arch, ptr):
         pytest.skip("interpreter mode: kernels are not compiled")
     from triton.backends.compiler import GPUTarget
     from gaussdiff.kernels import _triton as T
+
     for name, (sig, consts) in _signatures(ptr).items():
         fn = getattr(T, name.split()[0])
-        assert list(sig) == fn.arg_names, name                    # the table follows the kernel
-        k = triton.compile(triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts),
-                           target=GPUTarget("cuda", arch, 32))
+        assert list(sig) == fn.arg_names, name  # the table follows the kernel
+        k = triton.compile(
+            triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", arch, 32)
+        )
         assert len(k.asm["cubin"]) > 0, name
         assert ".local" not in k.asm["ptx"], f"{name}: spills to local memory"
 
@@ -155,8 +247,12 @@ _INTERPRETED = textwrap.dedent(r"""
 
 
 def test_backend_under_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([os.path.abspath(ROOT), os.path.abspath(os.path.dirname(__file__))]))
-    r = subprocess.run([sys.executable, "-c", _INTERPRETED], env=env, capture_output=True, text=True,
-                       timeout=900, cwd=ROOT)
+    env = dict(
+        os.environ,
+        TRITON_INTERPRET="1",
+        PYTHONPATH=os.pathsep.join([os.path.abspath(ROOT), os.path.abspath(os.path.dirname(__file__))]),
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", _INTERPRETED], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT
+    )
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-4000:]

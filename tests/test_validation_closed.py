@@ -21,16 +21,15 @@ from gaussdiff.validate import README_END, README_START, discover, run_validatio
 VALIDATION = Path(__file__).resolve().parent.parent / "validation"
 
 
-
-
 def test_biroli_regimes_fast(tmp_path, run_fast_validation):
     import math
+
     res = run_fast_validation("biroli_regimes", tmp_path)
     ent, traj = res["entropy"], res["trajectories"]
     assert [e["d"] for e in ent] == [64, 256] and [r["d"] for r in traj] == [16, 64]
-    for e in ent:   # the predictions recorded are the library's (R3); the estimator is exact algebra
+    for e in ent:  # the predictions recorded are the library's (R3); the estimator is exact algebra
         assert e["t_C_pred"] == pytest.approx(0.5 * math.log1p(1.0 / math.expm1(2 * math.log(e["P"]) / e["d"])))
-        assert e["log_density_check"] < 1e-9       # same per-sample value as EmpiricalDenoiser.log_density
+        assert e["log_density_check"] < 1e-9  # same per-sample value as EmpiricalDenoiser.log_density
         assert min(e["f"]) >= 0 and max(e["f_se"]) < 0.05
         assert e["t_C_rule_on_theory"] == pytest.approx(e["t_C_pred"], rel=0.06)
     for r in traj:
@@ -49,6 +48,7 @@ def test_yi_empirical_optimum_fast(tmp_path, run_fast_validation):
     mi = res["mutual_information"]
     # the plug-in MI is an entropy of a quantiser with N + 1 cells: within [0, log(N + 1)]
     import math
+
     for v in mi.values():
         assert -1e-12 <= v["raw"] <= math.log(129) + 1e-9
         assert v["mm"] >= v["raw"]
@@ -106,8 +106,11 @@ def stub_scripts(tmp_path):
 def test_discover_kinds(stub_scripts):
     kinds = {i.name: i.kind for i in discover(stub_scripts)}
     assert kinds == {"bad": "harness", "crash": "other", "good": "harness", "own_parser": "other"}
-    assert {i.kind for i in discover(VALIDATION) if i.name in ("biroli_regimes", "yi_empirical_optimum",
-                                                                 "li_gaussian_structure")} == {"harness"}
+    assert {
+        i.kind
+        for i in discover(VALIDATION)
+        if i.name in ("biroli_regimes", "yi_empirical_optimum", "li_gaussian_structure")
+    } == {"harness"}
     assert [i.kind for i in discover(VALIDATION) if i.name == "inverse_reproducibility"] == ["adapter"]
 
 
@@ -126,7 +129,8 @@ def test_runner_table_and_readme(stub_scripts, tmp_path):
     assert {s["name"] for s in summary} == set(status)
     # --reuse keeps finished results of the same mode without running again
     (out / "good" / "result.json").write_text(
-        (out / "good" / "result.json").read_text().replace("stub claim good", "stub claim reused"))
+        (out / "good" / "result.json").read_text().replace("stub claim good", "stub claim reused")
+    )
     again = run_validation(out, fast=True, only="good", scripts=stub_scripts, reuse=True, echo=lambda s: None)
     assert again[0].message == "reused" and "stub claim reused" in (out / "validation_table.md").read_text()
 
@@ -139,8 +143,9 @@ def test_runner_crash_is_an_error(stub_scripts, tmp_path):
 
 
 def test_cli_only_unknown_is_refused(capsys):
-    rc = cli.main(["validate", "--fast", "--only", "nosuchname", "--outdir", "/tmp/unused",
-                   "--scripts", str(VALIDATION)])
+    rc = cli.main(
+        ["validate", "--fast", "--only", "nosuchname", "--outdir", "/tmp/unused", "--scripts", str(VALIDATION)]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "no validation script named 'nosuchname'" in err and "biroli_regimes" in err
@@ -153,7 +158,7 @@ def test_cli_missing_scripts_folder(tmp_path, capsys):
 
 
 def test_cli_validate_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.chdir(VALIDATION.parent)            # found as ./validation
+    monkeypatch.chdir(VALIDATION.parent)  # found as ./validation
     rc = cli.main(["validate", "--fast", "--only", "biroli_regimes", "--outdir", str(tmp_path)])
     assert rc == 0
     table = (tmp_path / "validation_table.md").read_text()
@@ -172,9 +177,16 @@ def test_help_has_examples():
 def test_inverse_adapter_converts_its_json(tmp_path):
     from gaussdiff.validate import ADAPTERS
 
-    (tmp_path / "inverse_reproducibility.json").write_text(json.dumps(
-        {"checks": [{"name": "A gaussian: heun vs euler", "value": 1.0, "verdict": "PASS"},
-                    {"name": "C edm vs vp", "value": 0.5, "verdict": "FAIL"}]}))
+    (tmp_path / "inverse_reproducibility.json").write_text(
+        json.dumps(
+            {
+                "checks": [
+                    {"name": "A gaussian: heun vs euler", "value": 1.0, "verdict": "PASS"},
+                    {"name": "C edm vs vp", "value": 0.5, "verdict": "FAIL"},
+                ]
+            }
+        )
+    )
     checks = ADAPTERS["inverse_reproducibility"].convert(tmp_path)
     assert [c["status"] for c in checks] == ["PASS", "FAIL"] and checks[1]["value"] == 0.5
 
@@ -193,7 +205,7 @@ def test_train_to_plateau_reruns_and_refuses_another_run(tmp_path, one_thread):
     kw = dict(start=20, max_steps=80, tol=0.0, gap_draws=64, width=16, batch_size=16, seed=0)
     res, hist, why = train_to_plateau(train, outdir=tmp_path / "m", **kw)
     assert why in ("plateau", "budget reached") and [h["step"] for h in hist][0] == 20
-    res2, hist2, why2 = train_to_plateau(train, outdir=tmp_path / "m", **kw)       # rerun: read back
+    res2, hist2, why2 = train_to_plateau(train, outdir=tmp_path / "m", **kw)  # rerun: read back
     assert hist2 == hist and why2 == why and res2.step == res.step
     with pytest.raises(ValueError, match="holds a different run"):
         train_to_plateau(train, outdir=tmp_path / "m", **{**kw, "seed": 1})

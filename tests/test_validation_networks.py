@@ -13,17 +13,22 @@ import re
 
 import pytest
 
+
 @pytest.fixture
 def run_checked(run_fast_validation):
     """The common result.json contract, and every threshold check's verdict recomputed."""
+
     def run(name, outdir):
         stored = run_fast_validation(name, outdir)
         for c in stored["checks"]:
             _check_threshold_rule(c)
         return stored
+
     return run
 
+
 _RULE = re.compile(r"^([-+]) 2 se (>=|<=|<|>) ([0-9.]+)$")
+
 
 def _check_threshold_rule(c: dict) -> None:
     """Checks stated as ``value -/+ 2 se  OP  X`` or ``> 2 se``: recompute the verdict."""
@@ -39,15 +44,17 @@ def _check_threshold_rule(c: dict) -> None:
         return
     assert (c["status"] == "PASS") == ok, c
 
+
 def _find(stored: dict, prefix: str) -> dict:
     found = [c for c in stored["checks"] if c["what"].startswith(prefix)]
     assert len(found) == 1, (prefix, [c["what"] for c in stored["checks"]])
     return found[0]
 
+
 def test_zhang_reproducibility_fast(tmp_path, run_checked):
     stored = run_checked("zhang_reproducibility", tmp_path)
     per_n = stored["per_n"]
-    assert len(per_n) >= 2                      # both ends
+    assert len(per_n) >= 2  # both ends
     assert len(stored["checks"]) == 6
     # the substitute threshold: the 0.99 quantile of distinct-digit centred cosines (0.885)
     assert 0.85 < stored["threshold"] < 0.92
@@ -56,10 +63,10 @@ def test_zhang_reproducibility_fast(tmp_path, run_checked):
     assert [int(k) for k in t_mem] == [r["n"] for r in per_n]
     assert all(v > stored["threshold"] for v in t_mem.values())
     assert list(t_mem.values()) == sorted(t_mem.values())
-    for r in per_n:                             # every model trained to the same measured rule
+    for r in per_n:  # every model trained to the same measured rule
         for t in r["training"].values():
             assert t["stopped"] in ("plateau", "close to the optimum", "budget reached")
-            assert [h["step"] for h in t["history"]] == [150, 300][:len(t["history"])]
+            assert [h["step"] for h in t["history"]] == [150, 300][: len(t["history"])]
     lo, hi = per_n[0], per_n[-1]
     # the recorded aggregates are the means of the recorded per-model / per-pair numbers
     for r in per_n:
@@ -71,9 +78,12 @@ def test_zhang_reproducibility_fast(tmp_path, run_checked):
         assert all(0.0 <= v[0] <= 1.0 for v in r["pairs"].values())
     assert _find(stored, f"mean memorization at N={lo['n']}")["value"] == pytest.approx(lo["mean_memorization"])
     assert _find(stored, f"mean memorization at N={hi['n']}")["value"] == pytest.approx(hi["mean_memorization"])
-    assert _find(stored, f"framework RP (EDM/VP/flow MLPs) at N={hi['n']}")["value"] == pytest.approx(hi["rp_framework"])
-    dip = stored["dip_finding"]                 # a finding (fast mode has a middle N), not a check
+    assert _find(stored, f"framework RP (EDM/VP/flow MLPs) at N={hi['n']}")["value"] == pytest.approx(
+        hi["rp_framework"]
+    )
+    dip = stored["dip_finding"]  # a finding (fast mode has a middle N), not a check
     assert dip["lowest_middle_rp_all"] == min(r["rp_all"] for r in per_n[1:-1])
+
 
 def test_kadkhodaie_disjoint_fast(tmp_path, run_checked):
     from gaussdiff.experiments import transition_size
@@ -81,9 +91,9 @@ def test_kadkhodaie_disjoint_fast(tmp_path, run_checked):
     stored = run_checked("kadkhodaie_disjoint", tmp_path)
     curves = stored["curves"]
     assert {k.split("_w")[0] for k in curves} == {"digits", "patches"}
-    assert len({k.split("_w")[1] for k in curves}) >= 2                # at least two widths
+    assert len({k.split("_w")[1] for k in curves}) >= 2  # at least two widths
     assert len(stored["checks"]) == 4 * len(curves) + 2 + 2
-    assert stored["im_set_corr_max_abs_diff"] < 1e-5                   # centred cosine == im_set_corr
+    assert stored["im_set_corr_max_abs_diff"] < 1e-5  # centred cosine == im_set_corr
     for key, c in curves.items():
         name, w = key.split("_w")
         assert c["threshold"] == pytest.approx(stored["thresholds"][name]["pair"])
@@ -113,6 +123,7 @@ def test_kadkhodaie_disjoint_fast(tmp_path, run_checked):
             share = float(re.search(r"ordered in ([0-9.]+)% of draws", c["note"]).group(1))
             assert (c["status"] == "PASS") == (share >= 97.5)
 
+
 def test_bonnaire_tau_mem_fast(tmp_path, run_checked):
     import numpy as np
 
@@ -125,8 +136,12 @@ def test_bonnaire_tau_mem_fast(tmp_path, run_checked):
         assert null[kind]["tol"] == pytest.approx(null[kind]["mean"] + 2 * null[kind]["sd"])
     em, eg = stored["exponent_mem"], stored["exponent_gen"]
     c1 = _find(stored, "exponent of tau_mem")
-    ok1 = (em["ci_low"] is not None and not math.isnan(em["ci_low"])
-           and em["ci_low"] <= 1.0 <= em["ci_high"] and em["ci_low"] > 0.5)
+    ok1 = (
+        em["ci_low"] is not None
+        and not math.isnan(em["ci_low"])
+        and em["ci_low"] <= 1.0 <= em["ci_high"]
+        and em["ci_low"] > 0.5
+    )
     assert (c1["status"] == "PASS") == ok1
     c2 = _find(stored, "exponent of tau_gen")
     ok2 = not math.isnan(eg["ci_low"]) and eg["ci_low"] > -0.5 and eg["ci_high"] < 0.5
@@ -135,8 +150,7 @@ def test_bonnaire_tau_mem_fast(tmp_path, run_checked):
     sizes = sorted({r["n"] for r in stored["rows"]})
     assert len(sizes) >= 3
     for t in stored["time_scales"]:
-        rs = sorted((r for r in stored["rows"] if r["n"] == t["n"] and r["seed"] == t["seed"]),
-                    key=lambda r: r["step"])
+        rs = sorted((r for r in stored["rows"] if r["n"] == t["n"] and r["seed"] == t["seed"]), key=lambda r: r["step"])
         # tau_mem: first checkpoint from which the bootstrap lower bound of f_mem stays > 0
         pos = [r["memorization_ci_low"] > 0 for r in rs]
         if not pos[-1]:
@@ -149,9 +163,9 @@ def test_bonnaire_tau_mem_fast(tmp_path, run_checked):
         # tau_gen: first checkpoint whose 3-point running median of FD_c is within tol of the
         # median of the last half of the checkpoints
         fd = [r["fd_classifier"] for r in rs]
-        plateau = float(np.median(fd[len(fd) // 2:]))
+        plateau = float(np.median(fd[len(fd) // 2 :]))
         assert t["fd_plateau"] == pytest.approx(plateau)
-        med = [float(np.median(fd[max(0, i - 1):i + 2])) for i in range(len(fd))]
+        med = [float(np.median(fd[max(0, i - 1) : i + 2])) for i in range(len(fd))]
         hit = [r["step"] for r, v in zip(rs, med) if v <= plateau + null["classifier"]["tol"]]
         assert t["tau_gen"] == (hit[0] if hit else None)
     big = [r for r in stored["rows"] if r["n"] == max(sizes)]
@@ -160,4 +174,3 @@ def test_bonnaire_tau_mem_fast(tmp_path, run_checked):
     small = _find(stored, "small net")
     assert small["value"] == pytest.approx(max(r["memorization"] for r in stored["rows_small"]))
     assert (small["status"] == "PASS") == all(r["memorization_ci_low"] <= 0 for r in stored["rows_small"])
-

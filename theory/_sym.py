@@ -40,7 +40,7 @@ def is_zero(expr) -> bool:
 def _lemma():
     a = sp.Symbol("a", positive=True)
     b, z = sp.symbols("b z", real=True)
-    lhs = sp.integrate(sp.exp(-a * z ** 2 + b * z), (z, -sp.oo, sp.oo))
+    lhs = sp.integrate(sp.exp(-a * z**2 + b * z), (z, -sp.oo, sp.oo))
     return a, b, lhs
 
 
@@ -48,7 +48,7 @@ def gaussian_integral(a, b, c=0):
     r"""Lemma: :math:`\int_{\mathbb R} e^{-a z^2 + b z + c}\,dz = \sqrt{\pi/a}\; e^{b^2/(4a) + c}`
     for ``a > 0`` (the one integral behind every Gaussian result; proved once by sympy's
     ``integrate``, see :func:`check_gaussian_integral`)."""
-    return sp.sqrt(sp.pi / a) * sp.exp(b ** 2 / (4 * a) + c)
+    return sp.sqrt(sp.pi / a) * sp.exp(b**2 / (4 * a) + c)
 
 
 def check_gaussian_integral():

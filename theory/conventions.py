@@ -33,8 +33,18 @@ import sympy as sp
 
 from ._sym import simplify_difference
 
-__all__ = ["schedule", "SCHEDULES", "check_C1", "check_C2", "check_C3", "check_C4", "check_C5",
-           "check_C6", "conversions", "ode_coefficients"]
+__all__ = [
+    "schedule",
+    "SCHEDULES",
+    "check_C1",
+    "check_C2",
+    "check_C3",
+    "check_C4",
+    "check_C5",
+    "check_C6",
+    "conversions",
+    "ode_coefficients",
+]
 
 t = sp.Symbol("t", positive=True)
 sigma = sp.Symbol("sigma", positive=True)
@@ -42,7 +52,7 @@ beta_min, beta_d = sp.symbols("beta_min beta_d", positive=True)
 # VPDiscrete, on the segment t in [i, i+1]: lambda(t) = L_i + (t - i) r_i, r_i = -log(1 - beta_{i+1})
 seg_i = sp.Symbol("i", integer=True, nonnegative=True)
 seg_L = sp.Symbol("L_i", nonnegative=True)
-seg_rate = sp.Symbol("r_i", positive=True)            # r_i = -log(1 - beta_{i+1}) > 0
+seg_rate = sp.Symbol("r_i", positive=True)  # r_i = -log(1 - beta_{i+1}) > 0
 
 SCHEDULES = ("EDM", "VP", "OU", "RectifiedFlow", "VPDiscrete")
 
@@ -52,12 +62,15 @@ def _vp_like(lam, dlam_doc, lam_inv, name):
     sig = sp.sqrt(sp.exp(lam) - 1)
     alpha_bar = sp.exp(-lam)
     return dict(
-        name=name, lam=lam, s=s, sigma=sig,
+        name=name,
+        lam=lam,
+        s=s,
+        sigma=sig,
         # closed forms exactly as written in gaussdiff.schedules._VPLike
         ds_doc=-dlam_doc / 2 * s,
         dsigma_doc=dlam_doc * sp.exp(lam) / (2 * sp.sqrt(sp.exp(lam) - 1)),
-        t_of_sigma=lam_inv.subs("LAM", sp.log(1 + sigma ** 2)),
-        native=(sp.sqrt(alpha_bar), sp.sqrt(1 - alpha_bar)),      # x = sqrt(ab) x0 + sqrt(1-ab) n
+        t_of_sigma=lam_inv.subs("LAM", sp.log(1 + sigma**2)),
+        native=(sp.sqrt(alpha_bar), sp.sqrt(1 - alpha_bar)),  # x = sqrt(ab) x0 + sqrt(1-ab) n
     )
 
 
@@ -83,20 +96,34 @@ def schedule(name: str) -> dict:
     """
     LAM = sp.Symbol("LAM")
     if name == "EDM":
-        out = dict(name=name, s=sp.Integer(1), sigma=t, ds_doc=sp.Integer(0), dsigma_doc=sp.Integer(1),
-                   t_of_sigma=sigma, native=(sp.Integer(1), t), params=())
+        out = dict(
+            name=name,
+            s=sp.Integer(1),
+            sigma=t,
+            ds_doc=sp.Integer(0),
+            dsigma_doc=sp.Integer(1),
+            t_of_sigma=sigma,
+            native=(sp.Integer(1), t),
+            params=(),
+        )
     elif name == "VP":
-        lam = beta_d * t ** 2 / 2 + beta_min * t
-        out = _vp_like(lam, beta_d * t + beta_min,
-                       (sp.sqrt(beta_min ** 2 + 2 * beta_d * LAM) - beta_min) / beta_d, name)
+        lam = beta_d * t**2 / 2 + beta_min * t
+        out = _vp_like(lam, beta_d * t + beta_min, (sp.sqrt(beta_min**2 + 2 * beta_d * LAM) - beta_min) / beta_d, name)
         out["params"] = (beta_min, beta_d)
     elif name == "OU":
         out = _vp_like(2 * t, sp.Integer(2), LAM / 2, name)
         out["params"] = ()
     elif name == "RectifiedFlow":
-        out = dict(name=name, s=1 - t, sigma=t / (1 - t), ds_doc=sp.Integer(-1),
-                   dsigma_doc=1 / (1 - t) ** 2, t_of_sigma=sigma / (1 + sigma),
-                   native=(1 - t, t), params=())
+        out = dict(
+            name=name,
+            s=1 - t,
+            sigma=t / (1 - t),
+            ds_doc=sp.Integer(-1),
+            dsigma_doc=1 / (1 - t) ** 2,
+            t_of_sigma=sigma / (1 + sigma),
+            native=(1 - t, t),
+            params=(),
+        )
     elif name == "VPDiscrete":
         lam = seg_L + (t - seg_i) * seg_rate
         out = _vp_like(lam, seg_rate, seg_i + (LAM - seg_L) / seg_rate, name)
@@ -118,6 +145,7 @@ def ode_coefficients(name: str):
 def _replace_derivative(expr, f, repl):
     """Replace every first derivative of the unknown function ``f`` at an argument ``arg``
     (``Derivative(f(arg), arg)`` or ``Subs(Derivative(f(u), u), u, arg)``) by ``repl(arg)``."""
+
     def is_df(e):
         if isinstance(e, sp.Subs) and isinstance(e.expr, sp.Derivative) and e.expr.expr.func == f:
             return True
@@ -139,13 +167,16 @@ def check_C1() -> dict:
     for name in SCHEDULES:
         sc = schedule(name)
         c_x0, c_n = sc["native"]
-        out[name] = (simplify_difference(sc["s"], c_x0),
-                     simplify_difference(sp.expand_power_base(sc["s"] ** 2 * sc["sigma"] ** 2), c_n ** 2))
+        out[name] = (
+            simplify_difference(sc["s"], c_x0),
+            simplify_difference(sp.expand_power_base(sc["s"] ** 2 * sc["sigma"] ** 2), c_n**2),
+        )
     sc = schedule("VPDiscrete")
     ab = sp.exp(-sc["lam"])
     beta = sp.Symbol("beta_ip1", positive=True)
-    out["DDPM"] = simplify_difference(ab.subs(t, seg_i + 1).subs(seg_rate, -sp.log(1 - beta)),
-                                      ab.subs(t, seg_i) * (1 - beta))
+    out["DDPM"] = simplify_difference(
+        ab.subs(t, seg_i + 1).subs(seg_rate, -sp.log(1 - beta)), ab.subs(t, seg_i) * (1 - beta)
+    )
     return out
 
 
@@ -157,8 +188,7 @@ def check_C6() -> dict:
     for name in SCHEDULES:
         sc = schedule(name)
         inv = simplify_difference(sp.powsimp(sc["sigma"].subs(t, sc["t_of_sigma"]), force=True), sigma)
-        item = [simplify_difference(sc["ds"], sc["ds_doc"]), simplify_difference(sc["dsigma"], sc["dsigma_doc"]),
-                inv]
+        item = [simplify_difference(sc["ds"], sc["ds_doc"]), simplify_difference(sc["dsigma"], sc["dsigma_doc"]), inv]
         if "lam" in sc:
             item.append(simplify_difference(sc["s"] ** 2 * (1 + sc["sigma"] ** 2), 1))
         out[name] = tuple(item)
@@ -187,9 +217,12 @@ def conversions() -> dict:
     tt = sigma / (1 + sigma)
     xt = x / (1 + sigma)
     return dict(
-        score=(D - x) / sigma ** 2, denoiser_from_score=x + sigma ** 2 * score_sym,
-        eps=(x - D) / sigma, denoiser_from_eps=x - sigma * eps_sym,
-        velocity=(xt - D) / tt, velocity_posterior=(x - D) / sigma - D,
+        score=(D - x) / sigma**2,
+        denoiser_from_score=x + sigma**2 * score_sym,
+        eps=(x - D) / sigma,
+        denoiser_from_eps=x - sigma * eps_sym,
+        velocity=(xt - D) / tt,
+        velocity_posterior=(x - D) / sigma - D,
         denoiser_from_velocity=xt - tt * v_sym,
     )
 
@@ -207,9 +240,9 @@ def check_C2():
     logpt = sp.log(p(xs / s) / s)
     dlog = sp.diff(logpt, xs)
     # Tweedie (T1) in the unscaled variable: p'(u) = p(u) (D(u) - u) / sigma^2
-    dlog = _replace_derivative(dlog, p, lambda arg: p(arg) * (Dfun(arg) - arg) / sigma ** 2)
+    dlog = _replace_derivative(dlog, p, lambda arg: p(arg) * (Dfun(arg) - arg) / sigma**2)
     roundtrip = simplify_difference(c["denoiser_from_score"].subs(score_sym, c["score"]), D)
-    scaled = simplify_difference(dlog, (Dfun(xs / s) - xs / s) / (s * sigma ** 2))
+    scaled = simplify_difference(dlog, (Dfun(xs / s) - xs / s) / (s * sigma**2))
     return roundtrip, scaled
 
 
@@ -220,10 +253,10 @@ def check_C3():
     (C2) and :math:`s\sigma = \sqrt{1-\bar\alpha}` of (C1). Returns the differences (0)."""
     c = conversions()
     roundtrip = simplify_difference(c["denoiser_from_eps"].subs(eps_sym, c["eps"]), D)
-    posterior = simplify_difference((x - D) / sigma, c["eps"])            # E[n|x] = (x - E[x0|x])/sigma
+    posterior = simplify_difference((x - D) / sigma, c["eps"])  # E[n|x] = (x - E[x0|x])/sigma
     sc = schedule("VP")
     s_t, sig_t = sc["s"], sc["sigma"]
-    scaled_score = (D - x) / (s_t * sig_t ** 2)                             # (C2), at x_t = s x
+    scaled_score = (D - x) / (s_t * sig_t**2)  # (C2), at x_t = s x
     ddpm = simplify_difference(-sc["native"][1] * scaled_score, c["eps"].subs(sigma, sig_t))
     return roundtrip, posterior, ddpm
 

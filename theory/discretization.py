@@ -47,8 +47,18 @@ import sympy as sp
 from ._sym import simplify_difference
 from .gaussian import denoiser_factor, flow_ratio
 
-__all__ = ["euler_factor", "heun_factor", "heun_factor_last", "sampler_step", "local_error",
-           "check_P1", "check_P2", "check_P3", "check_P4", "check_P5"]
+__all__ = [
+    "euler_factor",
+    "heun_factor",
+    "heun_factor_last",
+    "sampler_step",
+    "local_error",
+    "check_P1",
+    "check_P2",
+    "check_P3",
+    "check_P4",
+    "check_P5",
+]
 
 lam = sp.Symbol("lambda", positive=True)
 s_i, s_n, h = sp.symbols("sigma_i sigma_ip1 h", positive=True)
@@ -57,12 +67,12 @@ y = sp.Symbol("y", real=True)
 
 def euler_factor(l=lam, a=s_i, b=s_n):
     r"""(P1) :math:`(\lambda + \sigma_i\sigma_{i+1})/(\lambda + \sigma_i^2)`."""
-    return (l + a * b) / (l + a ** 2)
+    return (l + a * b) / (l + a**2)
 
 
 def heun_factor(l=lam, a=s_i, b=s_n):
     r"""(P2) Heun's factor for :math:`\sigma_{i+1} > 0`."""
-    return (2 * l ** 2 + l * a ** 2 + 3 * l * b ** 2 + 2 * a * b ** 3) / (2 * (l + a ** 2) * (l + b ** 2))
+    return (2 * l**2 + l * a**2 + 3 * l * b**2 + 2 * a * b**3) / (2 * (l + a**2) * (l + b**2))
 
 
 def heun_factor_last(l=lam, a=s_i):
@@ -74,13 +84,13 @@ def sampler_step(method: str, l=lam, a=s_i, b=s_n, yy=y):
     r"""One step of ``gaussdiff.sampling._run`` written out with the scalar denoiser
     :math:`D(y, \sigma) = \lambda y/(\lambda+\sigma^2)` (G2): ``d_cur = (y - D)/sigma_i``, the
     Euler step, and for ``"heun"`` the trapezoidal correction with ``d_next`` at the Euler point."""
-    D = lambda z, s: denoiser_factor(l, s) * z                                # noqa: E731
+    D = lambda z, s: denoiser_factor(l, s) * z  # noqa: E731
     hh = b - a
     d_cur = (yy - D(yy, a)) / a
-    y_next = yy + hh * d_cur                                                  # Euler step.
+    y_next = yy + hh * d_cur  # Euler step.
     if method == "heun":
         d_next = (y_next - D(y_next, b)) / b
-        y_next = yy + hh * (d_cur / 2 + d_next / 2)                           # Heun correction.
+        y_next = yy + hh * (d_cur / 2 + d_next / 2)  # Heun correction.
     return y_next
 
 
@@ -109,8 +119,8 @@ def check_P3():
     r"""(P3) The series of :math:`a^E - r` to :math:`h^2` is :math:`-\lambda h^2/2(\lambda+\sigma_i^2)^2`,
     that of :math:`a^H - r` to :math:`h^3` is :math:`-\lambda\sigma_i h^3/2(\lambda+\sigma_i^2)^3`.
     Returns ``(euler, heun)`` (0)."""
-    euler = simplify_difference(local_error("euler", 2), -lam * h ** 2 / (2 * (lam + s_i ** 2) ** 2))
-    heun = simplify_difference(local_error("heun", 3), -lam * s_i * h ** 3 / (2 * (lam + s_i ** 2) ** 3))
+    euler = simplify_difference(local_error("euler", 2), -lam * h**2 / (2 * (lam + s_i**2) ** 2))
+    heun = simplify_difference(local_error("heun", 3), -lam * s_i * h**3 / (2 * (lam + s_i**2) ** 3))
     return euler, heun
 
 
@@ -127,7 +137,7 @@ def check_P4():
     y2 = sampler_step("euler", lam, sg[1], sg[2], sampler_step("euler", lam, sg[0], sg[1], y0))
     P = euler_factor(lam, sg[0], sg[1]) * euler_factor(lam, sg[1], sg[2])
     # Var[c y0] = c^2 v0 with c = d y2 / d y0 (y2 is linear in y0)
-    variance = simplify_difference(sp.diff(y2, y0) ** 2 * v0, v0 * P ** 2)
+    variance = simplify_difference(sp.diff(y2, y0) ** 2 * v0, v0 * P**2)
     return telescope, variance
 
 
@@ -146,6 +156,7 @@ def check_P5():
     Ah = U * sp.diag(*[sp.sqrt(a) for a in al]) * U.T
     M = U * sp.diag(*[sp.sqrt(a * b) for a, b in zip(al, be)]) * U.T
     square_root = (M * M - Ah * B * Ah).applyfunc(lambda e: sp.simplify(sp.trigsimp(sp.expand(e))))
-    trace = simplify_difference(sp.trigsimp((A + B - 2 * M).trace()),
-                                sum((sp.sqrt(a) - sp.sqrt(b)) ** 2 for a, b in zip(al, be)))
+    trace = simplify_difference(
+        sp.trigsimp((A + B - 2 * M).trace()), sum((sp.sqrt(a) - sp.sqrt(b)) ** 2 for a, b in zip(al, be))
+    )
     return square_root, trace

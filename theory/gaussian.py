@@ -38,50 +38,64 @@ import sympy as sp
 
 from ._sym import gaussian_integral, simplify_difference
 
-__all__ = ["lam", "sigma", "marginal_density", "denoiser_factor", "posterior_variance",
-           "score_factor", "flow_ratio", "flow_output_variance", "gaussian_2x2", "denoiser_2x2",
-           "check_G1", "check_G2", "check_G3", "check_G4", "check_G5"]
+__all__ = [
+    "lam",
+    "sigma",
+    "marginal_density",
+    "denoiser_factor",
+    "posterior_variance",
+    "score_factor",
+    "flow_ratio",
+    "flow_output_variance",
+    "gaussian_2x2",
+    "denoiser_2x2",
+    "check_G1",
+    "check_G2",
+    "check_G3",
+    "check_G4",
+    "check_G5",
+]
 
-lam = sp.Symbol("lambda", positive=True)          # an eigenvalue (lambda = 0 as a limit)
+lam = sp.Symbol("lambda", positive=True)  # an eigenvalue (lambda = 0 as a limit)
 sigma, sigma0, sigma1 = sp.symbols("sigma sigma_0 sigma_1", positive=True)
 y, y0 = sp.symbols("y y_0", real=True)
 
 
 def marginal_density(l=lam, s=sigma, yy=y):
     r"""(G1) :math:`N(y; 0, \lambda + \sigma^2)`."""
-    v = l + s ** 2
-    return sp.exp(-yy ** 2 / (2 * v)) / sp.sqrt(2 * sp.pi * v)
+    v = l + s**2
+    return sp.exp(-(yy**2) / (2 * v)) / sp.sqrt(2 * sp.pi * v)
 
 
 def denoiser_factor(l=lam, s=sigma):
     r"""(G2) The shrinkage :math:`\lambda/(\lambda+\sigma^2)`: :math:`D = \mu + U\,\mathrm{diag}(\cdot)\,U^T(\hat x-\mu)`."""
-    return l / (l + s ** 2)
+    return l / (l + s**2)
 
 
 def posterior_variance(l=lam, s=sigma):
     r"""(G2) :math:`\mathrm{Var}[y_0 \mid y] = \lambda\sigma^2/(\lambda+\sigma^2)`."""
-    return l * s ** 2 / (l + s ** 2)
+    return l * s**2 / (l + s**2)
 
 
 def score_factor(l=lam, s=sigma):
     r"""(G3) :math:`\partial_y \log p_\sigma(y) = -y/(\lambda+\sigma^2)`: the factor :math:`-1/(\lambda+\sigma^2)`."""
-    return -1 / (l + s ** 2)
+    return -1 / (l + s**2)
 
 
 def flow_ratio(l=lam, s_from=sigma0, s_to=sigma1):
     r"""(G4) :math:`y(\sigma_{to})/y(\sigma_{from}) = \sqrt{(\lambda+\sigma_{to}^2)/(\lambda+\sigma_{from}^2)}`."""
-    return sp.sqrt((l + s_to ** 2) / (l + s_from ** 2))
+    return sp.sqrt((l + s_to**2) / (l + s_from**2))
 
 
 def flow_output_variance(l=lam, s_from=sigma0, s_to=sigma1, v0=None):
     r"""(G5) :math:`v_0 (\lambda+\sigma_1^2)/(\lambda+\sigma_0^2)`, ``v0`` defaulting to :math:`\sigma_0^2`."""
-    v0 = s_from ** 2 if v0 is None else v0
-    return v0 * (l + s_to ** 2) / (l + s_from ** 2)
+    v0 = s_from**2 if v0 is None else v0
+    return v0 * (l + s_to**2) / (l + s_from**2)
 
 
 def _joint_exponent(l=lam, s=sigma):
     """log of p(y0) p(y | y0) without constants: -y0^2/(2 l) - (y - y0)^2/(2 s^2)."""
-    return -y0 ** 2 / (2 * l) - (y - y0) ** 2 / (2 * s ** 2)
+    return -(y0**2) / (2 * l) - (y - y0) ** 2 / (2 * s**2)
 
 
 def check_G1():
@@ -108,9 +122,9 @@ def check_G2():
     the eigen form equals the matrix form.
     Returns ``(square, variance, matrix_mean, matrix_hessian, eigen_form)`` (all 0)."""
     m = denoiser_factor() * y
-    P = 1 / lam + 1 / sigma ** 2
+    P = 1 / lam + 1 / sigma**2
     rest = _joint_exponent() + P / 2 * (y0 - m) ** 2
-    square = simplify_difference(sp.diff(rest, y0))          # no y0 left: a perfect square
+    square = simplify_difference(sp.diff(rest, y0))  # no y0 left: a perfect square
     variance = simplify_difference(1 / P, posterior_variance())
     mean_m, hess, eig = denoiser_2x2()
     return square, variance, mean_m, hess, eig
@@ -129,10 +143,19 @@ def gaussian_2x2() -> dict:
     M = sp.Matrix(sp.symbols("mu1 mu2", real=True))
     Z = sp.Matrix(sp.symbols("z1 z2", real=True))
     I2 = sp.eye(2)
-    shrink = S * (S + sigma ** 2 * I2).inv()
-    logpost = -((Z - M).T * S.inv() * (Z - M))[0, 0] / 2 - ((X - Z).T * (X - Z))[0, 0] / (2 * sigma ** 2)
-    return dict(S=S, X=X, M=M, Z=Z, entries=(a, b, c), shrink=shrink, denoiser=M + shrink * (X - M),
-                log_posterior=logpost, posterior_cov=(S.inv() + I2 / sigma ** 2).inv())
+    shrink = S * (S + sigma**2 * I2).inv()
+    logpost = -((Z - M).T * S.inv() * (Z - M))[0, 0] / 2 - ((X - Z).T * (X - Z))[0, 0] / (2 * sigma**2)
+    return dict(
+        S=S,
+        X=X,
+        M=M,
+        Z=Z,
+        entries=(a, b, c),
+        shrink=shrink,
+        denoiser=M + shrink * (X - M),
+        log_posterior=logpost,
+        posterior_cov=(S.inv() + I2 / sigma**2).inv(),
+    )
 
 
 def denoiser_2x2():
@@ -141,13 +164,13 @@ def denoiser_2x2():
     Z, I2 = g["Z"], sp.eye(2)
     grad = sp.Matrix([sp.diff(g["log_posterior"], z) for z in Z])
     mean_m = simplify_difference(grad.subs(dict(zip(Z, g["denoiser"]))), sp.zeros(2, 1))
-    hess = simplify_difference(sp.hessian(g["log_posterior"], list(Z)), -(g["S"].inv() + I2 / sigma ** 2))
+    hess = simplify_difference(sp.hessian(g["log_posterior"], list(Z)), -(g["S"].inv() + I2 / sigma**2))
     th = sp.Symbol("theta", real=True)
     l1, l2 = sp.symbols("lambda_1 lambda_2", positive=True)
     R = sp.Matrix([[sp.cos(th), -sp.sin(th)], [sp.sin(th), sp.cos(th)]])
     Se = R * sp.diag(l1, l2) * R.T
     eig = R * sp.diag(denoiser_factor(l1), denoiser_factor(l2)) * R.T
-    eigen_form = (eig - Se * (Se + sigma ** 2 * I2).inv()).applyfunc(lambda e: sp.simplify(sp.trigsimp(e)))
+    eigen_form = (eig - Se * (Se + sigma**2 * I2).inv()).applyfunc(lambda e: sp.simplify(sp.trigsimp(e)))
     return mean_m, hess, eigen_form
 
 
@@ -157,10 +180,9 @@ def check_G3():
     dimension); its limits 1 at :math:`\sigma\to0` and 0 at :math:`\sigma\to\infty`.
     Returns ``(score, tweedie, jacobian, lim0 - 1, lim_inf)`` (all 0)."""
     score = simplify_difference(sp.diff(sp.log(marginal_density()), y), score_factor() * y)
-    tweedie = simplify_difference(score_factor() * y, (denoiser_factor() * y - y) / sigma ** 2)
+    tweedie = simplify_difference(score_factor() * y, (denoiser_factor() * y - y) / sigma**2)
     jac = simplify_difference(sp.diff(denoiser_factor() * y, y), denoiser_factor())
-    return (score, tweedie, jac, sp.limit(denoiser_factor(), sigma, 0) - 1,
-            sp.limit(denoiser_factor(), sigma, sp.oo))
+    return (score, tweedie, jac, sp.limit(denoiser_factor(), sigma, 0) - 1, sp.limit(denoiser_factor(), sigma, sp.oo))
 
 
 def check_G4():
@@ -182,7 +204,7 @@ def check_G5():
     :math:`\lim_{\sigma_0\to\infty}` of the output variance at :math:`\sigma_1 = 0` being :math:`\lambda`.
     Returns ``(variance, marginal, limit)`` (all 0)."""
     r = flow_ratio()
-    variance = simplify_difference(r ** 2 * sigma0 ** 2, flow_output_variance())
-    marginal = simplify_difference(r ** 2 * (lam + sigma0 ** 2), lam + sigma1 ** 2)
+    variance = simplify_difference(r**2 * sigma0**2, flow_output_variance())
+    marginal = simplify_difference(r**2 * (lam + sigma0**2), lam + sigma1**2)
     limit = sp.limit(flow_output_variance(s_to=0), sigma0, sp.oo) - lam
     return variance, marginal, limit

@@ -58,11 +58,14 @@ def mixture_1d(K: int = 2) -> dict:
     comps = [pk * marginal_density(lk, sigma, x - mk) for pk, mk, lk in zip(pi, mu, ell)]
     p = sp.Add(*comps)
     resp = [c / p for c in comps]
-    logits = [sp.log(pk) - (x - mk) ** 2 / (2 * (lk + sigma ** 2)) - sp.log(lk + sigma ** 2) / 2
-              for pk, mk, lk in zip(pi, mu, ell)]
+    logits = [
+        sp.log(pk) - (x - mk) ** 2 / (2 * (lk + sigma**2)) - sp.log(lk + sigma**2) / 2
+        for pk, mk, lk in zip(pi, mu, ell)
+    ]
     den = sp.Add(*[r * (mk + denoiser_factor(lk) * (x - mk)) for r, mk, lk in zip(resp, mu, ell)])
-    return dict(p=p, resp=resp, logits=logits, denoiser=den, tweedie=x + sigma ** 2 * sp.diff(sp.log(p), x),
-                pi=pi, mu=mu, ell=ell)
+    return dict(
+        p=p, resp=resp, logits=logits, denoiser=den, tweedie=x + sigma**2 * sp.diff(sp.log(p), x), pi=pi, mu=mu, ell=ell
+    )
 
 
 @lru_cache(maxsize=None)
@@ -70,11 +73,14 @@ def empirical_1d(N: int = 3) -> dict:
     r"""(E1)/(E2) for ``N`` generic 1-D points: ``log_density``, ``denoiser``, ``weights`` and the
     symbols ``pts``."""
     pts = sp.symbols(f"x_1:{N + 1}", real=True)
-    e = [sp.exp(-(x - xi) ** 2 / (2 * sigma ** 2)) for xi in pts]
+    e = [sp.exp(-((x - xi) ** 2) / (2 * sigma**2)) for xi in pts]
     Z = sp.Add(*e)
-    return dict(log_density=sp.log(Z) - sp.log(N) - sp.log(2 * sp.pi * sigma ** 2) / 2,
-                denoiser=sp.Add(*[ei * xi for ei, xi in zip(e, pts)]) / Z,
-                weights=[ei / Z for ei in e], pts=pts)
+    return dict(
+        log_density=sp.log(Z) - sp.log(N) - sp.log(2 * sp.pi * sigma**2) / 2,
+        denoiser=sp.Add(*[ei * xi for ei, xi in zip(e, pts)]) / Z,
+        weights=[ei / Z for ei in e],
+        pts=pts,
+    )
 
 
 def check_M1():
@@ -98,8 +104,7 @@ def _smoothed_empirical(N: int):
     """The mixture with pi = 1/N, mu_i = x_i, ell_i = h^2, in the symbols of empirical_1d(N)."""
     m = mixture_1d(N)
     pts = empirical_1d(N)["pts"]
-    sub = {**{p: sp.Rational(1, N) for p in m["pi"]}, **dict(zip(m["mu"], pts)),
-           **{l: h ** 2 for l in m["ell"]}}
+    sub = {**{p: sp.Rational(1, N) for p in m["pi"]}, **dict(zip(m["mu"], pts)), **{l: h**2 for l in m["ell"]}}
     return {k: (v.subs(sub) if isinstance(v, sp.Basic) else v) for k, v in m.items() if k in ("p", "denoiser")}
 
 
@@ -107,9 +112,10 @@ def check_E1():
     r"""(E1) :math:`\lim_{h\to0}\log p_\sigma` of the smoothed empirical mixture (1-D, N = 3) equals
     the empirical log density. Returns 0."""
     sm = _smoothed_empirical(3)
-    lim = sp.log(sm["p"]).subs(h, 0)            # continuous at h = 0 because sigma > 0
-    return simplify_difference(sp.expand_log(lim, force=True),
-                               sp.expand_log(empirical_1d(3)["log_density"], force=True))
+    lim = sp.log(sm["p"]).subs(h, 0)  # continuous at h = 0 because sigma > 0
+    return simplify_difference(
+        sp.expand_log(lim, force=True), sp.expand_log(empirical_1d(3)["log_density"], force=True)
+    )
 
 
 def check_E2():
@@ -131,7 +137,7 @@ def empirical_2d() -> dict:
     ``posterior_cov`` (:math:`\sum_i w_i p_ip_i^T - DD^T`)."""
     X = sp.Matrix(sp.symbols("u1 u2", real=True))
     P = [sp.Matrix(sp.symbols("p11 p12", real=True)), sp.Matrix(sp.symbols("p21 p22", real=True))]
-    e = [sp.exp(-((X - p).T * (X - p))[0, 0] / (2 * sigma ** 2)) for p in P]
+    e = [sp.exp(-((X - p).T * (X - p))[0, 0] / (2 * sigma**2)) for p in P]
     Z = e[0] + e[1]
     w = [ei / Z for ei in e]
     D = w[0] * P[0] + w[1] * P[1]
@@ -143,4 +149,4 @@ def check_E3():
     r"""(E3) In 2-D with N = 2 generic points (:func:`empirical_2d`), the Jacobian of the empirical
     denoiser equals the posterior covariance over :math:`\sigma^2`. Returns a zero 2x2 matrix."""
     e = empirical_2d()
-    return simplify_difference(e["jacobian"], e["posterior_cov"] / sigma ** 2)
+    return simplify_difference(e["jacobian"], e["posterior_cov"] / sigma**2)

@@ -52,8 +52,17 @@ import sympy as sp
 
 from ._sym import simplify_difference
 
-__all__ = ["t", "Lambda", "speciation_time", "symmetry_breaking_time", "collapse_time_isotropic",
-           "excess_entropy", "check_R1", "check_R2", "check_R3"]
+__all__ = [
+    "t",
+    "Lambda",
+    "speciation_time",
+    "symmetry_breaking_time",
+    "collapse_time_isotropic",
+    "excess_entropy",
+    "check_R1",
+    "check_R2",
+    "check_R3",
+]
 
 t = sp.Symbol("t", positive=True)
 Lambda = sp.Symbol("Lambda", positive=True)
@@ -98,12 +107,12 @@ def check_R2():
     a, b = sp.symbols("m_1 m_2", real=True)
     M = sp.Matrix([a, b])
     cov = M * M.T + v * sp.eye(2)
-    eigen = simplify_difference(cov * M, (a ** 2 + b ** 2 + v) * M)
+    eigen = simplify_difference(cov * M, (a**2 + b**2 + v) * M)
     mn = sp.sqrt(m2)
     gam = v * sp.exp(-2 * t) + 1 - sp.exp(-2 * t)
-    logp = sp.log(sp.exp(-(q - mn * sp.exp(-t)) ** 2 / (2 * gam)) + sp.exp(-(q + mn * sp.exp(-t)) ** 2 / (2 * gam)))
+    logp = sp.log(sp.exp(-((q - mn * sp.exp(-t)) ** 2) / (2 * gam)) + sp.exp(-((q + mn * sp.exp(-t)) ** 2) / (2 * gam)))
     curv = sp.diff(logp, q, 2).subs(q, 0)
-    formula = -1 / gam + m2 * sp.exp(-2 * t) / gam ** 2
+    formula = -1 / gam + m2 * sp.exp(-2 * t) / gam**2
     curvature = simplify_difference(curv, formula)
     at_tstar = simplify_difference(formula.subs(t, symmetry_breaking_time()))
     limit = sp.limit(symmetry_breaking_time(Lambda - v, v) - speciation_time(), Lambda, sp.oo)
@@ -116,10 +125,11 @@ def check_R3():
     the isotropic :math:`t_C` solves :math:`\log N = d\cdot\text{excess}(v, t)`.
     Returns ``(entropy, sigma_form, root)`` (all 0)."""
     delta = 1 - sp.exp(-2 * t)
-    H = lambda var: sp.log(2 * sp.pi * sp.E * var) / 2                        # noqa: E731
+    H = lambda var: sp.log(2 * sp.pi * sp.E * var) / 2  # noqa: E731
     # compare exp(2 * .) of both sides (the logs are of positive quantities)
-    entropy = simplify_difference(sp.exp(2 * (H(lam * sp.exp(-2 * t) + delta) - H(delta))),
-                                  sp.exp(2 * excess_entropy()))
+    entropy = simplify_difference(
+        sp.exp(2 * (H(lam * sp.exp(-2 * t) + delta) - H(delta))), sp.exp(2 * excess_entropy())
+    )
     sigma_form = simplify_difference(sp.exp(2 * excess_entropy()), 1 + lam / (sp.exp(2 * t) - 1))
     tc = collapse_time_isotropic()
     # log N = d * excess(v, t_C)  <=>  N^{2/d} = exp(2 excess) = 1 + v / sigma_C^2

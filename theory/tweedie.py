@@ -41,7 +41,7 @@ sigma = sp.Symbol("sigma", positive=True)
 
 def kernel_1d(z, s=sigma):
     r""":math:`\varphi_s(z) = e^{-z^2/2s^2}/\sqrt{2\pi s^2}`."""
-    return sp.exp(-z ** 2 / (2 * s ** 2)) / sp.sqrt(2 * sp.pi * s ** 2)
+    return sp.exp(-(z**2) / (2 * s**2)) / sp.sqrt(2 * sp.pi * s**2)
 
 
 def kernel_general(z: sp.Matrix, C: sp.Matrix):
@@ -62,18 +62,17 @@ def discrete_prior_1d(K: int = 3) -> dict:
     terms = [wk * kernel_1d(x - ak) for wk, ak in zip(w, a)]
     p = sp.Add(*terms)
     mean = sp.Add(*[t * ak for t, ak in zip(terms, a)]) / p
-    second = sp.Add(*[t * ak ** 2 for t, ak in zip(terms, a)]) / p
-    return dict(p=p, score=sp.diff(sp.log(p), x), posterior_mean=mean,
-                posterior_var=second - mean ** 2, w=w, a=a)
+    second = sp.Add(*[t * ak**2 for t, ak in zip(terms, a)]) / p
+    return dict(p=p, score=sp.diff(sp.log(p), x), posterior_mean=mean, posterior_var=second - mean**2, w=w, a=a)
 
 
 def check_T1():
     r"""(T1) Returns ``(kernel, discrete)``: the kernel identity
     :math:`\partial_{\hat x}\varphi_\sigma(\hat x - x_0) = \frac{x_0 - \hat x}{\sigma^2}\varphi_\sigma`
     and Tweedie on a generic 3-atom prior, both 0."""
-    kernel = simplify_difference(sp.diff(kernel_1d(x - x0), x), (x0 - x) / sigma ** 2 * kernel_1d(x - x0))
+    kernel = simplify_difference(sp.diff(kernel_1d(x - x0), x), (x0 - x) / sigma**2 * kernel_1d(x - x0))
     pr = discrete_prior_1d(3)
-    discrete = simplify_difference(pr["score"], (pr["posterior_mean"] - x) / sigma ** 2)
+    discrete = simplify_difference(pr["score"], (pr["posterior_mean"] - x) / sigma**2)
     return kernel, discrete
 
 
@@ -90,15 +89,14 @@ def general_2d() -> dict:
     X = sp.Matrix(sp.symbols("x1 x2", real=True))
     X0 = sp.Matrix(sp.symbols("y1 y2", real=True))
     Ci = C.inv()
-    phi = lambda z: sp.exp(-(z.T * Ci * z)[0, 0] / 2)                  # noqa: E731
+    phi = lambda z: sp.exp(-(z.T * Ci * z)[0, 0] / 2)  # noqa: E731
     w = sp.symbols("w1 w2", positive=True)
     A = [sp.Matrix(sp.symbols("a11 a12", real=True)), sp.Matrix(sp.symbols("a21 a22", real=True))]
     terms = [w[0] * phi(X - A[0]), w[1] * phi(X - A[1])]
     p = terms[0] + terms[1]
     mean = (terms[0] * A[0] + terms[1] * A[1]) / p
     score = sp.Matrix([sp.diff(sp.log(p), xi) for xi in X])
-    return dict(C=C, X=X, X0=X0, phi=phi, p=p, posterior_mean=mean, score=score, tweedie=X + C * score,
-                w=w, A=A)
+    return dict(C=C, X=X, X0=X0, phi=phi, p=p, posterior_mean=mean, score=score, tweedie=X + C * score, w=w, A=A)
 
 
 def check_T2():
@@ -118,10 +116,11 @@ def check_T3():
     :math:`\partial^2_{\hat x}\varphi_\sigma = \big((x_0-\hat x)^2/\sigma^4 - 1/\sigma^2\big)\varphi_\sigma`;
     on a generic 3-atom prior :math:`\partial_{\hat x} E[x_0\mid\hat x] = \mathrm{Var}[x_0\mid\hat x]/\sigma^2`
     and :math:`= 1 + \sigma^2\,\partial^2\log p_\sigma`; all 0."""
-    kernel = simplify_difference(sp.diff(kernel_1d(x - x0), x, 2),
-                                 ((x0 - x) ** 2 / sigma ** 4 - 1 / sigma ** 2) * kernel_1d(x - x0))
+    kernel = simplify_difference(
+        sp.diff(kernel_1d(x - x0), x, 2), ((x0 - x) ** 2 / sigma**4 - 1 / sigma**2) * kernel_1d(x - x0)
+    )
     pr = discrete_prior_1d(3)
     dmean = sp.diff(pr["posterior_mean"], x)
-    discrete = simplify_difference(dmean, pr["posterior_var"] / sigma ** 2)
-    hessian = simplify_difference(dmean, 1 + sigma ** 2 * sp.diff(pr["score"], x))
+    discrete = simplify_difference(dmean, pr["posterior_var"] / sigma**2)
+    hessian = simplify_difference(dmean, 1 + sigma**2 * sp.diff(pr["score"], x))
     return kernel, discrete, hessian

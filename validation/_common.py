@@ -34,8 +34,16 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["Report", "parse_args", "fmt", "set_threads", "save_figure", "train_to_plateau", "pair_null_threshold",
-           "max_null_threshold"]
+__all__ = [
+    "Report",
+    "parse_args",
+    "fmt",
+    "set_threads",
+    "save_figure",
+    "train_to_plateau",
+    "pair_null_threshold",
+    "max_null_threshold",
+]
 
 
 def parse_args(doc: str | None, argv=None, extra=None) -> argparse.Namespace:
@@ -49,6 +57,7 @@ def parse_args(doc: str | None, argv=None, extra=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.threads:
         import torch
+
         torch.set_num_threads(args.threads)
     return args
 
@@ -80,10 +89,21 @@ class set_threads:
         self._apply(*self.prev)
 
 
-
-def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000, tol: float = 0.1,
-                     close: float | None = None, gap_draws: int = 2048, gap_seed: int = 0,
-                     checkpoint_steps=(), callback=None, fresh: bool = False, **train_kw):
+def train_to_plateau(
+    train,
+    *,
+    outdir,
+    start: int = 1500,
+    max_steps: int = 12000,
+    tol: float = 0.1,
+    close: float | None = None,
+    gap_draws: int = 2048,
+    gap_seed: int = 0,
+    checkpoint_steps=(),
+    callback=None,
+    fresh: bool = False,
+    **train_kw,
+):
     """Train until the training loss stops approaching the exact optimum's, or comes close to
     it: a measured "sufficiently trained", the same rule for every framework and architecture.
 
@@ -124,19 +144,27 @@ def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000
     while True:
         meta = outdir / "config.json"
         done = json.loads(meta.read_text())["step"] if meta.exists() else 0
-        if done > steps:                       # a previous run went further: its EMA at this length,
+        if done > steps:  # a previous run went further: its EMA at this length,
             # once the trainer has checked that the folder holds a run of these data and settings
             gd.train_denoiser(train, steps=done, outdir=outdir, progress=False, **train_kw)
             res = SimpleNamespace(denoiser=gd.load_denoiser(outdir, step=steps), step=steps)
         else:
             ck = sorted({c for c in wanted if c <= steps} | {steps})
-            res = gd.train_denoiser(train, steps=steps, outdir=outdir, progress=False, checkpoint_steps=ck,
-                                    callback=cb, **train_kw)
-        g = gd.optimum_gap(res.denoiser, train, generator=torch.Generator().manual_seed(gap_seed),
-                           n_draws=gap_draws)
-        history.append({"step": steps, "excess": g.excess, "excess_se": g.excess_se, "loss": g.loss,
-                        "loss_optimum": g.loss_optimum, "loss_gaussian": g.loss_gaussian,
-                        "gaussian_share": g.gaussian_share})
+            res = gd.train_denoiser(
+                train, steps=steps, outdir=outdir, progress=False, checkpoint_steps=ck, callback=cb, **train_kw
+            )
+        g = gd.optimum_gap(res.denoiser, train, generator=torch.Generator().manual_seed(gap_seed), n_draws=gap_draws)
+        history.append(
+            {
+                "step": steps,
+                "excess": g.excess,
+                "excess_se": g.excess_se,
+                "loss": g.loss,
+                "loss_optimum": g.loss_optimum,
+                "loss_gaussian": g.loss_gaussian,
+                "gaussian_share": g.gaussian_share,
+            }
+        )
         if close is not None and g.gaussian_share <= close:
             return res, history, "close to the optimum"
         if len(history) >= 2 and history[-1]["excess"] > (1 - tol) * history[-2]["excess"]:
@@ -144,6 +172,7 @@ def train_to_plateau(train, *, outdir, start: int = 1500, max_steps: int = 12000
         if 2 * steps > max_steps:
             return res, history, "budget reached"
         steps *= 2
+
 
 def _unit_centred(data):
     """Rows of ``data`` flattened, each minus its own mean and scaled to unit norm (float64), so
@@ -188,6 +217,7 @@ def max_null_threshold(data, n: int, quantile: float = 0.99, *, draws: int = 200
             vals[r] = float((x[idx[1:]] @ x[idx[0]]).max())
     return float(np.quantile(vals, quantile))
 
+
 def save_figure(fig, path):
     """Lay out, write (110 dpi) and close a matplotlib figure; returns ``path``."""
     import matplotlib.pyplot as plt
@@ -220,14 +250,25 @@ class Report:
         self.t0 = time.perf_counter()
         print(f"== {name}: {claim}\n   source: {source}\n   expected: {expected}\n   mode: {self.mode}")
 
-    def check(self, what: str, *, value: float, passed: bool, expected: str, se: float | None = None,
-              note: str = "") -> bool:
+    def check(
+        self, what: str, *, value: float, passed: bool, expected: str, se: float | None = None, note: str = ""
+    ) -> bool:
         """Record one measured number against its expected outcome; returns ``passed``."""
         passed = bool(passed)
-        self.checks.append({"what": what, "value": _num(value), "se": _num(se), "expected": expected,
-                            "status": "PASS" if passed else "FAIL", "note": note})
-        print(f"   [{'PASS' if passed else 'FAIL'}] {what}: measured {fmt(value, se)}; expected {expected}"
-              + (f"  ({note})" if note else ""))
+        self.checks.append(
+            {
+                "what": what,
+                "value": _num(value),
+                "se": _num(se),
+                "expected": expected,
+                "status": "PASS" if passed else "FAIL",
+                "note": note,
+            }
+        )
+        print(
+            f"   [{'PASS' if passed else 'FAIL'}] {what}: measured {fmt(value, se)}; expected {expected}"
+            + (f"  ({note})" if note else "")
+        )
         return passed
 
     def note(self, key: str, value) -> None:
@@ -242,16 +283,28 @@ class Report:
         """Write ``result.json`` and print the verdict. ``reason`` explains a FAIL."""
         wall = time.perf_counter() - self.t0
         measured = "; ".join(f"{c['what']}: {fmt(c['value'], c['se'])}" for c in self.checks)
-        result = {"name": self.name, "claim": self.claim, "source": self.source, "expected": self.expected,
-                  "measured": measured, "status": self.status, "checks": self.checks, "mode": self.mode,
-                  "wall_seconds": wall, "figures": [str(Path(f).name) for f in figures], "reason": reason,
-                  **self.extra}
+        result = {
+            "name": self.name,
+            "claim": self.claim,
+            "source": self.source,
+            "expected": self.expected,
+            "measured": measured,
+            "status": self.status,
+            "checks": self.checks,
+            "mode": self.mode,
+            "wall_seconds": wall,
+            "figures": [str(Path(f).name) for f in figures],
+            "reason": reason,
+            **self.extra,
+        }
         path = self.outdir / "result.json"
         from gaussdiff._io import atomic_write
 
         atomic_write(path, json.dumps(result, indent=1, default=_json_default))
-        print(f"== {self.name}: {self.status} ({len([c for c in self.checks if c['status'] == 'PASS'])}"
-              f"/{len(self.checks)} checks) in {wall:.1f} s" + (f" — {reason}" if reason else ""))
+        print(
+            f"== {self.name}: {self.status} ({len([c for c in self.checks if c['status'] == 'PASS'])}"
+            f"/{len(self.checks)} checks) in {wall:.1f} s" + (f" — {reason}" if reason else "")
+        )
         return result
 
 

@@ -149,12 +149,12 @@ from _common import Report, fmt, parse_args, save_figure, set_threads
 
 import gaussdiff as gd
 
-LEVEL_SPEC = 0.775              # the authors' cloning threshold (population phi at t_S)
-FIT_WINDOW = (0.1, 0.5)         # f^e/alpha range of the line whose zero is the measured t_C
-TOL_TC = 0.1                    # criterion 1
-TOL_CURVE, CURVE_FROM = 0.15, 0.5   # criterion 3
-COLLAPSED_MAX, COLLAPSED_BELOW = 0.05, 0.8   # criterion 4
-TOL_TS, SLOPE_RANGE = 0.3, (0.8, 1.2)        # criteria 5, 6
+LEVEL_SPEC = 0.775  # the authors' cloning threshold (population phi at t_S)
+FIT_WINDOW = (0.1, 0.5)  # f^e/alpha range of the line whose zero is the measured t_C
+TOL_TC = 0.1  # criterion 1
+TOL_CURVE, CURVE_FROM = 0.15, 0.5  # criterion 3
+COLLAPSED_MAX, COLLAPSED_BELOW = 0.05, 0.8  # criterion 4
+TOL_TS, SLOPE_RANGE = 0.3, (0.8, 1.2)  # criteria 5, 6
 N_BOOT = 200
 
 
@@ -162,13 +162,13 @@ N_BOOT = 200
 class Config:
     """Every setting of one run (full or fast)."""
 
-    entropy_dims: tuple = (256, 1024, 4096)   # d of the f^e Monte Carlo (the authors' Ns)
-    traj_dims: tuple = (64, 256, 1024)        # d of the trajectories (speciation, images' rule)
-    n_train: int = 20000                      # P
-    n_mc: int = 8000                          # samples per t (the same at every t)
-    chunk: int = 500                          # samples per GEMM batch
-    n_traj: int = 128                         # B
-    steps: int = 240                          # Karras grid of the ancestral sampler
+    entropy_dims: tuple = (256, 1024, 4096)  # d of the f^e Monte Carlo (the authors' Ns)
+    traj_dims: tuple = (64, 256, 1024)  # d of the trajectories (speciation, images' rule)
+    n_train: int = 20000  # P
+    n_mc: int = 8000  # samples per t (the same at every t)
+    chunk: int = 500  # samples per GEMM batch
+    n_traj: int = 128  # B
+    steps: int = 240  # Karras grid of the ancestral sampler
     mutilde: float = 1.0
 
 
@@ -201,7 +201,7 @@ def population_phi_offset(level: float = LEVEL_SPEC) -> float:
 
     def phi(r):
         q = 1.0 / (1.0 + np.exp(-(2 * r + 2 * np.sqrt(r) * z)))
-        return float((w * (q ** 2 + (1 - q) ** 2)).sum())
+        return float((w * (q**2 + (1 - q) ** 2)).sum())
 
     return -0.5 * math.log(brentq(lambda r: phi(r) - level, 1e-4, 20.0))
 
@@ -218,20 +218,20 @@ def excess_entropy_samples(train: torch.Tensor, idx: torch.Tensor, z: torch.Tens
     sq = (train * train).sum(1)
     out = torch.empty(len(ts), len(idx), dtype=torch.float64)
     for s in range(0, len(idx), chunk):
-        mu, zc = idx[s:s + chunk], z[s:s + chunk]
+        mu, zc = idx[s : s + chunk], z[s : s + chunk]
         rows = torch.arange(len(mu))
-        dist = (sq[mu][:, None] + sq[None] - 2.0 * (train[mu] @ train.T)).clamp_min_(0.0)   # |a_mu - a_nu|^2
+        dist = (sq[mu][:, None] + sq[None] - 2.0 * (train[mu] @ train.T)).clamp_min_(0.0)  # |a_mu - a_nu|^2
         za = zc @ train.T
-        u = za.gather(1, mu[:, None]) - za                                                   # z.(a_mu - a_nu)
+        u = za.gather(1, mu[:, None]) - za  # z.(a_mu - a_nu)
         logits = torch.empty_like(dist)
         for k, t in enumerate(ts):
             e, delta = math.exp(-t), -math.expm1(-2 * t)
             torch.mul(dist, -e * e / (2 * delta), out=logits)
             logits.add_(u, alpha=-e / math.sqrt(delta))
-            logits[rows, mu] = -math.inf                     # the nu = mu term is the 1 below
+            logits[rows, mu] = -math.inf  # the nu = mu term is the 1 below
             m = logits.max(1).values.clamp_min(0.0)
             logits.sub_(m[:, None]).exp_()
-            out[k, s:s + chunk] = (m + torch.log(logits.sum(1) + torch.exp(-m))) / d
+            out[k, s : s + chunk] = (m + torch.log(logits.sum(1) + torch.exp(-m))) / d
     return out
 
 
@@ -254,7 +254,7 @@ def run_entropy(d: int, cfg: Config, seed: int, rng: np.random.Generator) -> dic
     g = torch.Generator().manual_seed(seed + 11)
     idx = torch.randint(0, cfg.n_train, (cfg.n_mc,), generator=g)
     z = torch.randn(cfg.n_mc, d, generator=g, dtype=torch.float64)
-    cv = excess_entropy_samples(train, idx, z, ts.tolist(), cfg.chunk).numpy()        # (T, n)
+    cv = excess_entropy_samples(train, idx, z, ts.tolist(), cfg.chunk).numpy()  # (T, n)
     plain = cv + (0.5 - (z * z).sum(1).numpy() / (2 * d))[None]
     f, f_se = cv.mean(1) / alpha, cv.std(1, ddof=1) / math.sqrt(cfg.n_mc) / alpha
     t_meas = fit_zero(ts, f)
@@ -273,15 +273,25 @@ def run_entropy(d: int, cfg: Config, seed: int, rng: np.random.Generator) -> dic
     ilt = -(0.5 + 0.5 * math.log(2 * math.pi * -math.expm1(-2 * tk)))
     check_err = float(np.abs(logp / d - ilt + alpha - plain[k, :16]).max())
     t_fine = np.linspace(0.3 * t_c, 2.0 * t_c, 4001)
-    lam_full = np.array([d * cfg.mutilde ** 2 + 1.0] + [1.0] * (d - 1))
-    return {"d": d, "P": cfg.n_train, "alpha": alpha, "t": ts, "f": f, "f_se": f_se,
-            "f_plain": plain.mean(1) / alpha, "f_plain_se": plain.std(1, ddof=1) / math.sqrt(cfg.n_mc) / alpha,
-            "theory": theory_fe(ts, cfg.n_train, d) / alpha, "t_C_pred": t_c,
-            "t_C_pred_two_clusters": gd.collapse_time(cfg.n_train, np.ones(d), n_clusters=2),
-            "t_C_pred_full_spectrum": gd.collapse_time(cfg.n_train, lam_full),
-            "t_C_rule_on_theory": fit_zero(t_fine, 1 + np.log(-np.expm1(-2 * t_fine)) / (2 * alpha)),
-            "t_C": t_meas, "t_C_se": float(boots.std(ddof=1)) if boots.size > 1 else float("nan"),
-            "log_density_check": check_err}
+    lam_full = np.array([d * cfg.mutilde**2 + 1.0] + [1.0] * (d - 1))
+    return {
+        "d": d,
+        "P": cfg.n_train,
+        "alpha": alpha,
+        "t": ts,
+        "f": f,
+        "f_se": f_se,
+        "f_plain": plain.mean(1) / alpha,
+        "f_plain_se": plain.std(1, ddof=1) / math.sqrt(cfg.n_mc) / alpha,
+        "theory": theory_fe(ts, cfg.n_train, d) / alpha,
+        "t_C_pred": t_c,
+        "t_C_pred_two_clusters": gd.collapse_time(cfg.n_train, np.ones(d), n_clusters=2),
+        "t_C_pred_full_spectrum": gd.collapse_time(cfg.n_train, lam_full),
+        "t_C_rule_on_theory": fit_zero(t_fine, 1 + np.log(-np.expm1(-2 * t_fine)) / (2 * alpha)),
+        "t_C": t_meas,
+        "t_C_se": float(boots.std(ddof=1)) if boots.size > 1 else float("nan"),
+        "log_density_check": check_err,
+    }
 
 
 # -- B: trajectories ---------------------------------------------------------------------------
@@ -319,21 +329,25 @@ def run_trajectories(d: int, cfg: Config, seed: int) -> dict:
     ts, phis, nearest = [], [], []
 
     def record(info):
-        if info["i"] == 0:                               # levels sigmas[1:-1]: the start is not recorded
+        if info["i"] == 0:  # levels sigmas[1:-1]: the start is not recorded
             return
         s = float(info["sigma"])
-        xa = info["x"] @ train.T - half_sq[None]          # -|x - a_i|^2 / 2 up to a per-row constant
+        xa = info["x"] @ train.T - half_sq[None]  # -|x - a_i|^2 / 2 up to a per-row constant
         w = torch.softmax(xa / (s * s), dim=1)
         q = w[:, plus].sum(1)
         ts.append(0.5 * math.log1p(s * s))
-        phis.append((q ** 2 + (1 - q) ** 2).numpy())
+        phis.append((q**2 + (1 - q) ** 2).numpy())
         nearest.append(xa.argmax(1).numpy())
 
     with torch.no_grad():
         gd.sample_euler_ancestral(den, x, sigmas, eta=1.0, seed=seed, callback=record)
     t = np.asarray(ts)
-    return {"t": t, "phi": np.stack(phis), "tc_nn": nn_collapse_times(t, np.stack(nearest)),
-                "lam_train": float(torch.linalg.eigvalsh(torch.cov(train.T)).max())}
+    return {
+        "t": t,
+        "phi": np.stack(phis),
+        "tc_nn": nn_collapse_times(t, np.stack(nearest)),
+        "lam_train": float(torch.linalg.eigvalsh(torch.cov(train.T)).max()),
+    }
 
 
 def boot_crossing(t, per_traj, level, rng):
@@ -350,16 +364,19 @@ def main(argv=None) -> dict:
     args = parse_args(__doc__, argv)
     set_threads(args.threads or 1)
     cfg = FAST if args.fast else FULL
-    rep = Report("biroli_regimes",
-                 claim="two Gaussians, P training points: the excess entropy f^e(t) of the noised empirical "
-                       "law follows the theory curve and vanishes below t_C of (R3); backward trajectories "
-                       "speciate at t_S = 1/2 log Lambda",
-                 source="Biroli, Bonnaire, de Bortoli & Mezard 2024 (Fig. 3; tbonnair/Dynamical-Regimes-of-"
-                        "Diffusion-Models src/)", args=args,
-                 expected=f"largest d: |t_C,meas - t_C| / t_C <= {TOL_TC} and below the smallest d's; "
-                          f"|f^e - theory| / alpha <= {TOL_CURVE} where theory/alpha >= {CURVE_FROM}; "
-                          f"f^e/alpha <= {COLLAPSED_MAX} for t <= {COLLAPSED_BELOW} t_C; |t_S,meas - t_S| <= "
-                          f"{TOL_TS} for every d, slope in [{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}]; t_C < t_S")
+    rep = Report(
+        "biroli_regimes",
+        claim="two Gaussians, P training points: the excess entropy f^e(t) of the noised empirical "
+        "law follows the theory curve and vanishes below t_C of (R3); backward trajectories "
+        "speciate at t_S = 1/2 log Lambda",
+        source="Biroli, Bonnaire, de Bortoli & Mezard 2024 (Fig. 3; tbonnair/Dynamical-Regimes-of-"
+        "Diffusion-Models src/)",
+        args=args,
+        expected=f"largest d: |t_C,meas - t_C| / t_C <= {TOL_TC} and below the smallest d's; "
+        f"|f^e - theory| / alpha <= {TOL_CURVE} where theory/alpha >= {CURVE_FROM}; "
+        f"f^e/alpha <= {COLLAPSED_MAX} for t <= {COLLAPSED_BELOW} t_C; |t_S,meas - t_S| <= "
+        f"{TOL_TS} for every d, slope in [{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}]; t_C < t_S",
+    )
     rng = np.random.default_rng(0)
     offset = population_phi_offset()
     print(f"   population crossing of E phi = {LEVEL_SPEC}: t_S {offset:+.4f}")
@@ -368,69 +385,128 @@ def main(argv=None) -> dict:
     for d in cfg.entropy_dims:
         e = run_entropy(d, cfg, seed=d * 100003 + cfg.n_train, rng=rng)
         entropy.append(e)
-        print(f"   f^e d={d:5d} P={cfg.n_train}: t_C pred {e['t_C_pred']:.3f} (rule on theory "
-              f"{e['t_C_rule_on_theory']:.3f}; 2-cluster {e['t_C_pred_two_clusters']:.3f}, full "
-              f"{e['t_C_pred_full_spectrum']:.3f}) measured {fmt(e['t_C'], e['t_C_se'])}; max se of f^e/alpha "
-              f"{e['f_se'].max():.4f} (authors' plain estimator {e['f_plain_se'].max():.4f}); "
-              f"log_density check {e['log_density_check']:.1e}")
+        print(
+            f"   f^e d={d:5d} P={cfg.n_train}: t_C pred {e['t_C_pred']:.3f} (rule on theory "
+            f"{e['t_C_rule_on_theory']:.3f}; 2-cluster {e['t_C_pred_two_clusters']:.3f}, full "
+            f"{e['t_C_pred_full_spectrum']:.3f}) measured {fmt(e['t_C'], e['t_C_se'])}; max se of f^e/alpha "
+            f"{e['f_se'].max():.4f} (authors' plain estimator {e['f_plain_se'].max():.4f}); "
+            f"log_density check {e['log_density_check']:.1e}"
+        )
     flows = []
     for d in cfg.traj_dims:
         out = run_trajectories(d, cfg, seed=d * 100003 + cfg.n_train + 1)
-        t_s = gd.speciation_time(d * cfg.mutilde ** 2 + 1.0)
+        t_s = gd.speciation_time(d * cfg.mutilde**2 + 1.0)
         tsm, tsm_se = boot_crossing(out["t"], out["phi"], LEVEL_SPEC, rng)
         tc_nn = out["tc_nn"]
-        row = {"d": d, "P": cfg.n_train, "t_S": t_s, "t_S_train": gd.speciation_time(out["lam_train"]),
-               "t_spec": tsm, "t_spec_se": tsm_se, "t_C_nn": float(tc_nn.mean()),
-               "t_C_nn_se": float(tc_nn.std(ddof=1) / math.sqrt(tc_nn.size)),
-               "t_C_pred": gd.collapse_time(cfg.n_train, 1.0, dim=d), "t": out["t"], "phi": out["phi"].mean(1)}
+        row = {
+            "d": d,
+            "P": cfg.n_train,
+            "t_S": t_s,
+            "t_S_train": gd.speciation_time(out["lam_train"]),
+            "t_spec": tsm,
+            "t_spec_se": tsm_se,
+            "t_C_nn": float(tc_nn.mean()),
+            "t_C_nn_se": float(tc_nn.std(ddof=1) / math.sqrt(tc_nn.size)),
+            "t_C_pred": gd.collapse_time(cfg.n_train, 1.0, dim=d),
+            "t": out["t"],
+            "phi": out["phi"].mean(1),
+        }
         flows.append(row)
-        print(f"   trajectories d={d:5d}: t_S {t_s:.3f} measured {fmt(tsm, tsm_se)} | t_C pred {row['t_C_pred']:.3f}, "
-              f"images' rule (nearest-point last change, mean) {fmt(row['t_C_nn'], row['t_C_nn_se'])}")
+        print(
+            f"   trajectories d={d:5d}: t_S {t_s:.3f} measured {fmt(tsm, tsm_se)} | t_C pred {row['t_C_pred']:.3f}, "
+            f"images' rule (nearest-point last change, mean) {fmt(row['t_C_nn'], row['t_C_nn_se'])}"
+        )
 
     # 1-4 collapse, from f^e
     rel = [abs(e["t_C"] - e["t_C_pred"]) / e["t_C_pred"] for e in entropy]
     rel_se = [e["t_C_se"] / e["t_C_pred"] for e in entropy]
     top, low = entropy[-1], entropy[0]
-    rep.check(f"collapse: |t_C,meas - t_C| / t_C from f^e at d={top['d']}", value=rel[-1], se=rel_se[-1],
-              passed=rel[-1] <= TOL_TC, expected=f"<= {TOL_TC}",
-              note="t_C meas/pred per d: " + ", ".join(f"d={e['d']}: {e['t_C']:.3f}/{e['t_C_pred']:.3f}"
-                                                       for e in entropy))
-    rep.check(f"collapse: relative error at d={top['d']} minus at d={low['d']}", value=rel[-1] - rel[0],
-              se=math.hypot(rel_se[-1], rel_se[0]), passed=rel[-1] < rel[0], expected="< 0 (shrinks with d)")
+    rep.check(
+        f"collapse: |t_C,meas - t_C| / t_C from f^e at d={top['d']}",
+        value=rel[-1],
+        se=rel_se[-1],
+        passed=rel[-1] <= TOL_TC,
+        expected=f"<= {TOL_TC}",
+        note="t_C meas/pred per d: " + ", ".join(f"d={e['d']}: {e['t_C']:.3f}/{e['t_C_pred']:.3f}" for e in entropy),
+    )
+    rep.check(
+        f"collapse: relative error at d={top['d']} minus at d={low['d']}",
+        value=rel[-1] - rel[0],
+        se=math.hypot(rel_se[-1], rel_se[0]),
+        passed=rel[-1] < rel[0],
+        expected="< 0 (shrinks with d)",
+    )
     far = top["theory"] >= CURVE_FROM
     dev = float(np.abs(top["f"] - top["theory"])[far].max()) if far.any() else float("nan")
-    rep.check(f"f^e/alpha vs theory at d={top['d']}: max |difference| where theory/alpha >= {CURVE_FROM}",
-              value=dev, se=float(top["f_se"][far].max()) if far.any() else None, passed=dev <= TOL_CURVE,
-              expected=f"<= {TOL_CURVE}")
+    rep.check(
+        f"f^e/alpha vs theory at d={top['d']}: max |difference| where theory/alpha >= {CURVE_FROM}",
+        value=dev,
+        se=float(top["f_se"][far].max()) if far.any() else None,
+        passed=dev <= TOL_CURVE,
+        expected=f"<= {TOL_CURVE}",
+    )
     below = top["t"] <= COLLAPSED_BELOW * top["t_C_pred"]
     fmax = float(top["f"][below].max()) if below.any() else float("nan")
-    rep.check(f"f^e/alpha below collapse at d={top['d']}: max over t <= {COLLAPSED_BELOW} t_C", value=fmax,
-              se=float(top["f_se"][below].max()) if below.any() else None, passed=fmax <= COLLAPSED_MAX,
-              expected=f"<= {COLLAPSED_MAX}")
+    rep.check(
+        f"f^e/alpha below collapse at d={top['d']}: max over t <= {COLLAPSED_BELOW} t_C",
+        value=fmax,
+        se=float(top["f_se"][below].max()) if below.any() else None,
+        passed=fmax <= COLLAPSED_MAX,
+        expected=f"<= {COLLAPSED_MAX}",
+    )
     # 5-6 speciation
     dev_s = [abs(r["t_spec"] - r["t_S"]) for r in flows]
     worst = flows[int(np.nanargmax(dev_s))]
-    rep.check("speciation: max_d |t_S,meas - 1/2 log Lambda| (phi = 0.775)", value=max(dev_s), se=worst["t_spec_se"],
-              passed=bool(np.all(np.asarray(dev_s) <= TOL_TS)), expected=f"<= {TOL_TS} (population offset "
-              f"{offset:+.4f})")
-    slope, slope_se = _slope(np.array([r["t_S"] for r in flows]), np.array([r["t_spec"] for r in flows]),
-                             np.array([r["t_spec_se"] for r in flows]), rng)
-    rep.check("speciation: slope of measured on predicted t_S across d", value=slope, se=slope_se,
-              passed=SLOPE_RANGE[0] <= slope <= SLOPE_RANGE[1], expected=f"in [{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}]")
+    rep.check(
+        "speciation: max_d |t_S,meas - 1/2 log Lambda| (phi = 0.775)",
+        value=max(dev_s),
+        se=worst["t_spec_se"],
+        passed=bool(np.all(np.asarray(dev_s) <= TOL_TS)),
+        expected=f"<= {TOL_TS} (population offset {offset:+.4f})",
+    )
+    slope, slope_se = _slope(
+        np.array([r["t_S"] for r in flows]),
+        np.array([r["t_spec"] for r in flows]),
+        np.array([r["t_spec_se"] for r in flows]),
+        rng,
+    )
+    rep.check(
+        "speciation: slope of measured on predicted t_S across d",
+        value=slope,
+        se=slope_se,
+        passed=SLOPE_RANGE[0] <= slope <= SLOPE_RANGE[1],
+        expected=f"in [{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}]",
+    )
     # 7 ordering
     both = [(e, r) for e in entropy for r in flows if e["d"] == r["d"]]
     n_bad = sum(int(not (e["t_C"] < r["t_spec"])) for e, r in both)
-    rep.check("ordering: d with t_C,meas (f^e) >= t_S,meas", value=n_bad, passed=bool(both) and n_bad == 0,
-              expected=f"0 (of {len(both)})")
+    rep.check(
+        "ordering: d with t_C,meas (f^e) >= t_S,meas",
+        value=n_bad,
+        passed=bool(both) and n_bad == 0,
+        expected=f"0 (of {len(both)})",
+    )
 
     rep.note("entropy", [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in e.items()} for e in entropy])
-    rep.note("trajectories", [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()}
-                              for r in flows])
+    rep.note(
+        "trajectories", [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in flows]
+    )
     rep.note("config", dataclasses.asdict(cfg))
     rep.note("population_crossing_offset", offset)
-    rep.note("thresholds", {"level_spec": LEVEL_SPEC, "fit_window": FIT_WINDOW, "tol_tc": TOL_TC,
-                            "tol_curve": TOL_CURVE, "curve_from": CURVE_FROM, "collapsed_max": COLLAPSED_MAX,
-                            "collapsed_below": COLLAPSED_BELOW, "tol_ts": TOL_TS, "slope_range": SLOPE_RANGE})
+    rep.note(
+        "thresholds",
+        {
+            "level_spec": LEVEL_SPEC,
+            "fit_window": FIT_WINDOW,
+            "tol_tc": TOL_TC,
+            "tol_curve": TOL_CURVE,
+            "curve_from": CURVE_FROM,
+            "collapsed_max": COLLAPSED_MAX,
+            "collapsed_below": COLLAPSED_BELOW,
+            "tol_ts": TOL_TS,
+            "slope_range": SLOPE_RANGE,
+        },
+    )
     fig = _figure(entropy, flows, rep.outdir / "biroli_regimes.png")
     return rep.finish(figures=[fig], reason=_reason(rep, entropy, flows))
 
@@ -441,11 +517,17 @@ def _reason(rep, entropy, flows) -> str:
     parts = []
     for c in failed:
         if c["what"].startswith("collapse"):
-            parts.append(f"{c['what']}: {fmt(c['value'], c['se'])} (t_C meas/pred: "
-                         + ", ".join(f"d={e['d']}: {e['t_C']:.3f}/{e['t_C_pred']:.3f}" for e in entropy) + ")")
+            parts.append(
+                f"{c['what']}: {fmt(c['value'], c['se'])} (t_C meas/pred: "
+                + ", ".join(f"d={e['d']}: {e['t_C']:.3f}/{e['t_C_pred']:.3f}" for e in entropy)
+                + ")"
+            )
         elif c["what"].startswith("speciation"):
-            parts.append(f"{c['what']}: {fmt(c['value'], c['se'])} (t_S meas - pred: "
-                         + ", ".join(f"d={r['d']}: {r['t_spec'] - r['t_S']:+.2f}" for r in flows) + ")")
+            parts.append(
+                f"{c['what']}: {fmt(c['value'], c['se'])} (t_S meas - pred: "
+                + ", ".join(f"d={r['d']}: {r['t_spec'] - r['t_S']:+.2f}" for r in flows)
+                + ")"
+            )
         else:
             parts.append(f"{c['what']}: {fmt(c['value'], c['se'])}")
     return "; ".join(parts)
@@ -461,6 +543,7 @@ def _slope(x, y, se, rng):
 
 def _figure(entropy, flows, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -484,12 +567,28 @@ def _figure(entropy, flows, path):
     ax[1].set_ylabel("cloning probability phi")
     ax[1].set_title(f"speciation, P = {flows[0]['P']}")
     ax[1].legend(fontsize=7)
-    ax[2].errorbar([e["t_C_pred"] for e in entropy], [e["t_C"] for e in entropy], yerr=[e["t_C_se"] for e in entropy],
-                   fmt="o", label="t_C (f^e line zero)")
-    ax[2].errorbar([r["t_C_pred"] for r in flows], [r["t_C_nn"] for r in flows], yerr=[r["t_C_nn_se"] for r in flows],
-                   fmt="x", label="t_C (images' rule, trajectories)")
-    ax[2].errorbar([r["t_S"] for r in flows], [r["t_spec"] for r in flows], yerr=[r["t_spec_se"] for r in flows],
-                   fmt="s", mfc="none", label=f"t_S (phi = {LEVEL_SPEC})")
+    ax[2].errorbar(
+        [e["t_C_pred"] for e in entropy],
+        [e["t_C"] for e in entropy],
+        yerr=[e["t_C_se"] for e in entropy],
+        fmt="o",
+        label="t_C (f^e line zero)",
+    )
+    ax[2].errorbar(
+        [r["t_C_pred"] for r in flows],
+        [r["t_C_nn"] for r in flows],
+        yerr=[r["t_C_nn_se"] for r in flows],
+        fmt="x",
+        label="t_C (images' rule, trajectories)",
+    )
+    ax[2].errorbar(
+        [r["t_S"] for r in flows],
+        [r["t_spec"] for r in flows],
+        yerr=[r["t_spec_se"] for r in flows],
+        fmt="s",
+        mfc="none",
+        label=f"t_S (phi = {LEVEL_SPEC})",
+    )
     lim = [0, 1.1 * max([e["t_C_pred"] for e in entropy] + [r["t_S"] for r in flows])]
     ax[2].plot(lim, lim, "k--", lw=0.8)
     ax[2].set_xlabel("predicted")

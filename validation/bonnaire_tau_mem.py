@@ -134,15 +134,24 @@ from _common import Report, fmt, parse_args, save_figure, set_threads  # noqa: E
 
 import gaussdiff as gd  # noqa: E402
 
-GAP_RATIO = 1 / 3        # the paper's k (eq. 6)
-NULL_DRAWS = 20          # pairs of disjoint real subsets for the FD null
-NULL_Z = 2.0             # tol = mu_0 + NULL_Z s_0
+GAP_RATIO = 1 / 3  # the paper's k (eq. 6)
+NULL_DRAWS = 20  # pairs of disjoint real subsets for the FD null
+NULL_Z = 2.0  # tol = mu_0 + NULL_Z s_0
 
-FULL = dict(sizes=(24, 48, 96, 192), seeds=(0, 1), steps_per_n=200, checkpoints=20, width=128,
-            small_width=6, n_samples=512, clf_steps=2000)
-FAST = dict(sizes=(4, 8, 16), seeds=(0,), steps_per_n=120, checkpoints=8, width=128,
-            small_width=6, n_samples=128, clf_steps=150)
-TRAIN = dict(batch_size=128, lr=1e-3, warmup=0, ema=0.0)   # no warm-up, no EMA (the paper)
+FULL = dict(
+    sizes=(24, 48, 96, 192),
+    seeds=(0, 1),
+    steps_per_n=200,
+    checkpoints=20,
+    width=128,
+    small_width=6,
+    n_samples=512,
+    clf_steps=2000,
+)
+FAST = dict(
+    sizes=(4, 8, 16), seeds=(0,), steps_per_n=120, checkpoints=8, width=128, small_width=6, n_samples=128, clf_steps=150
+)
+TRAIN = dict(batch_size=128, lr=1e-3, warmup=0, ema=0.0)  # no warm-up, no EMA (the paper)
 
 
 def checkpoint_grid(steps: int, count: int) -> list[int]:
@@ -159,9 +168,10 @@ def fd_null(data, clf, m: int) -> dict:
     vals = {"classifier": [], "pixel": []}
     for r in range(NULL_DRAWS):
         p = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(5000 + r))
-        a, b = p[:m], p[m:2 * m]
-        vals["classifier"].append(gd.frechet_distance(gd.FeatureStats.from_features(feats[a]),
-                                                      gd.FeatureStats.from_features(feats[b])))
+        a, b = p[:m], p[m : 2 * m]
+        vals["classifier"].append(
+            gd.frechet_distance(gd.FeatureStats.from_features(feats[a]), gd.FeatureStats.from_features(feats[b]))
+        )
         vals["pixel"].append(gd.pixel_frechet_distance(data[a], data[b]))
     for k, v in vals.items():
         mu, sd = float(np.mean(v)), float(np.std(v, ddof=1))
@@ -184,14 +194,14 @@ def onset(rows) -> float | None:
 def running_median(v) -> np.ndarray:
     """Median over each point and its two neighbours (one neighbour at the ends)."""
     v = np.asarray(v, float)
-    return np.array([np.median(v[max(0, i - 1):i + 2]) for i in range(len(v))])
+    return np.array([np.median(v[max(0, i - 1) : i + 2]) for i in range(len(v))])
 
 
 def plateau_time(steps, fd, tol):
     """tau_gen: the first checkpoint whose running median of the FD is within ``tol`` of the
     final plateau P (median of the last half of the checkpoints). Returns (tau, P)."""
     fd = np.asarray(fd, float)
-    plateau = float(np.median(fd[len(fd) // 2:]))
+    plateau = float(np.median(fd[len(fd) // 2 :]))
     med = running_median(fd)
     for s, v in zip(steps, med):
         if v <= plateau + tol:
@@ -202,6 +212,7 @@ def plateau_time(steps, fd, tol):
 def fit_exponent(ns, taus):
     """OLS slope of log tau on log n with its 95 % t-interval; (b, se, lo, hi)."""
     from scipy import stats
+
     x, y = np.log(np.asarray(ns, float)), np.log(np.asarray(taus, float))
     if len(x) < 3 or np.ptp(x) == 0:
         return math.nan, math.nan, math.nan, math.nan
@@ -220,12 +231,32 @@ def run_training(train, ref, ref_feats, clf, noise, *, n, seed, width, steps, co
             samples = gd.sample_heun(den, noise, grid)
         mem = gd.memorization_fraction(samples, train, ratio=GAP_RATIO, n_boot=1000, seed=seed)
         fd_c = gd.frechet_distance(gd.FeatureStats.from_features(clf.embed(samples)), ref_feats)
-        rows.append(dict(n=n, seed=seed, width=width, framework="edm", step=step, **mem.as_dict("memorization"),
-                         fd_classifier=fd_c, fd_pixel=gd.pixel_frechet_distance(samples, ref)))
+        rows.append(
+            dict(
+                n=n,
+                seed=seed,
+                width=width,
+                framework="edm",
+                step=step,
+                **mem.as_dict("memorization"),
+                fd_classifier=fd_c,
+                fd_pixel=gd.pixel_frechet_distance(samples, ref),
+            )
+        )
 
-    gd.train_denoiser(train, steps=steps, net="mlp", width=width, framework="edm", seed=seed,
-                      checkpoint_steps=checkpoint_grid(steps, count), callback=callback,
-                      progress=False, num_threads=threads, **TRAIN)
+    gd.train_denoiser(
+        train,
+        steps=steps,
+        net="mlp",
+        width=width,
+        framework="edm",
+        seed=seed,
+        checkpoint_steps=checkpoint_grid(steps, count),
+        callback=callback,
+        progress=False,
+        num_threads=threads,
+        **TRAIN,
+    )
     return rows
 
 
@@ -237,20 +268,26 @@ def main(argv=None) -> dict:
 
 
 def _main(args, cfg, threads) -> dict:
-    rep = Report("bonnaire_tau_mem",
-                 claim="tau_mem grows linearly with N while tau_gen (sample quality, Frechet distance) "
-                       "stays constant; a small enough network never memorizes at large N within the budget",
-                 source="Bonnaire, Urfin, Biroli & Mezard 2025, 'Why diffusion models don't memorize'",
-                 expected="b_mem 95% CI contains 1 (low end > 0.5); b_gen CI inside (-0.5, 0.5); the large net "
-                          "starts memorizing at the largest N, the small net does not", args=args)
+    rep = Report(
+        "bonnaire_tau_mem",
+        claim="tau_mem grows linearly with N while tau_gen (sample quality, Frechet distance) "
+        "stays constant; a small enough network never memorizes at large N within the budget",
+        source="Bonnaire, Urfin, Biroli & Mezard 2025, 'Why diffusion models don't memorize'",
+        expected="b_mem 95% CI contains 1 (low end > 0.5); b_gen CI inside (-0.5, 0.5); the large net "
+        "starts memorizing at the largest N, the small net does not",
+        args=args,
+    )
     data, _, _ = gd.load_dataset("digits")
     m = cfg["n_samples"]
     clf = gd.feature_classifier("digits", steps=cfg["clf_steps"], num_threads=threads)
     null = fd_null(data, clf, m)
-    print(f"   classifier: held-out accuracy {clf.accuracy:.3f} ({cfg['clf_steps']} steps); FD null "
-          f"(M={m} vs {m} real): classifier {null['classifier']['mean']:.3g} +- {null['classifier']['sd']:.2g} "
-          f"-> tol {null['classifier']['tol']:.3g}; pixel {null['pixel']['mean']:.3g} +- "
-          f"{null['pixel']['sd']:.2g} -> tol {null['pixel']['tol']:.3g}", flush=True)
+    print(
+        f"   classifier: held-out accuracy {clf.accuracy:.3f} ({cfg['clf_steps']} steps); FD null "
+        f"(M={m} vs {m} real): classifier {null['classifier']['mean']:.3g} +- {null['classifier']['sd']:.2g} "
+        f"-> tol {null['classifier']['tol']:.3g}; pixel {null['pixel']['mean']:.3g} +- "
+        f"{null['pixel']['sd']:.2g} -> tol {null['pixel']['tol']:.3g}",
+        flush=True,
+    )
     rep.note("classifier_accuracy", clf.accuracy)
     rep.note("classifier_steps", cfg["clf_steps"])
     rep.note("fd_null", null)
@@ -265,13 +302,26 @@ def _main(args, cfg, threads) -> dict:
         ref_feats = gd.FeatureStats.from_features(clf.embed(ref))
         for n, width in [(n, cfg["width"]) for n in sizes] + [(n_max, cfg["small_width"])]:
             steps = cfg["steps_per_n"] * n
-            rows = run_training(pool[:n], ref, ref_feats, clf, noise, n=n, seed=seed, width=width,
-                                steps=steps, count=cfg["checkpoints"], threads=threads)
+            rows = run_training(
+                pool[:n],
+                ref,
+                ref_feats,
+                clf,
+                noise,
+                n=n,
+                seed=seed,
+                width=width,
+                steps=steps,
+                count=cfg["checkpoints"],
+                threads=threads,
+            )
             (rows_all if width == cfg["width"] else rows_small).extend(rows)
-            print(f"   N={n:4d} seed {seed} width {width:3d}: {steps} steps, final f_mem "
-                  f"{fmt(rows[-1]['memorization'], rows[-1]['memorization_se'])}, max f_mem "
-                  f"{max(r['memorization'] for r in rows):.3f}, final FD_c {rows[-1]['fd_classifier']:.3g}",
-                  flush=True)
+            print(
+                f"   N={n:4d} seed {seed} width {width:3d}: {steps} steps, final f_mem "
+                f"{fmt(rows[-1]['memorization'], rows[-1]['memorization_se'])}, max f_mem "
+                f"{max(r['memorization'] for r in rows):.3f}, final FD_c {rows[-1]['fd_classifier']:.3g}",
+                flush=True,
+            )
 
     # -- time scales per (N, seed) ----------------------------------------------------------
     table = []
@@ -281,14 +331,27 @@ def _main(args, cfg, threads) -> dict:
             st = [r["step"] for r in rs]
             tg, plat = plateau_time(st, [r["fd_classifier"] for r in rs], null["classifier"]["tol"])
             tgp, platp = plateau_time(st, [r["fd_pixel"] for r in rs], null["pixel"]["tol"])
-            table.append(dict(n=n, seed=seed, tau_mem=onset(rs), tau_gen=tg, tau_gen_pixel=tgp,
-                              fd_plateau=plat, fd_pixel_plateau=platp, budget=cfg["steps_per_n"] * n,
-                              final_memorization=rs[-1]["memorization"], final_fd=rs[-1]["fd_classifier"]))
+            table.append(
+                dict(
+                    n=n,
+                    seed=seed,
+                    tau_mem=onset(rs),
+                    tau_gen=tg,
+                    tau_gen_pixel=tgp,
+                    fd_plateau=plat,
+                    fd_pixel_plateau=platp,
+                    budget=cfg["steps_per_n"] * n,
+                    final_memorization=rs[-1]["memorization"],
+                    final_fd=rs[-1]["fd_classifier"],
+                )
+            )
     print("   N     seed  tau_gen(FD_c) tau_gen(FD_p) tau_mem    budget  FD_c plateau")
     for t in table:
-        print(f"   {t['n']:<5d} {t['seed']:<5d} {fmt(t['tau_gen']) if t['tau_gen'] else '-':<13} "
-              f"{fmt(t['tau_gen_pixel']) if t['tau_gen_pixel'] else '-':<13} "
-              f"{fmt(t['tau_mem']) if t['tau_mem'] else '> budget':<10} {t['budget']:<7d} {t['fd_plateau']:.3g}")
+        print(
+            f"   {t['n']:<5d} {t['seed']:<5d} {fmt(t['tau_gen']) if t['tau_gen'] else '-':<13} "
+            f"{fmt(t['tau_gen_pixel']) if t['tau_gen_pixel'] else '-':<13} "
+            f"{fmt(t['tau_mem']) if t['tau_mem'] else '> budget':<10} {t['budget']:<7d} {t['fd_plateau']:.3g}"
+        )
     rep.note("time_scales", table)
 
     def fit(key):
@@ -305,43 +368,66 @@ def _main(args, cfg, threads) -> dict:
     rep.note("tau_mem_censored", censored)
     rep.note("rows", rows_all)
     rep.note("rows_small", rows_small)
-    print(f"   finding: tau_gen from the pixel FD: exponent {fmt(b_genp[0], b_genp[1])}, 95% CI "
-          f"[{b_genp[2]:.2f}, {b_genp[3]:.2f}]")
+    print(
+        f"   finding: tau_gen from the pixel FD: exponent {fmt(b_genp[0], b_genp[1])}, 95% CI "
+        f"[{b_genp[2]:.2f}, {b_genp[3]:.2f}]"
+    )
 
-    rep.check("exponent of tau_mem vs N", value=b_mem[0], se=b_mem[1],
-              passed=(b_mem[2] <= 1.0 <= b_mem[3]) and b_mem[2] > 0.5,
-              expected="95% CI contains 1, low end > 0.5",
-              note=f"95% CI [{b_mem[2]:.2f}, {b_mem[3]:.2f}]; {len(mem_pts)} (N, seed) points"
-                   + (f"; no onset within the budget for {censored}" if censored else ""))
-    rep.check("exponent of tau_gen vs N", value=b_gen[0], se=b_gen[1],
-              passed=b_gen[2] > -0.5 and b_gen[3] < 0.5, expected="95% CI inside (-0.5, 0.5)",
-              note=f"95% CI [{b_gen[2]:.2f}, {b_gen[3]:.2f}]; {len(gen_pts)} (N, seed) points; classifier FD")
+    rep.check(
+        "exponent of tau_mem vs N",
+        value=b_mem[0],
+        se=b_mem[1],
+        passed=(b_mem[2] <= 1.0 <= b_mem[3]) and b_mem[2] > 0.5,
+        expected="95% CI contains 1, low end > 0.5",
+        note=f"95% CI [{b_mem[2]:.2f}, {b_mem[3]:.2f}]; {len(mem_pts)} (N, seed) points"
+        + (f"; no onset within the budget for {censored}" if censored else ""),
+    )
+    rep.check(
+        "exponent of tau_gen vs N",
+        value=b_gen[0],
+        se=b_gen[1],
+        passed=b_gen[2] > -0.5 and b_gen[3] < 0.5,
+        expected="95% CI inside (-0.5, 0.5)",
+        note=f"95% CI [{b_gen[2]:.2f}, {b_gen[3]:.2f}]; {len(gen_pts)} (N, seed) points; classifier FD",
+    )
 
     big = [r for r in rows_all if r["n"] == n_max]
     last_step = max(r["step"] for r in big)
     last = [r for r in big if r["step"] == last_step]
     v = float(np.mean([r["memorization"] for r in last]))
     se = float(math.sqrt(sum(r["memorization_se"] ** 2 for r in last)) / len(last))
-    rep.check(f"large net (width {cfg['width']}) f_mem at N={n_max}, end of budget", value=v, se=se,
-              passed=v - 2 * se > 0, expected="- 2 se > 0")
+    rep.check(
+        f"large net (width {cfg['width']}) f_mem at N={n_max}, end of budget",
+        value=v,
+        se=se,
+        passed=v - 2 * se > 0,
+        expected="- 2 se > 0",
+    )
     worst = max(rows_small, key=lambda r: r["memorization"])
     small_ok = all(r["memorization_ci_low"] <= 0 for r in rows_small)
-    rep.check(f"small net (width {cfg['small_width']}) max f_mem at N={n_max} over the budget",
-              value=worst["memorization"], se=worst["memorization_se"], passed=small_ok,
-              expected="95% bootstrap interval contains 0 at every checkpoint (no onset)",
-              note=f"largest at step {worst['step']} of {max(r['step'] for r in rows_small)}, seed {worst['seed']}")
+    rep.check(
+        f"small net (width {cfg['small_width']}) max f_mem at N={n_max} over the budget",
+        value=worst["memorization"],
+        se=worst["memorization_se"],
+        passed=small_ok,
+        expected="95% bootstrap interval contains 0 at every checkpoint (no onset)",
+        note=f"largest at step {worst['step']} of {max(r['step'] for r in rows_small)}, seed {worst['seed']}",
+    )
 
     fig = plot(rep.outdir / "bonnaire_tau_mem.png", rows_all, rows_small, table, b_mem, b_gen, null, cfg)
     reasons = []
     if not ((b_mem[2] <= 1.0 <= b_mem[3]) and b_mem[2] > 0.5):
-        reasons.append(f"b_mem = {fmt(b_mem[0], b_mem[1])}, 95% CI [{b_mem[2]:.2f}, {b_mem[3]:.2f}] from "
-                       f"{len(mem_pts)} (N, seed) points over N = {min(sizes)}..{n_max}"
-                       + (f", no onset within the budget for {censored}" if censored else ""))
+        reasons.append(
+            f"b_mem = {fmt(b_mem[0], b_mem[1])}, 95% CI [{b_mem[2]:.2f}, {b_mem[3]:.2f}] from "
+            f"{len(mem_pts)} (N, seed) points over N = {min(sizes)}..{n_max}"
+            + (f", no onset within the budget for {censored}" if censored else "")
+        )
     if not (b_gen[2] > -0.5 and b_gen[3] < 0.5):
         reasons.append(f"b_gen = {fmt(b_gen[0], b_gen[1])}, 95% CI [{b_gen[2]:.2f}, {b_gen[3]:.2f}]")
     if not v - 2 * se > 0:
-        reasons.append(f"the large network did not start memorizing at N={n_max} within "
-                       f"{cfg['steps_per_n'] * n_max} steps")
+        reasons.append(
+            f"the large network did not start memorizing at N={n_max} within {cfg['steps_per_n'] * n_max} steps"
+        )
     if not small_ok:
         reasons.append(f"the width-{cfg['small_width']} network started memorizing at N={n_max}")
     if args.fast:
@@ -351,6 +437,7 @@ def _main(args, cfg, threads) -> dict:
 
 def plot(path, rows, rows_small, table, b_mem, b_gen, null, cfg):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -364,23 +451,47 @@ def plot(path, rows, rows_small, table, b_mem, b_gen, null, cfg):
             st = np.array([r["step"] for r in rs], float)
             f = np.array([r["memorization"] for r in rs])
             lab = f"N={n}" if seed == cfg["seeds"][0] else None
-            ax[0].errorbar(st, f, yerr=[f - [r["memorization_ci_low"] for r in rs],
-                                        np.array([r["memorization_ci_high"] for r in rs]) - f],
-                           color=c, lw=1, capsize=2, label=lab)
+            ax[0].errorbar(
+                st,
+                f,
+                yerr=[
+                    f - [r["memorization_ci_low"] for r in rs],
+                    np.array([r["memorization_ci_high"] for r in rs]) - f,
+                ],
+                color=c,
+                lw=1,
+                capsize=2,
+                label=lab,
+            )
             ax[1].plot(st / n, f / f[-1] if f[-1] > 0 else f, color=c, lw=1, label=lab)
             ax[2].plot(st, [r["fd_classifier"] for r in rs], color=c, lw=1, label=lab)
     for seed in cfg["seeds"]:
         rs = sorted((r for r in rows_small if r["seed"] == seed), key=lambda r: r["step"])
-        ax[0].plot([r["step"] for r in rs], [r["memorization"] for r in rs], color="red", ls="--", lw=1,
-                   label=f"N={max(sizes)}, width {cfg['small_width']}" if seed == cfg["seeds"][0] else None)
-    ax[0].set(xscale="log", xlabel="training step", ylabel="f_mem (95% bootstrap interval)",
-              title=f"memorization (width {cfg['width']}; red: width {cfg['small_width']})")
+        ax[0].plot(
+            [r["step"] for r in rs],
+            [r["memorization"] for r in rs],
+            color="red",
+            ls="--",
+            lw=1,
+            label=f"N={max(sizes)}, width {cfg['small_width']}" if seed == cfg["seeds"][0] else None,
+        )
+    ax[0].set(
+        xscale="log",
+        xlabel="training step",
+        ylabel="f_mem (95% bootstrap interval)",
+        title=f"memorization (width {cfg['width']}; red: width {cfg['small_width']})",
+    )
     ax[0].legend(fontsize=7)
     ax[1].set(xscale="log", xlabel="step / N", ylabel="f_mem / f_mem(end)", title="the paper's collapse")
     ax[1].legend(fontsize=7)
     ax[2].axhline(null["classifier"]["mean"], color="gray", ls=":", lw=1, label="real vs real (null mean)")
-    ax[2].set(xscale="log", yscale="log", xlabel="training step", ylabel="classifier Frechet distance",
-              title="sample quality against held-out digits")
+    ax[2].set(
+        xscale="log",
+        yscale="log",
+        xlabel="training step",
+        ylabel="classifier Frechet distance",
+        title="sample quality against held-out digits",
+    )
     ax[2].legend(fontsize=7)
     for key, b, mk, lab in (("tau_mem", b_mem, "o", "tau_mem"), ("tau_gen", b_gen, "s", "tau_gen")):
         pts = [(t["n"], t[key]) for t in table if t[key]]

@@ -89,13 +89,14 @@ import torch
 import gaussdiff as gd
 
 THRESHOLD, PASS_SHARE = 0.9, 0.95
-PASS_NET, CONTROL_MAX = 0.9, 0.5          # trained networks: PASS share; a control must stay below
-DPS_ZETA = 0.5    # DPS step: the authors' inpainting scale (DPS2022 configs/inpainting_config.yaml)
+PASS_NET, CONTROL_MAX = 0.9, 0.5  # trained networks: PASS share; a control must stay below
+DPS_ZETA = 0.5  # DPS step: the authors' inpainting scale (DPS2022 configs/inpainting_config.yaml)
 
 
 def rp(a, b):
-    r = gd.reproducibility(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1), similarity="cosine",
-                           threshold=THRESHOLD, seed=0)
+    r = gd.reproducibility(
+        a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1), similarity="cosine", threshold=THRESHOLD, seed=0
+    )
     return {"rp": r.fraction.value, "rp_se": r.fraction.se, "mean_cos": r.mean_similarity}
 
 
@@ -108,18 +109,23 @@ def part_a(data, labels, test, cfg, rows, checks, findings, panels):
     """Inverse problems: exact posterior flows across solvers; approximate solvers as findings."""
     op = gd.make_operator(cfg["operator"], data.shape[1:], seed=0)
     sy = cfg["sigma_y"]
-    x0 = test[:cfg["n_meas"]]
+    x0 = test[: cfg["n_meas"]]
     y = op(x0) + sy * gd.seeded_noise(x0.shape[0], op.out_dim, seed=99)
     cls = gd.ClassConditionalDenoiser.from_data(data, labels, kind="gaussian", unconditional="marginal")
-    priors = {"gaussian": gd.GaussianDenoiser.fit(data), "mixture": cls.unconditional,
-              "empirical": gd.EmpiricalDenoiser(data)}
+    priors = {
+        "gaussian": gd.GaussianDenoiser.fit(data),
+        "mixture": cls.unconditional,
+        "empirical": gd.EmpiricalDenoiser(data),
+    }
     n = cfg["steps"]
     noise = gd.seeded_noise(x0.shape[0], data.shape[1:], seed=1, dtype=torch.float64)
     for pname, prior in priors.items():
         pdn = gd.PosteriorDenoiser(prior, op, y, sy)
         x = noise * 80.0
-        sol = {"heun": gd.sample_heun(pdn, x, gd.karras_sigmas(n)),
-               "euler": gd.sample_euler(pdn, x, gd.karras_sigmas(4 * n))}
+        sol = {
+            "heun": gd.sample_heun(pdn, x, gd.karras_sigmas(n)),
+            "euler": gd.sample_euler(pdn, x, gd.karras_sigmas(4 * n)),
+        }
         x_lo = gd.solve_flow(pdn, x, 80.0, 0.002, rtol=1e-8, atol=1e-10)
         sol["dop853"] = pdn(x_lo, 0.002)
         if pname == "gaussian":
@@ -140,14 +146,18 @@ def part_a(data, labels, test, cfg, rows, checks, findings, panels):
             rows.append(dict(part="A", prior=pname, a=a_, b=b_, **r))
             findings.append((f"A {pname}: {a_} vs {b_} (same noise)", r["rp"], r["mean_cos"]))
         if pname == "gaussian":
-            panels.update(y=op.adjoint(y).reshape(x0.shape), truth=x0, post_mean=pdn.posterior_mean().reshape(x0.shape),
-                          exact=sol["heun"], **approx)
+            panels.update(
+                y=op.adjoint(y).reshape(x0.shape),
+                truth=x0,
+                post_mean=pdn.posterior_mean().reshape(x0.shape),
+                exact=sol["heun"],
+                **approx,
+            )
         # error against the exact posterior with several samples per measurement
         q, S = min(3, x0.shape[0]), cfg["n_samples"]
         pq = gd.PosteriorDenoiser(prior, op, y[:q], sy)
         for name in gd.POSTERIOR_SAMPLERS:
-            smp = gd.run_posterior_sampler(name, prior, op, y[:q], sy, steps=n, n_samples=S, seed=2,
-                                           **_opts(name))
+            smp = gd.run_posterior_sampler(name, prior, op, y[:q], sy, steps=n, n_samples=S, seed=2, **_opts(name))
             res = gd.measure_posterior_samples(smp, pq)
             rows.append(dict(part="A-error", prior=pname, a=name, b="exact posterior", **res))
 
@@ -165,9 +175,11 @@ def part_b(data, labels, cfg, rows, checks):
     for mname, den in models.items():
         out = {}
         for fw, sched in (("edm", gd.EDM()), ("vp", gd.VP()), ("flow", gd.RectifiedFlow())):
-            if fw == "vp":      # EDM Table 1's VP grid: t uniform from t(80) to eps_s = 1e-3, then 0
+            if fw == "vp":  # EDM Table 1's VP grid: t uniform from t(80) to eps_s = 1e-3, then 0
                 t_hi = float(sched.t_of_sigma(torch.tensor(80.0, dtype=torch.float64)))
-                ts = torch.cat([torch.linspace(t_hi, 1e-3, n, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+                ts = torch.cat(
+                    [torch.linspace(t_hi, 1e-3, n, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)]
+                )
             else:
                 ts = sched.time_grid(n, sigma_max=80.0)
             out[fw] = gd.sample_heun(den, noise, schedule=sched, ts=ts)
@@ -180,15 +192,29 @@ def part_b(data, labels, cfg, rows, checks):
             P, c = gd.guided_gaussian_flow(c0, gau.unconditional, 2.0, 80.0, 0.002)
             want = noise.reshape(B, -1) @ P.T + c
             errs = []
-            for k in (2 * n, 4 * n):                     # Heun on the Karras grid ending at 0.002: order 2
+            for k in (2 * n, 4 * n):  # Heun on the Karras grid ending at 0.002: order 2
                 got = gd.sample_heun(den, noise, gd.karras_sigmas(k)[:-1]).reshape(B, -1)
                 errs.append(float((got - want).norm(dim=1).max() / want.norm(dim=1).max()))
             err = errs[1]
             ok = errs[1] < errs[0] / 3 and errs[1] < 5e-3
-            rows.append(dict(part="B", prior=mname, a="heun", b="exact guided flow (CFG3)", rel_err=err,
-                             rel_err_half_steps=errs[0]))
-            checks.append((f"B {mname}: heun ({4 * n} steps, order-2 convergence from {2 * n}) vs exact guided "
-                           "flow map, max rel err", err, ok))
+            rows.append(
+                dict(
+                    part="B",
+                    prior=mname,
+                    a="heun",
+                    b="exact guided flow (CFG3)",
+                    rel_err=err,
+                    rel_err_half_steps=errs[0],
+                )
+            )
+            checks.append(
+                (
+                    f"B {mname}: heun ({4 * n} steps, order-2 convergence from {2 * n}) vs exact guided "
+                    "flow map, max rel err",
+                    err,
+                    ok,
+                )
+            )
 
 
 def _labelled_mixture(cfg):
@@ -200,14 +226,23 @@ def part_c(cfg, rows, checks):
     """Class-conditional networks across frameworks (EDM, VP, rectified flow), same noise, same label."""
     x, lab = _labelled_mixture(cfg)
     C, B = int(lab.max()) + 1, cfg["n_net_samples"]
-    kw = dict(steps=cfg["net_steps"], width=cfg["net_width"], depth=2, batch_size=128, lr=2e-3, seed=0,
-              label_dropout=0.1, progress=False, num_threads=1)
+    kw = dict(
+        steps=cfg["net_steps"],
+        width=cfg["net_width"],
+        depth=2,
+        batch_size=128,
+        lr=2e-3,
+        seed=0,
+        label_dropout=0.1,
+        progress=False,
+        num_threads=1,
+    )
     nets = {fw: gd.train_denoiser(x, labels=lab, framework=fw, **kw).denoiser for fw in ("edm", "vp", "flow")}
     L = torch.arange(B) % C
     noise = gd.seeded_noise(B, x.shape[1:], seed=4, dtype=torch.float64) * 80.0
     sig = gd.karras_sigmas(cfg["steps"])
     out = {fw: gd.sample_heun(d.conditioned(L), noise, sig) for fw, d in nets.items()}
-    exact = gd.ClassConditionalDenoiser.from_data(x.double(), lab, kind="gaussian")   # (G2) per class
+    exact = gd.ClassConditionalDenoiser.from_data(x.double(), lab, kind="gaussian")  # (G2) per class
     out["exact"] = gd.sample_heun(exact.conditioned(L), noise, gd.karras_sigmas(3 * cfg["steps"]))
     out["edm, other label"] = gd.sample_heun(nets["edm"].conditioned((L + 1) % C), noise, sig)
     tag = f"C conditional MLP ({cfg['cond_data']}, {cfg['net_steps']} steps)"
@@ -237,34 +272,49 @@ def part_d(cfg, rows, checks, findings):
     B = cfg["n_net_samples"]
     noise = gd.seeded_noise(B, x.shape[1:], seed=5, dtype=torch.float64) * 80.0
     sig = gd.karras_sigmas(cfg["steps"])
-    out = {k: gd.sample_heun(r_.denoiser, noise, sig) for k, r_ in (("fine-tuned", ft), ("scratch", sc), ("source", src))}
+    out = {
+        k: gd.sample_heun(r_.denoiser, noise, sig) for k, r_ in (("fine-tuned", ft), ("scratch", sc), ("source", src))
+    }
     tag = f"D fine-tuned ({cfg['net_steps']} steps on classes 0-1, then {cfg['ft_steps']} on 2-3) vs scratch ({cfg['ft_steps']})"
     r = rp(out["fine-tuned"], out["scratch"])
     rows.append(dict(part="D", prior="finetune", a="fine-tuned", b="scratch", **r))
     checks.append((f"{tag}: same noise", r["rp"], r["rp"] >= PASS_NET))
     r = rp(out["source"], out["scratch"])
     rows.append(dict(part="D", prior="finetune", a="source (classes 0-1)", b="scratch", **r))
-    checks.append((f"{tag}: control, source model vs scratch (must be < {CONTROL_MAX})", r["rp"], r["rp"] < CONTROL_MAX))
+    checks.append(
+        (f"{tag}: control, source model vs scratch (must be < {CONTROL_MAX})", r["rp"], r["rp"] < CONTROL_MAX)
+    )
     bd = b.double()
-    refs = {"exact (2-class mixture)": gd.ClassConditionalDenoiser.from_data(bd, lab_b - 2, kind="gaussian",
-                                                                             unconditional="marginal").unconditional,
-            "empirical": gd.EmpiricalDenoiser(bd), "gaussian": gd.GaussianDenoiser.fit(bd)}
+    refs = {
+        "exact (2-class mixture)": gd.ClassConditionalDenoiser.from_data(
+            bd, lab_b - 2, kind="gaussian", unconditional="marginal"
+        ).unconditional,
+        "empirical": gd.EmpiricalDenoiser(bd),
+        "gaussian": gd.GaussianDenoiser.fit(bd),
+    }
     grid = torch.tensor([0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0], dtype=torch.float64)
     pts = bd[:256]
     dist = {}
     for rname, ref in refs.items():
         for k, r_ in (("fine-tuned", ft), ("scratch", sc)):
-            dist[(rname, k)] = gd.denoiser_distance(r_.denoiser, ref, pts, grid,
-                                                    generator=torch.Generator().manual_seed(6)).mean
+            dist[(rname, k)] = gd.denoiser_distance(
+                r_.denoiser, ref, pts, grid, generator=torch.Generator().manual_seed(6)
+            ).mean
             rows.append(dict(part="D-distance", prior="finetune", a=k, b=rname, dist=dist[(rname, k)]))
     # D3, a finding (a check "<= 1.5" of ours under the 2026-11-24 protocol; the paper's claim is D1/D2)
     for rname in refs:
-        findings.append((f"D3 distance to the {rname} denoiser of classes 2-3, fine-tuned / scratch",
-                         dist[(rname, "fine-tuned")] / dist[(rname, "scratch")], float("nan")))
+        findings.append(
+            (
+                f"D3 distance to the {rname} denoiser of classes 2-3, fine-tuned / scratch",
+                dist[(rname, "fine-tuned")] / dist[(rname, "scratch")],
+                float("nan"),
+            )
+        )
 
 
 def figure(panels, rows, outdir):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -302,15 +352,24 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    cfg = dict(operator="inpaint:0.5", sigma_y=0.1, n_train=120 if args.fast else 600, n_meas=8 if args.fast else 32,
-               steps=20 if args.fast else 60, n_samples=32 if args.fast else 200, n_cond=10 if args.fast else 50,
-               cond_data="gmm:k=4,d=8,n=2000,seed=1" if args.fast else "gmm:k=4,d=16,n=4000,seed=1",
-               net_steps=300 if args.fast else 3000, ft_steps=200 if args.fast else 1500,
-               net_width=64 if args.fast else 128, n_net_samples=100 if args.fast else 400)
+    cfg = dict(
+        operator="inpaint:0.5",
+        sigma_y=0.1,
+        n_train=120 if args.fast else 600,
+        n_meas=8 if args.fast else 32,
+        steps=20 if args.fast else 60,
+        n_samples=32 if args.fast else 200,
+        n_cond=10 if args.fast else 50,
+        cond_data="gmm:k=4,d=8,n=2000,seed=1" if args.fast else "gmm:k=4,d=16,n=4000,seed=1",
+        net_steps=300 if args.fast else 3000,
+        ft_steps=200 if args.fast else 1500,
+        net_width=64 if args.fast else 128,
+        n_net_samples=100 if args.fast else 400,
+    )
     data, labels, _ = gd.load_dataset("digits")
     data = data.to(torch.float64)
     perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(0))
-    train_idx, test_idx = perm[:cfg["n_train"]], perm[cfg["n_train"]:]
+    train_idx, test_idx = perm[: cfg["n_train"]], perm[cfg["n_train"] :]
     train, lab, test = data[train_idx], labels[train_idx], data[test_idx]
     rows, checks, findings, panels = [], [], [], {}
     part_a(train, lab, test, cfg, rows, checks, findings, panels)
@@ -324,28 +383,42 @@ def main(argv=None):
         wr = csv.DictWriter(fh, fieldnames=keys)
         wr.writeheader()
         wr.writerows(rows)
-    result = {"config": cfg, "version": gd.__version__, "rows": rows,
-              "checks": [dict(name=n_, value=v, verdict="PASS" if ok else "FAIL") for n_, v, ok in checks],
-              "findings": [dict(name=n_, value=v) if math.isnan(c) else dict(name=n_, rp=v, mean_cos=c)
-                           for n_, v, c in findings],
-              "dps_zeta": DPS_ZETA,
-              "wall_time_s": time.time() - t0}
+    result = {
+        "config": cfg,
+        "version": gd.__version__,
+        "rows": rows,
+        "checks": [dict(name=n_, value=v, verdict="PASS" if ok else "FAIL") for n_, v, ok in checks],
+        "findings": [
+            dict(name=n_, value=v) if math.isnan(c) else dict(name=n_, rp=v, mean_cos=c) for n_, v, c in findings
+        ],
+        "dps_zeta": DPS_ZETA,
+        "wall_time_s": time.time() - t0,
+    }
     (args.outdir / "inverse_reproducibility.json").write_text(json.dumps(result, indent=2, default=float))
     print(f"reproducibility threshold: centred cosine >= {THRESHOLD}; PASS when the share is >= {PASS_SHARE}")
     for n_, v, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {n_}: {v:.4g}")
-    print(f"findings (approximate solvers, same noise as the exact posterior sampler, DPS zeta {DPS_ZETA}; "
-          "D3 fine-tuned vs scratch):")
+    print(
+        f"findings (approximate solvers, same noise as the exact posterior sampler, DPS zeta {DPS_ZETA}; "
+        "D3 fine-tuned vs scratch):"
+    )
     for n_, v, c in findings:
         print(f"        {n_}: RP {v:.3f}, mean cosine {c:.3f}" if not math.isnan(c) else f"        {n_}: {v:.3f}")
-    print("error of each sampler against the exact posterior "
-          f"({cfg['steps']} steps, {cfg['n_samples']} samples per measurement, sigma_y {cfg['sigma_y']}):")
+    print(
+        "error of each sampler against the exact posterior "
+        f"({cfg['steps']} steps, {cfg['n_samples']} samples per measurement, sigma_y {cfg['sigma_y']}):"
+    )
     for r in rows:
         if r["part"] == "A-error":
-            extra = f", W2/sqrt(tr C) {r['w2_rel']:.3f}" if "w2_rel" in r else f", TV {r['tv']:.3f}" if "tv" in r else ""
-            print(f"        {r['prior']:9s} {r['a']:6s} mean error {r['mean_error']:.3f} (/{r['mean_error_scale']} spread; exact-sampler floor {r['mc_floor']:.3f}), "
-                  f"coverage {r['coverage']:.3f} (nominal {r['coverage_nominal']:.3f})"
-                  + ("" if "tv" in r else f", spread ratio {r['spread_ratio']:.2f}") + extra)
+            extra = (
+                f", W2/sqrt(tr C) {r['w2_rel']:.3f}" if "w2_rel" in r else f", TV {r['tv']:.3f}" if "tv" in r else ""
+            )
+            print(
+                f"        {r['prior']:9s} {r['a']:6s} mean error {r['mean_error']:.3f} (/{r['mean_error_scale']} spread; exact-sampler floor {r['mc_floor']:.3f}), "
+                f"coverage {r['coverage']:.3f} (nominal {r['coverage_nominal']:.3f})"
+                + ("" if "tv" in r else f", spread ratio {r['spread_ratio']:.2f}")
+                + extra
+            )
     print("fine-tuned vs scratch: mean relative distance over sigma in [0.05, 5] to the second set's denoisers:")
     for r in rows:
         if r["part"] == "D-distance":

@@ -146,24 +146,46 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (Report, fmt, max_null_threshold, pair_null_threshold, parse_args, save_figure,  # noqa: E402
-                     set_threads, train_to_plateau)
+from _common import (
+    Report,
+    fmt,
+    max_null_threshold,
+    pair_null_threshold,
+    parse_args,
+    save_figure,  # noqa: E402
+    set_threads,
+    train_to_plateau,
+)
 
 import gaussdiff as gd  # noqa: E402
 from gaussdiff.experiments import transition_size  # noqa: E402
 
-NULL_QUANTILE = 0.99     # t: this quantile of the centred cosine between distinct images of a data set
-NULL_POINTS = 4000       # at most this many images (seeded subset) for that null distribution
-LEVEL = 0.5              # the RP share that defines N*
-ORDERED = 0.975          # share of paired bootstrap draws that must be ordered
-OLD_T = 0.9              # the 2026-11-24 threshold, reported beside (finding)
+NULL_QUANTILE = 0.99  # t: this quantile of the centred cosine between distinct images of a data set
+NULL_POINTS = 4000  # at most this many images (seeded subset) for that null distribution
+LEVEL = 0.5  # the RP share that defines N*
+ORDERED = 0.975  # share of paired bootstrap draws that must be ordered
+OLD_T = 0.9  # the 2026-11-24 threshold, reported beside (finding)
 N_BOOT = 2000
-CLOSE = 0.5              # train_to_plateau: stop when gaussian_share <= CLOSE
+CLOSE = 0.5  # train_to_plateau: stop when gaussian_share <= CLOSE
 NOISE_SEED = 4242
-FULL = dict(data={"digits": (8, 40, 200, 898), "patches": (8, 120, 1800, 25000)}, widths=(128, 256),
-            start=1500, max_steps=6000, batch=128, n_samples=256, n_boot=N_BOOT)
-FAST = dict(data={"digits": (4, 64), "patches": (4, 64)}, widths=(16, 32), start=50, max_steps=100,
-            batch=128, n_samples=32, n_boot=200)
+FULL = dict(
+    data={"digits": (8, 40, 200, 898), "patches": (8, 120, 1800, 25000)},
+    widths=(128, 256),
+    start=1500,
+    max_steps=6000,
+    batch=128,
+    n_samples=256,
+    n_boot=N_BOOT,
+)
+FAST = dict(
+    data={"digits": (4, 64), "patches": (4, 64)},
+    widths=(16, 32),
+    start=50,
+    max_steps=100,
+    batch=128,
+    n_samples=32,
+    n_boot=200,
+)
 COSINE = gd.get_similarity("cosine")
 
 
@@ -176,7 +198,7 @@ def load(name):
     xc = x - x.mean(1, keepdim=True)
     contrast = xc.norm(dim=1)
     keep = contrast >= contrast.median()
-    unit = xc[keep] / contrast[keep, None] * math.sqrt(x.shape[1])      # own std 1
+    unit = xc[keep] / contrast[keep, None] * math.sqrt(x.shape[1])  # own std 1
     return unit.float().reshape(-1, *data.shape[1:])
 
 
@@ -186,7 +208,7 @@ def im_set_corr(set1, set2):
     set2 = set2 - set2.mean(dim=(1, 2, 3), keepdim=True)
     n1 = set1.norm(dim=(2, 3), keepdim=True).norm(dim=1, keepdim=True)
     n2 = set2.norm(dim=(2, 3), keepdim=True).norm(dim=1, keepdim=True)
-    n1[n1 == 0], n2[n2 == 0] = .001, .001
+    n1[n1 == 0], n2[n2 == 0] = 0.001, 0.001
     return (set1 / n1).flatten(start_dim=1) @ (set2 / n2).flatten(start_dim=1).T
 
 
@@ -209,43 +231,71 @@ def run_cell(name, train_a, train_b, width, noise, t, t_mem, cfg, threads, outdi
     grid = gd.karras_sigmas(18).float()
     samples, own, training = [], [], []
     for k, train in enumerate((train_a, train_b)):
-        res, history, why = train_to_plateau(train, outdir=outdir / "ab"[k], start=cfg["start"],
-                                             max_steps=cfg["max_steps"], tol=0.1, close=CLOSE, net="mlp",
-                                             width=width, framework="edm", seed=k, batch_size=cfg["batch"],
-                                             num_threads=threads)
+        res, history, why = train_to_plateau(
+            train,
+            outdir=outdir / "ab"[k],
+            start=cfg["start"],
+            max_steps=cfg["max_steps"],
+            tol=0.1,
+            close=CLOSE,
+            net="mlp",
+            width=width,
+            framework="edm",
+            seed=k,
+            batch_size=cfg["batch"],
+            num_threads=threads,
+        )
         with torch.no_grad():
             s = gd.sample_heun(res.denoiser, noise, grid)
         samples.append(s)
         own.append(gd.max_similarity(s, train, similarity="cosine")[0])
-        training.append({"steps": res.step, "stopped": why,
-                         "gaussian_share": history[-1]["gaussian_share"]})
+        training.append({"steps": res.step, "stopped": why, "gaussian_share": history[-1]["gaussian_share"]})
     pair = COSINE(samples[0], samples[1]).numpy()
     train_cos = torch.cat(own).numpy()
     mem = gd.bootstrap_fraction(torch.as_tensor(train_cos > t_mem), seed=seed)
     rp = gd.bootstrap_fraction(torch.as_tensor(pair > t), seed=seed + 1)
     gap = [gd.memorization_fraction(s, tr, seed=seed).value for s, tr in zip(samples, (train_a, train_b))]
-    out = dict(pair=pair, train_cos=train_cos, mem=mem.value, mem_se=mem.se, rp=rp.value, rp_se=rp.se,
-               rp_k=int((pair > t).sum()), mem_k=int((train_cos > t_mem).sum()), t_mem=t_mem,
-               rp_09=float((pair >= OLD_T).mean()), rp_09_k=int((pair >= OLD_T).sum()),
-               mem_gap=float(np.mean(gap)), training=training,
-               im_set_corr_diff=float((im_set_corr(samples[0].double(), train_a.double())
-                                       - COSINE.cross(COSINE.embed(samples[0]), COSINE.embed(train_a))).abs().max()))
+    out = dict(
+        pair=pair,
+        train_cos=train_cos,
+        mem=mem.value,
+        mem_se=mem.se,
+        rp=rp.value,
+        rp_se=rp.se,
+        rp_k=int((pair > t).sum()),
+        mem_k=int((train_cos > t_mem).sum()),
+        t_mem=t_mem,
+        rp_09=float((pair >= OLD_T).mean()),
+        rp_09_k=int((pair >= OLD_T).sum()),
+        mem_gap=float(np.mean(gap)),
+        training=training,
+        im_set_corr_diff=float(
+            (
+                im_set_corr(samples[0].double(), train_a.double())
+                - COSINE.cross(COSINE.embed(samples[0]), COSINE.embed(train_a))
+            )
+            .abs()
+            .max()
+        ),
+    )
     out["med_pair"], out["med_pair_se"] = median_se(pair, seed + 2)
     out["med_train"], out["med_train_se"] = median_se(train_cos, seed + 3)
     return out
 
 
 def _main(args, cfg, threads) -> dict:
-    rep = Report("kadkhodaie_disjoint",
-                 claim="two models trained on disjoint sets give their own training images at small N and the "
-                       "same new samples at large N; the transition N grows with capacity and data complexity",
-                 source="Kadkhodaie, Guth, Simoncelli & Mallat 2024 (ICLR), 'Generalization in diffusion models "
-                        "arises from geometry-adaptive harmonic representations'",
-                 expected="at the smallest N memorization (train cosine > t) - 2 se >= 0.5 and at the largest N RP "
-                          "(pair cosine > t) - 2 se >= 0.5, t the 0.99 quantile of distinct-image cosines per data "
-                          "set; pair-cosine median rises and train-cosine median falls with N; N* (logistic fit) "
-                          "larger for the larger width and for the patches, in >= 97.5% of bootstrap draws",
-                 args=args)
+    rep = Report(
+        "kadkhodaie_disjoint",
+        claim="two models trained on disjoint sets give their own training images at small N and the "
+        "same new samples at large N; the transition N grows with capacity and data complexity",
+        source="Kadkhodaie, Guth, Simoncelli & Mallat 2024 (ICLR), 'Generalization in diffusion models "
+        "arises from geometry-adaptive harmonic representations'",
+        expected="at the smallest N memorization (train cosine > t) - 2 se >= 0.5 and at the largest N RP "
+        "(pair cosine > t) - 2 se >= 0.5, t the 0.99 quantile of distinct-image cosines per data "
+        "set; pair-cosine median rises and train-cosine median falls with N; N* (logistic fit) "
+        "larger for the larger width and for the patches, in >= 97.5% of bootstrap draws",
+        args=args,
+    )
     noise_cache, curves, thresholds = {}, {}, {}
     boot_seed = 0
     for name, sizes in cfg["data"].items():
@@ -253,67 +303,160 @@ def _main(args, cfg, threads) -> dict:
         t = pair_null_threshold(data, NULL_QUANTILE, max_points=NULL_POINTS)
         t_mem = {n: max_null_threshold(data, n, NULL_QUANTILE) for n in sizes}
         thresholds[name] = {"pair": t, "memorization": {str(n): v for n, v in t_mem.items()}}
-        print(f"   {name}: {data.shape[0]} images, t = {t:.4f} ({NULL_QUANTILE} quantile of distinct-image "
-              f"centred cosines); memorization t_N " + ", ".join(f"N={n}: {v:.4f}" for n, v in t_mem.items()),
-              flush=True)
-        noise = noise_cache.setdefault(tuple(data.shape[1:]), gd.seeded_noise(
-            cfg["n_samples"], data.shape[1:], seed=NOISE_SEED, dtype=torch.float32) * 80.0)
+        print(
+            f"   {name}: {data.shape[0]} images, t = {t:.4f} ({NULL_QUANTILE} quantile of distinct-image "
+            f"centred cosines); memorization t_N " + ", ".join(f"N={n}: {v:.4f}" for n, v in t_mem.items()),
+            flush=True,
+        )
+        noise = noise_cache.setdefault(
+            tuple(data.shape[1:]),
+            gd.seeded_noise(cfg["n_samples"], data.shape[1:], seed=NOISE_SEED, dtype=torch.float32) * 80.0,
+        )
         splits = {n: gd.disjoint_split(data, n, 0) for n in sizes}
         for w in cfg["widths"]:
             cells = []
             for j, n in enumerate(sizes):
                 a, b = splits[n]
-                cell = run_cell(name, a, b, w, noise, t, t_mem[n], cfg, threads, rep.outdir / "models" / f"{name}_w{w}_n{n}",
-                                seed=1000 * j + w)
+                cell = run_cell(
+                    name,
+                    a,
+                    b,
+                    w,
+                    noise,
+                    t,
+                    t_mem[n],
+                    cfg,
+                    threads,
+                    rep.outdir / "models" / f"{name}_w{w}_n{n}",
+                    seed=1000 * j + w,
+                )
                 cells.append(cell)
-                print(f"   {name:7s} w{w:4d} N={n:6d}: steps {[m['steps'] for m in cell['training']]} "
-                      f"({', '.join(m['stopped'] for m in cell['training'])}); memorization {fmt(cell['mem'], cell['mem_se'])}"
-                      f", RP {fmt(cell['rp'], cell['rp_se'])}; medians: train cosine "
-                      f"{fmt(cell['med_train'], cell['med_train_se'])}, pair cosine "
-                      f"{fmt(cell['med_pair'], cell['med_pair_se'])}; [old: RP(0.9) {cell['rp_09']:.3f}, "
-                      f"gap-ratio memorization {cell['mem_gap']:.3f}]", flush=True)
+                print(
+                    f"   {name:7s} w{w:4d} N={n:6d}: steps {[m['steps'] for m in cell['training']]} "
+                    f"({', '.join(m['stopped'] for m in cell['training'])}); memorization {fmt(cell['mem'], cell['mem_se'])}"
+                    f", RP {fmt(cell['rp'], cell['rp_se'])}; medians: train cosine "
+                    f"{fmt(cell['med_train'], cell['med_train_se'])}, pair cosine "
+                    f"{fmt(cell['med_pair'], cell['med_pair_se'])}; [old: RP(0.9) {cell['rp_09']:.3f}, "
+                    f"gap-ratio memorization {cell['mem_gap']:.3f}]",
+                    flush=True,
+                )
             n_pairs, n_mem = cfg["n_samples"], 2 * cfg["n_samples"]
-            fit = transition_size(sizes, [c["rp_k"] for c in cells], [n_pairs] * len(sizes), level=LEVEL,
-                                  increasing=True, n_boot=cfg["n_boot"], seed=boot_seed)
-            fit_mem = transition_size(sizes, [c["mem_k"] for c in cells], [n_mem] * len(sizes), level=LEVEL,
-                                      increasing=False, n_boot=cfg["n_boot"], seed=boot_seed + 1)
-            fit_09 = transition_size(sizes, [c["rp_09_k"] for c in cells], [n_pairs] * len(sizes), level=LEVEL,
-                                     increasing=True, n_boot=cfg["n_boot"], seed=boot_seed + 2)
+            fit = transition_size(
+                sizes,
+                [c["rp_k"] for c in cells],
+                [n_pairs] * len(sizes),
+                level=LEVEL,
+                increasing=True,
+                n_boot=cfg["n_boot"],
+                seed=boot_seed,
+            )
+            fit_mem = transition_size(
+                sizes,
+                [c["mem_k"] for c in cells],
+                [n_mem] * len(sizes),
+                level=LEVEL,
+                increasing=False,
+                n_boot=cfg["n_boot"],
+                seed=boot_seed + 1,
+            )
+            fit_09 = transition_size(
+                sizes,
+                [c["rp_09_k"] for c in cells],
+                [n_pairs] * len(sizes),
+                level=LEVEL,
+                increasing=True,
+                n_boot=cfg["n_boot"],
+                seed=boot_seed + 2,
+            )
             boot_seed += 3
-            c = {k: [cell[k] for cell in cells] for k in ("mem", "mem_se", "rp", "rp_se", "rp_k", "mem_k", "rp_09",
-                                                          "mem_gap", "med_pair", "med_pair_se", "med_train",
-                                                          "med_train_se", "training", "im_set_corr_diff")}
-            c.update(ns=list(sizes), n_pairs=n_pairs, n_mem=n_mem, threshold=t,
-                     pair_hist=[cell["pair"] for cell in cells], train_hist=[cell["train_cos"] for cell in cells],
-                     nstar=fit.n_star, nstar_ci=list(fit.ci), nstar_inside=fit.inside_grid, slope=fit.slope,
-                     intercept=fit.intercept, draws=fit.draws, nstar_mem=fit_mem.n_star,
-                     nstar_mem_ci=list(fit_mem.ci), nstar_09=fit_09.n_star, nstar_09_ci=list(fit_09.ci))
+            c = {
+                k: [cell[k] for cell in cells]
+                for k in (
+                    "mem",
+                    "mem_se",
+                    "rp",
+                    "rp_se",
+                    "rp_k",
+                    "mem_k",
+                    "rp_09",
+                    "mem_gap",
+                    "med_pair",
+                    "med_pair_se",
+                    "med_train",
+                    "med_train_se",
+                    "training",
+                    "im_set_corr_diff",
+                )
+            }
+            c.update(
+                ns=list(sizes),
+                n_pairs=n_pairs,
+                n_mem=n_mem,
+                threshold=t,
+                pair_hist=[cell["pair"] for cell in cells],
+                train_hist=[cell["train_cos"] for cell in cells],
+                nstar=fit.n_star,
+                nstar_ci=list(fit.ci),
+                nstar_inside=fit.inside_grid,
+                slope=fit.slope,
+                intercept=fit.intercept,
+                draws=fit.draws,
+                nstar_mem=fit_mem.n_star,
+                nstar_mem_ci=list(fit_mem.ci),
+                nstar_09=fit_09.n_star,
+                nstar_09_ci=list(fit_09.ci),
+            )
             curves[(name, w)] = c
-            print(f"      N* (RP > t crosses {LEVEL}, logistic in log N) = {describe(fit)}; N*_mem = "
-                  f"{describe(fit_mem)}; [old threshold 0.9: N* = {describe(fit_09)}]", flush=True)
+            print(
+                f"      N* (RP > t crosses {LEVEL}, logistic in log N) = {describe(fit)}; N*_mem = "
+                f"{describe(fit_mem)}; [old threshold 0.9: N* = {describe(fit_09)}]",
+                flush=True,
+            )
     rep.note("thresholds", thresholds)
     first = next(iter(curves.values()))
     rep.note("im_set_corr_max_abs_diff", float(max(max(c["im_set_corr_diff"]) for c in curves.values())))
-    print(f"   centred cosine vs the authors' im_set_corr: max |difference| "
-          f"{max(first['im_set_corr_diff']):.2e}", flush=True)
+    print(
+        f"   centred cosine vs the authors' im_set_corr: max |difference| {max(first['im_set_corr_diff']):.2e}",
+        flush=True,
+    )
 
     # -- (a)-(d): the two regimes and the shifts of the two distributions -------------------
     for (name, w), c in curves.items():
         n0, n1 = c["ns"][0], c["ns"][-1]
-        rep.check(f"{name} width {w}: memorization at N={n0}", value=c["mem"][0], se=c["mem_se"][0],
-                  passed=c["mem"][0] - 2 * c["mem_se"][0] >= 0.5, expected="- 2 se >= 0.5",
-                  note=trained_note(c, 0))
-        rep.check(f"{name} width {w}: reproducibility at N={n1}", value=c["rp"][-1], se=c["rp_se"][-1],
-                  passed=c["rp"][-1] - 2 * c["rp_se"][-1] >= 0.5, expected="- 2 se >= 0.5",
-                  note=f"median pair cosine {c['med_pair'][-1]:.3f}" + _sep(trained_note(c, -1)))
+        rep.check(
+            f"{name} width {w}: memorization at N={n0}",
+            value=c["mem"][0],
+            se=c["mem_se"][0],
+            passed=c["mem"][0] - 2 * c["mem_se"][0] >= 0.5,
+            expected="- 2 se >= 0.5",
+            note=trained_note(c, 0),
+        )
+        rep.check(
+            f"{name} width {w}: reproducibility at N={n1}",
+            value=c["rp"][-1],
+            se=c["rp_se"][-1],
+            passed=c["rp"][-1] - 2 * c["rp_se"][-1] >= 0.5,
+            expected="- 2 se >= 0.5",
+            note=f"median pair cosine {c['med_pair'][-1]:.3f}" + _sep(trained_note(c, -1)),
+        )
         d = c["med_pair"][-1] - c["med_pair"][0]
         se = math.hypot(c["med_pair_se"][-1], c["med_pair_se"][0])
-        rep.check(f"{name} width {w}: pair-cosine median, N={n1} minus N={n0}", value=d, se=se,
-                  passed=d - 2 * se > 0, expected="- 2 se > 0 (shifts right)")
+        rep.check(
+            f"{name} width {w}: pair-cosine median, N={n1} minus N={n0}",
+            value=d,
+            se=se,
+            passed=d - 2 * se > 0,
+            expected="- 2 se > 0 (shifts right)",
+        )
         d = c["med_train"][0] - c["med_train"][-1]
         se = math.hypot(c["med_train_se"][-1], c["med_train_se"][0])
-        rep.check(f"{name} width {w}: train-cosine median, N={n0} minus N={n1}", value=d, se=se,
-                  passed=d - 2 * se > 0, expected="- 2 se > 0 (shifts left)")
+        rep.check(
+            f"{name} width {w}: train-cosine median, N={n0} minus N={n1}",
+            value=d,
+            se=se,
+            passed=d - 2 * se > 0,
+            expected="- 2 se > 0 (shifts left)",
+        )
 
     # -- capacity and complexity: ordered N* ------------------------------------------------
     def ordered(big, small, what):
@@ -321,11 +464,19 @@ def _main(args, cfg, threads) -> dict:
         db, ds = cb["draws"], cs["draws"]
         share = float(np.mean(np.isfinite(db) & np.isfinite(ds) & (db > ds)))
         diff = (db - ds)[np.isfinite(db) & np.isfinite(ds)] / math.log(10)
-        point = (math.log10(cb["nstar"] / cs["nstar"])
-                 if math.isfinite(cb["nstar"]) and math.isfinite(cs["nstar"]) else math.nan)
-        rep.check(what, value=point, se=float(diff.std()) if diff.size > 1 else None, passed=share >= ORDERED,
-                  expected=f"N* ordered in >= {100 * ORDERED:g}% of paired bootstrap draws",
-                  note=f"log10 N* ratio; ordered in {100 * share:.1f}% of draws; N* {describe_c(cb)} vs {describe_c(cs)}")
+        point = (
+            math.log10(cb["nstar"] / cs["nstar"])
+            if math.isfinite(cb["nstar"]) and math.isfinite(cs["nstar"])
+            else math.nan
+        )
+        rep.check(
+            what,
+            value=point,
+            se=float(diff.std()) if diff.size > 1 else None,
+            passed=share >= ORDERED,
+            expected=f"N* ordered in >= {100 * ORDERED:g}% of paired bootstrap draws",
+            note=f"log10 N* ratio; ordered in {100 * share:.1f}% of draws; N* {describe_c(cb)} vs {describe_c(cs)}",
+        )
 
     w_small, w_big = min(cfg["widths"]), max(cfg["widths"])
     for name in cfg["data"]:
@@ -333,15 +484,28 @@ def _main(args, cfg, threads) -> dict:
     for w in (w_small, w_big):
         ordered(("patches", w), ("digits", w), f"width {w}: N*(patches) > N*(digits) (complexity)")
 
-    rep.note("curves", {f"{k[0]}_w{k[1]}": {kk: _jsonable(vv) for kk, vv in v.items()
-                                            if kk not in ("draws", "pair_hist", "train_hist")}
-                        | {"pair_deciles": [np.quantile(h, np.linspace(0, 1, 11)).tolist() for h in v["pair_hist"]],
-                           "train_deciles": [np.quantile(h, np.linspace(0, 1, 11)).tolist() for h in v["train_hist"]]}
-                        for k, v in curves.items()})
-    figs = [plot_hist(rep.outdir / "kadkhodaie_disjoint.png", curves),
-            plot_curves(rep.outdir / "kadkhodaie_disjoint_curves.png", curves, cfg)]
-    reasons = [f"{c['what']}: {fmt(c['value'], c['se'])}" + (f" ({c['note']})" if c["note"] else "")
-               for c in rep.checks if c["status"] == "FAIL"]
+    rep.note(
+        "curves",
+        {
+            f"{k[0]}_w{k[1]}": {
+                kk: _jsonable(vv) for kk, vv in v.items() if kk not in ("draws", "pair_hist", "train_hist")
+            }
+            | {
+                "pair_deciles": [np.quantile(h, np.linspace(0, 1, 11)).tolist() for h in v["pair_hist"]],
+                "train_deciles": [np.quantile(h, np.linspace(0, 1, 11)).tolist() for h in v["train_hist"]],
+            }
+            for k, v in curves.items()
+        },
+    )
+    figs = [
+        plot_hist(rep.outdir / "kadkhodaie_disjoint.png", curves),
+        plot_curves(rep.outdir / "kadkhodaie_disjoint_curves.png", curves, cfg),
+    ]
+    reasons = [
+        f"{c['what']}: {fmt(c['value'], c['se'])}" + (f" ({c['note']})" if c["note"] else "")
+        for c in rep.checks
+        if c["status"] == "FAIL"
+    ]
     if args.fast:
         reasons.append(f"fast mode: at most {cfg['max_steps']} training steps, far from trained")
     return rep.finish(figures=figs, reason="; ".join(reasons) if rep.status == "FAIL" else "")
@@ -380,6 +544,7 @@ def describe_c(c):
 def plot_hist(path, curves):
     """The paper's Fig. 2 layout: per N, the pair-cosine (blue) and train-cosine (orange) histograms."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -393,20 +558,29 @@ def plot_hist(path, curves):
                 ax.axis("off")
                 continue
             ax.hist(np.clip(c["pair_hist"][j], -0.2, 1), bins=bins, color="tab:blue", alpha=0.6, label="two models")
-            ax.hist(np.clip(c["train_hist"][j], -0.2, 1), bins=bins, color="tab:orange", alpha=0.6,
-                    label="sample vs own training set")
+            ax.hist(
+                np.clip(c["train_hist"][j], -0.2, 1),
+                bins=bins,
+                color="tab:orange",
+                alpha=0.6,
+                label="sample vs own training set",
+            )
             ax.axvline(c["threshold"], color="gray", ls=":", lw=1)
             ax.set_yticks([])
             ax.set_title(f"{name} w{w}, N={c['ns'][j]}", fontsize=8)
             ax.tick_params(labelsize=7)
         axes[i, 0].legend(fontsize=6, loc="upper left")
-    fig.suptitle("cosine (im_set_corr). Blue: the two disjoint-set models from the same noise;\norange: a sample "
-                 "and the most similar image of its own training set (dotted: t)", fontsize=9)
+    fig.suptitle(
+        "cosine (im_set_corr). Blue: the two disjoint-set models from the same noise;\norange: a sample "
+        "and the most similar image of its own training set (dotted: t)",
+        fontsize=9,
+    )
     return save_figure(fig, path)
 
 
 def plot_curves(path, curves, cfg):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -416,17 +590,39 @@ def plot_curves(path, curves, cfg):
     for ax, name in zip(axes[0], names):
         for w in cfg["widths"]:
             c = curves[(name, w)]
-            ax.errorbar(c["ns"], c["rp"], yerr=[2 * s for s in c["rp_se"]], color=colors[w], marker="o", capsize=3,
-                        ls="none", label=f"RP (pair cosine > t), width {w}")
-            ax.errorbar(c["ns"], c["mem"], yerr=[2 * s for s in c["mem_se"]], color=colors[w], marker="s",
-                        ls="none", capsize=3, mfc="none", label=f"memorization (train cosine > t), width {w}")
+            ax.errorbar(
+                c["ns"],
+                c["rp"],
+                yerr=[2 * s for s in c["rp_se"]],
+                color=colors[w],
+                marker="o",
+                capsize=3,
+                ls="none",
+                label=f"RP (pair cosine > t), width {w}",
+            )
+            ax.errorbar(
+                c["ns"],
+                c["mem"],
+                yerr=[2 * s for s in c["mem_se"]],
+                color=colors[w],
+                marker="s",
+                ls="none",
+                capsize=3,
+                mfc="none",
+                label=f"memorization (train cosine > t), width {w}",
+            )
             xs = np.exp(np.linspace(math.log(c["ns"][0]), math.log(c["ns"][-1]), 100))
             ax.plot(xs, 1 / (1 + np.exp(-(c["intercept"] + c["slope"] * np.log(xs)))), color=colors[w], lw=1)
             if math.isfinite(c["nstar"]):
                 ax.axvline(c["nstar"], color=colors[w], ls=":", lw=1)
         ax.axhline(LEVEL, color="gray", lw=0.8)
-        ax.set(xscale="log", xlabel="N (each of two disjoint training sets)", ylabel="share (+- 2 se)",
-               ylim=(-0.05, 1.05), title=f"{name}: logistic fit of RP in log N (dotted: N*)")
+        ax.set(
+            xscale="log",
+            xlabel="N (each of two disjoint training sets)",
+            ylabel="share (+- 2 se)",
+            ylim=(-0.05, 1.05),
+            title=f"{name}: logistic fit of RP in log N (dotted: N*)",
+        )
         ax.legend(fontsize=7)
     return save_figure(fig, path)
 

@@ -152,27 +152,49 @@ from _common import Report, fmt, parse_args, save_figure, set_threads, train_to_
 import gaussdiff as gd  # noqa: E402
 from gaussdiff.experiments import log_checkpoints  # noqa: E402
 
-LEVELS = gd.karras_sigmas(10)[:-1]                       # EDM's ten levels, 80 -> 0.002 (paper, eq. 10)
-BAND = (0.116, 20.0)                                     # where the paper finds the Gaussian structure
+LEVELS = gd.karras_sigmas(10)[:-1]  # EDM's ten levels, 80 -> 0.002 (paper, eq. 10)
+BAND = (0.116, 20.0)  # where the paper finds the Gaussian structure
 IN_BAND = (LEVELS >= BAND[0]) & (LEVELS <= BAND[1])
 REL_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # the 2026-11-24 grid of the relative distances
-ALPHA = BETA = 1 / math.sqrt(2)                          # Fig. 1 caption
-LIN_PAIRS = 100                                          # pairs per level (paper: 100 samples)
-LIN_REPEATS = 5                                          # independent draws of LIN_PAIRS pairs (spread: MC se)
-EVAL_ROWS = 512                                          # noisy training points per level, at least
-TOL = 0.1                                                # plateau: < 10 % gain per doubling
+ALPHA = BETA = 1 / math.sqrt(2)  # Fig. 1 caption
+LIN_PAIRS = 100  # pairs per level (paper: 100 samples)
+LIN_REPEATS = 5  # independent draws of LIN_PAIRS pairs (spread: MC se)
+EVAL_ROWS = 512  # noisy training points per level, at least
+TOL = 0.1  # plateau: < 10 % gain per doubling
 GAP_DRAWS = 2048
-SIM_MIN = 0.8                                            # check 3 (2026-11-24 number)
-FULL = dict(sizes=(16, 64, 256, 1797), wide=256, narrow=64, seeds_ends=(0, 1), seeds_mid=(0,),
-            start=1000, max_steps=8000, checkpoints=8, batch=128, n_samples=128, sample_steps=18)
-FAST = dict(sizes=(16, 256), wide=128, narrow=64, seeds_ends=(0,), seeds_mid=(0,),
-            start=100, max_steps=200, checkpoints=4, batch=128, n_samples=64, sample_steps=18)
+SIM_MIN = 0.8  # check 3 (2026-11-24 number)
+FULL = dict(
+    sizes=(16, 64, 256, 1797),
+    wide=256,
+    narrow=64,
+    seeds_ends=(0, 1),
+    seeds_mid=(0,),
+    start=1000,
+    max_steps=8000,
+    checkpoints=8,
+    batch=128,
+    n_samples=128,
+    sample_steps=18,
+)
+FAST = dict(
+    sizes=(16, 256),
+    wide=128,
+    narrow=64,
+    seeds_ends=(0,),
+    seeds_mid=(0,),
+    start=100,
+    max_steps=200,
+    checkpoints=4,
+    batch=128,
+    n_samples=64,
+    sample_steps=18,
+)
 
 
 def _rows(x: torch.Tensor, m: int) -> torch.Tensor:
     """``x`` repeated (cyclically) to ``max(m, len(x))`` rows."""
     reps = math.ceil(m / x.shape[0])
-    return x.repeat(reps, 1)[:max(m, x.shape[0])]
+    return x.repeat(reps, 1)[: max(m, x.shape[0])]
 
 
 def on_levels(denoisers, points, seed):
@@ -190,10 +212,13 @@ def on_levels(denoisers, points, seed):
 def rmse(y1, y2) -> dict:
     """Eq. 10 per level, ``E sqrt(||y1 - y2||^2 / d)``, and its band mean with the Monte-Carlo se
     over the points (each point's band-averaged RMSE is one draw)."""
-    per = ((y1 - y2) ** 2).mean(-1).sqrt()                  # (S, B)
-    band = per[IN_BAND].mean(0)                             # (B,)
-    return {"profile": per.mean(1).tolist(), "band": float(band.mean()),
-            "band_mc_se": float(band.std() / math.sqrt(band.shape[0]))}
+    per = ((y1 - y2) ** 2).mean(-1).sqrt()  # (S, B)
+    band = per[IN_BAND].mean(0)  # (B,)
+    return {
+        "profile": per.mean(1).tolist(),
+        "band": float(band.mean()),
+        "band_mc_se": float(band.std() / math.sqrt(band.shape[0])),
+    }
 
 
 def evaluate_end(net, train, refs, noise, grid, seed) -> dict:
@@ -208,8 +233,9 @@ def evaluate_end(net, train, refs, noise, grid, seed) -> dict:
     g = torch.Generator().manual_seed(seed + 1)
     lin_pts = _rows(train, LIN_PAIRS)[:LIN_PAIRS]
     for name, score in (("linearity_paper", gd.linearity_score), ("linearity_centred", gd.centred_linearity_score)):
-        reps = torch.stack([score(net, lin_pts, LEVELS, generator=g, alpha=ALPHA, beta=BETA).values
-                            for _ in range(LIN_REPEATS)])                           # (R, S)
+        reps = torch.stack(
+            [score(net, lin_pts, LEVELS, generator=g, alpha=ALPHA, beta=BETA).values for _ in range(LIN_REPEATS)]
+        )  # (R, S)
         means = reps.mean(1)
         out[name], out[name + "_mc_se"] = float(means.mean()), float(means.std() / math.sqrt(LIN_REPEATS))
         out[name + "_profile"] = reps.mean(0).tolist()
@@ -242,8 +268,11 @@ def evaluate_checkpoint(net, train, refs, noise, grid, seed) -> dict:
     _, (y_net, y_g, y_e) = on_levels((net, gau, emp), _rows(train, EVAL_ROWS), seed=1000 + train.shape[0])
     with torch.no_grad():
         x_net = gd.sample_heun(net, noise, grid)
-    return {"rmse_gaussian": rmse(y_net, y_g)["band"], "rmse_empirical": rmse(y_net, y_e)["band"],
-            "memorization": gd.memorization_fraction(x_net, train, seed=seed).value}
+    return {
+        "rmse_gaussian": rmse(y_net, y_g)["band"],
+        "rmse_empirical": rmse(y_net, y_e)["band"],
+        "memorization": gd.memorization_fraction(x_net, train, seed=seed).value,
+    }
 
 
 def main(argv=None) -> dict:
@@ -254,23 +283,26 @@ def main(argv=None) -> dict:
 
 
 def _main(args, cfg, threads) -> dict:
-    rep = Report("li_gaussian_structure",
-                 claim="generalizing denoisers carry the hidden Gaussian structure: linearity and closeness "
-                       "to the Gaussian denoiser grow with N; at fixed N the narrow network is closer to it "
-                       "than the wide one; a wide model passes near the Gaussian early in training before "
-                       "memorizing",
-                 source="Li, Dai & Qu, NeurIPS 2024, 'Understanding generalizability of diffusion models "
-                        "requires rethinking the hidden Gaussian structure'", args=args,
-                 expected="paper's linearity score rises with N; score field approximation error (eq. 10, "
-                          "RMSE over sigma in [0.116, 20]) to the Gaussian falls with N; cosine to Gaussian "
-                          f"samples >= {SIM_MIN} at largest N; at the largest N narrow (width >= d) closer to the "
-                          "Gaussian than wide; wide small-N model Gaussian-like early, empirical-like late")
+    rep = Report(
+        "li_gaussian_structure",
+        claim="generalizing denoisers carry the hidden Gaussian structure: linearity and closeness "
+        "to the Gaussian denoiser grow with N; at fixed N the narrow network is closer to it "
+        "than the wide one; a wide model passes near the Gaussian early in training before "
+        "memorizing",
+        source="Li, Dai & Qu, NeurIPS 2024, 'Understanding generalizability of diffusion models "
+        "requires rethinking the hidden Gaussian structure'",
+        args=args,
+        expected="paper's linearity score rises with N; score field approximation error (eq. 10, "
+        "RMSE over sigma in [0.116, 20]) to the Gaussian falls with N; cosine to Gaussian "
+        f"samples >= {SIM_MIN} at largest N; at the largest N narrow (width >= d) closer to the "
+        "Gaussian than wide; wide small-N model Gaussian-like early, empirical-like late",
+    )
     data, _, _ = gd.load_dataset("digits")
     data = data.reshape(data.shape[0], -1)
     perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(0))
     grid = gd.karras_sigmas(cfg["sample_steps"]).double()
     noise = gd.seeded_noise(cfg["n_samples"], data.shape[1], seed=12345) * float(grid[0])
-    lengths = [cfg["start"] * 2 ** k for k in range(8) if cfg["start"] * 2 ** k <= cfg["max_steps"]]
+    lengths = [cfg["start"] * 2**k for k in range(8) if cfg["start"] * 2**k <= cfg["max_steps"]]
     ckpts = tuple(sorted(set(log_checkpoints(cfg["max_steps"], cfg["checkpoints"])) | set(lengths)))
     n_lo, n_hi, wide, narrow = min(cfg["sizes"]), max(cfg["sizes"]), cfg["wide"], cfg["narrow"]
     models, trajectories = [], {}
@@ -287,23 +319,38 @@ def _main(args, cfg, threads) -> dict:
             for seed in seeds:
                 traj, cb, ck = [], None, ()
                 if n == n_lo and width == wide:
+
                     def cb(step, den, train=train, refs=refs, seed=seed, traj=traj):
                         traj.append({"step": step, **evaluate_checkpoint(den, train, refs, noise, grid, seed)})
+
                     ck = ckpts
                 res, history, why = train_to_plateau(
-                    train.float(), outdir=rep.outdir / "models" / f"n{n}_w{width}_s{seed}", start=cfg["start"],
-                    max_steps=cfg["max_steps"], tol=TOL, gap_draws=GAP_DRAWS, checkpoint_steps=ck, callback=cb,
-                    fresh=True, width=width, seed=seed, batch_size=cfg["batch"], num_threads=threads)
+                    train.float(),
+                    outdir=rep.outdir / "models" / f"n{n}_w{width}_s{seed}",
+                    start=cfg["start"],
+                    max_steps=cfg["max_steps"],
+                    tol=TOL,
+                    gap_draws=GAP_DRAWS,
+                    checkpoint_steps=ck,
+                    callback=cb,
+                    fresh=True,
+                    width=width,
+                    seed=seed,
+                    batch_size=cfg["batch"],
+                    num_threads=threads,
+                )
                 r = evaluate_end(res.denoiser, train, refs, noise, grid, seed)
                 models.append(dict(n=n, width=width, seed=seed, steps=res.step, stopped=why, history=history, **r))
                 if traj:
                     trajectories[seed] = traj
-                print(f"   N={n:5d} width={width:4d} seed={seed}: {res.step} steps ({why}, excess "
-                      f"{history[-1]['excess']:.4f}); RMSE_G(band) {r['rmse_gaussian']:.4f} RMSE_emp(band) "
-                      f"{r['rmse_empirical']:.4f} LS {r['linearity_paper']:.4f} LS_c {r['linearity_centred']:.4f} "
-                      f"distill RMSE_G {r['distill_rmse_gaussian']:.4f} sim_G {r['similarity_gaussian']:.3f} "
-                      f"(optimum {r['similarity_gaussian_empirical_ref']:.3f}) mem {r['memorization']:.2f}",
-                      flush=True)
+                print(
+                    f"   N={n:5d} width={width:4d} seed={seed}: {res.step} steps ({why}, excess "
+                    f"{history[-1]['excess']:.4f}); RMSE_G(band) {r['rmse_gaussian']:.4f} RMSE_emp(band) "
+                    f"{r['rmse_empirical']:.4f} LS {r['linearity_paper']:.4f} LS_c {r['linearity_centred']:.4f} "
+                    f"distill RMSE_G {r['distill_rmse_gaussian']:.4f} sim_G {r['similarity_gaussian']:.3f} "
+                    f"(optimum {r['similarity_gaussian_empirical_ref']:.3f}) mem {r['memorization']:.2f}",
+                    flush=True,
+                )
 
     def cell(key, n, width):
         """Mean over seeds and its se (seed se, floored at the Monte-Carlo se where one exists)."""
@@ -311,17 +358,30 @@ def _main(args, cfg, threads) -> dict:
         v = np.array([m[key] for m in sel], dtype=float)
         se_seed = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
         mc = [m[key + "_mc_se"] for m in sel if key + "_mc_se" in m]
-        se_mc = float(math.sqrt(sum(s ** 2 for s in mc)) / len(mc)) if mc else 0.0
+        se_mc = float(math.sqrt(sum(s**2 for s in mc)) / len(mc)) if mc else 0.0
         return float(v.mean()), max(se_seed, se_mc)
 
     def budget_note(*cells):
-        short = [f"N={m['n']} w{m['width']} s{m['seed']}" for m in models
-                 if (m["n"], m["width"]) in cells and m["stopped"] == "budget reached"]
+        short = [
+            f"N={m['n']} w{m['width']} s{m['seed']}"
+            for m in models
+            if (m["n"], m["width"]) in cells and m["stopped"] == "budget reached"
+        ]
         return ("; not plateaued (budget reached): " + ", ".join(short)) if short else ""
 
-    keys = ("linearity_paper", "linearity_centred", "rmse_gaussian", "rmse_empirical", "distill_rmse_gaussian",
-            "distill_relative_gaussian", "rel_dist_gaussian", "rel_dist_empirical", "similarity_gaussian",
-            "similarity_gaussian_empirical_ref", "memorization")
+    keys = (
+        "linearity_paper",
+        "linearity_centred",
+        "rmse_gaussian",
+        "rmse_empirical",
+        "distill_rmse_gaussian",
+        "distill_relative_gaussian",
+        "rel_dist_gaussian",
+        "rel_dist_empirical",
+        "similarity_gaussian",
+        "similarity_gaussian_empirical_ref",
+        "memorization",
+    )
     table = {f"N{m['n']}_w{m['width']}": {k: cell(k, m["n"], m["width"]) for k in keys} for m in models}
     rep.note("table", table)
     rep.note("config", {**cfg, "levels": LEVELS.tolist(), "band": BAND, "checkpoints": ckpts})
@@ -332,62 +392,91 @@ def _main(args, cfg, threads) -> dict:
     (l_hi, l_hi_se), (l_lo, l_lo_se) = cell("linearity_paper", n_hi, wide), cell("linearity_paper", n_lo, wide)
     se = math.hypot(l_hi_se, l_lo_se)
     c_hi, c_lo = cell("linearity_centred", n_hi, wide), cell("linearity_centred", n_lo, wide)
-    rep.check(f"1 linearity score (paper's, alpha = beta = 1/sqrt 2), width {wide}: N={n_hi} minus N={n_lo}",
-              value=l_hi - l_lo, se=se, passed=l_hi - l_lo > 2 * se, expected="> 2 se",
-              note=f"N={n_lo}: {fmt(l_lo, l_lo_se)}, N={n_hi}: {fmt(l_hi, l_hi_se)}; centred score (finding): "
-                   f"{fmt(*c_lo)} -> {fmt(*c_hi)}" + budget_note((n_lo, wide), (n_hi, wide)))
+    rep.check(
+        f"1 linearity score (paper's, alpha = beta = 1/sqrt 2), width {wide}: N={n_hi} minus N={n_lo}",
+        value=l_hi - l_lo,
+        se=se,
+        passed=l_hi - l_lo > 2 * se,
+        expected="> 2 se",
+        note=f"N={n_lo}: {fmt(l_lo, l_lo_se)}, N={n_hi}: {fmt(l_hi, l_hi_se)}; centred score (finding): "
+        f"{fmt(*c_lo)} -> {fmt(*c_hi)}" + budget_note((n_lo, wide), (n_hi, wide)),
+    )
     # 2: closeness to the Gaussian denoiser grows with N
     (g_lo, g_lo_se), (g_hi, g_hi_se) = cell("rmse_gaussian", n_lo, wide), cell("rmse_gaussian", n_hi, wide)
     se = math.hypot(g_lo_se, g_hi_se)
     d_lo, d_hi = cell("distill_relative_gaussian", n_lo, wide)[0], cell("distill_relative_gaussian", n_hi, wide)[0]
-    rep.check(f"2 RMSE to the Gaussian denoiser (eq. 10, sigma in [0.116, 20]), width {wide}: "
-              f"N={n_lo} minus N={n_hi}",
-              value=g_lo - g_hi, se=se, passed=g_lo - g_hi > 2 * se, expected="> 2 se",
-              note=f"N={n_lo}: {fmt(g_lo, g_lo_se)}, N={n_hi}: {fmt(g_hi, g_hi_se)}; distillation RMSE to the "
-                   f"Gaussian (finding): {cell('distill_rmse_gaussian', n_lo, wide)[0]:.4f} -> "
-                   f"{cell('distill_rmse_gaussian', n_hi, wide)[0]:.4f}; 2026-11-24 relative distillation ratio "
-                   f"(finding, was <= 0.5): {d_hi / d_lo:.3f}" + budget_note((n_lo, wide), (n_hi, wide)))
+    rep.check(
+        f"2 RMSE to the Gaussian denoiser (eq. 10, sigma in [0.116, 20]), width {wide}: N={n_lo} minus N={n_hi}",
+        value=g_lo - g_hi,
+        se=se,
+        passed=g_lo - g_hi > 2 * se,
+        expected="> 2 se",
+        note=f"N={n_lo}: {fmt(g_lo, g_lo_se)}, N={n_hi}: {fmt(g_hi, g_hi_se)}; distillation RMSE to the "
+        f"Gaussian (finding): {cell('distill_rmse_gaussian', n_lo, wide)[0]:.4f} -> "
+        f"{cell('distill_rmse_gaussian', n_hi, wide)[0]:.4f}; 2026-11-24 relative distillation ratio "
+        f"(finding, was <= 0.5): {d_hi / d_lo:.3f}" + budget_note((n_lo, wide), (n_hi, wide)),
+    )
     # 3: samples resemble the Gaussian's
     (s_hi, s_hi_se) = cell("similarity_gaussian", n_hi, wide)
     (s_lo, s_lo_se) = cell("similarity_gaussian", n_lo, wide)
     se = math.hypot(s_hi_se, s_lo_se)
-    rep.check(f"3 cosine of samples to the Gaussian's (same noise), width {wide}, N={n_hi}", value=s_hi, se=s_hi_se,
-              passed=s_hi >= SIM_MIN and s_hi - s_lo > 2 * se, expected=f">= {SIM_MIN} and above N={n_lo} by 2 se",
-              note=f"N={n_lo}: {fmt(s_lo, s_lo_se)}; empirical optimum at N={n_hi}: "
-                   f"{cell('similarity_gaussian_empirical_ref', n_hi, wide)[0]:.3f}"
-                   + budget_note((n_lo, wide), (n_hi, wide)))
+    rep.check(
+        f"3 cosine of samples to the Gaussian's (same noise), width {wide}, N={n_hi}",
+        value=s_hi,
+        se=s_hi_se,
+        passed=s_hi >= SIM_MIN and s_hi - s_lo > 2 * se,
+        expected=f">= {SIM_MIN} and above N={n_lo} by 2 se",
+        note=f"N={n_lo}: {fmt(s_lo, s_lo_se)}; empirical optimum at N={n_hi}: "
+        f"{cell('similarity_gaussian_empirical_ref', n_hi, wide)[0]:.3f}" + budget_note((n_lo, wide), (n_hi, wide)),
+    )
     # 4: capacity at fixed N
     (w_g, w_se), (nr_g, nr_se) = cell("rmse_gaussian", n_hi, wide), cell("rmse_gaussian", n_hi, narrow)
     se = math.hypot(w_se, nr_se)
-    rep.check(f"4 capacity at N={n_hi}: RMSE to the Gaussian (eq. 10, sigma in [0.116, 20]) of width {wide} minus "
-              f"width {narrow}", value=w_g - nr_g, se=se, passed=w_g - nr_g > 2 * se,
-              expected="> 2 se (narrow closer to the Gaussian)",
-              note=f"width {narrow}: {fmt(nr_g, nr_se)}, width {wide}: {fmt(w_g, w_se)}; 2026-11-24 relative "
-                   f"distance to the Gaussian (finding): width {narrow} "
-                   f"{cell('rel_dist_gaussian', n_hi, narrow)[0]:.4f}, "
-                   f"width {wide} {cell('rel_dist_gaussian', n_hi, wide)[0]:.4f}"
-                   + budget_note((n_hi, wide), (n_hi, narrow)))
+    rep.check(
+        f"4 capacity at N={n_hi}: RMSE to the Gaussian (eq. 10, sigma in [0.116, 20]) of width {wide} minus "
+        f"width {narrow}",
+        value=w_g - nr_g,
+        se=se,
+        passed=w_g - nr_g > 2 * se,
+        expected="> 2 se (narrow closer to the Gaussian)",
+        note=f"width {narrow}: {fmt(nr_g, nr_se)}, width {wide}: {fmt(w_g, w_se)}; 2026-11-24 relative "
+        f"distance to the Gaussian (finding): width {narrow} "
+        f"{cell('rel_dist_gaussian', n_hi, narrow)[0]:.4f}, "
+        f"width {wide} {cell('rel_dist_gaussian', n_hi, wide)[0]:.4f}" + budget_note((n_hi, wide), (n_hi, narrow)),
+    )
     # 5: Gaussian before memorization, for every seed of (N_lo, wide)
     ok5, ratios, notes = bool(trajectories), [], []
     for seed, traj in sorted(trajectories.items()):
         early = min(traj, key=lambda t: t["rmse_gaussian"])
         end = max(traj, key=lambda t: t["step"])
-        ok = (early["rmse_gaussian"] < early["rmse_empirical"] and end["rmse_empirical"] < end["rmse_gaussian"]
-              and end["memorization"] > early["memorization"])
+        ok = (
+            early["rmse_gaussian"] < early["rmse_empirical"]
+            and end["rmse_empirical"] < end["rmse_gaussian"]
+            and end["memorization"] > early["memorization"]
+        )
         ok5 &= ok
         ratios.append(early["rmse_gaussian"] / early["rmse_empirical"])
-        notes.append(f"seed {seed}: min at step {early['step']} (RMSE_G / RMSE_emp "
-                     f"{early['rmse_gaussian'] / early['rmse_empirical']:.3g}), end step {end['step']} "
-                     f"({end['rmse_gaussian'] / end['rmse_empirical']:.3g}), memorization "
-                     f"{early['memorization']:.2f} -> {end['memorization']:.2f}{'' if ok else ' [fails]'}")
-    rep.check(f"5 early training (N={n_lo}, width {wide}): RMSE_G / RMSE_emp (band) where RMSE_G is smallest, "
-              "mean over seeds", value=float(np.mean(ratios)) if ratios else float("nan"), passed=ok5,
-              expected="< 1 there for every seed, > 1 at the end with memorization rising",
-              note="; ".join(notes) + budget_note((n_lo, wide)))
+        notes.append(
+            f"seed {seed}: min at step {early['step']} (RMSE_G / RMSE_emp "
+            f"{early['rmse_gaussian'] / early['rmse_empirical']:.3g}), end step {end['step']} "
+            f"({end['rmse_gaussian'] / end['rmse_empirical']:.3g}), memorization "
+            f"{early['memorization']:.2f} -> {end['memorization']:.2f}{'' if ok else ' [fails]'}"
+        )
+    rep.check(
+        f"5 early training (N={n_lo}, width {wide}): RMSE_G / RMSE_emp (band) where RMSE_G is smallest, "
+        "mean over seeds",
+        value=float(np.mean(ratios)) if ratios else float("nan"),
+        passed=ok5,
+        expected="< 1 there for every seed, > 1 at the end with memorization rising",
+        note="; ".join(notes) + budget_note((n_lo, wide)),
+    )
 
     fig = _figure(models, trajectories, cfg, rep.outdir / "li_gaussian_structure.png")
-    reasons = [f"{c['what']}: {fmt(c['value'], c['se'])} (expected {c['expected']})" for c in rep.checks
-               if c["status"] == "FAIL"]
+    reasons = [
+        f"{c['what']}: {fmt(c['value'], c['se'])} (expected {c['expected']})"
+        for c in rep.checks
+        if c["status"] == "FAIL"
+    ]
     if args.fast:
         reasons.append(f"fast mode: at most {cfg['max_steps']} training steps, far from trained")
     return rep.finish(figures=[fig], reason="; ".join(reasons) if rep.status == "FAIL" else "")
@@ -395,6 +484,7 @@ def _main(args, cfg, threads) -> dict:
 
 def _figure(models, trajectories, cfg, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -406,10 +496,13 @@ def _figure(models, trajectories, cfg, path):
         vals = [np.array([m[key] for m in models if m["n"] == n and m["width"] == width]) for n in ns]
         return ns, [v.mean() for v in vals], [v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in vals]
 
-    for j, (key, lab, dashed) in enumerate((("linearity_paper", "linearity score (paper's)", "linearity_centred"),
-                                            ("rmse_gaussian", "RMSE to D_G, sigma in [0.116, 20]",
-                                             "distill_rmse_gaussian"),
-                                            ("similarity_gaussian", "cosine to Gaussian samples", None))):
+    for j, (key, lab, dashed) in enumerate(
+        (
+            ("linearity_paper", "linearity score (paper's)", "linearity_centred"),
+            ("rmse_gaussian", "RMSE to D_G, sigma in [0.116, 20]", "distill_rmse_gaussian"),
+            ("similarity_gaussian", "cosine to Gaussian samples", None),
+        )
+    ):
         for i, w in enumerate((wide, narrow)):
             ns, m, s = series(key, w)
             ax[j].errorbar(ns, m, yerr=s, fmt="o-", color=f"C{i}", label=f"width {w}")
@@ -429,16 +522,34 @@ def _figure(models, trajectories, cfg, path):
         prof = np.array([m["rmse_gaussian_profile"] for m in models if m["n"] == n_hi and m["width"] == w])
         ax[3].plot(lv, prof.mean(0), "o-", color=f"C{i}", label=f"width {w}")
     ax[3].axvspan(*BAND, color="0.9")
-    ax[3].set(xscale="log", yscale="log", xlabel="sigma", ylabel="RMSE to D_G (eq. 10)",
-              title=f"4: capacity at N={n_hi}")
+    ax[3].set(
+        xscale="log", yscale="log", xlabel="sigma", ylabel="RMSE to D_G (eq. 10)", title=f"4: capacity at N={n_hi}"
+    )
     for seed, traj in sorted(trajectories.items()):
         st = [t["step"] for t in traj]
-        ax[4].plot(st, [t["rmse_gaussian"] for t in traj], "o-", color="C0", alpha=0.5 + 0.5 * (seed == 0),
-                   label="RMSE to D_G" if seed == 0 else None)
-        ax[4].plot(st, [t["rmse_empirical"] for t in traj], "s-", color="C3", alpha=0.5 + 0.5 * (seed == 0),
-                   label="RMSE to D_emp" if seed == 0 else None)
-    ax[4].set(xscale="log", yscale="log", xlabel="training step", ylabel="RMSE, sigma in [0.116, 20]",
-              title=f"5: N={min(sizes)}, width {wide} over training")
+        ax[4].plot(
+            st,
+            [t["rmse_gaussian"] for t in traj],
+            "o-",
+            color="C0",
+            alpha=0.5 + 0.5 * (seed == 0),
+            label="RMSE to D_G" if seed == 0 else None,
+        )
+        ax[4].plot(
+            st,
+            [t["rmse_empirical"] for t in traj],
+            "s-",
+            color="C3",
+            alpha=0.5 + 0.5 * (seed == 0),
+            label="RMSE to D_emp" if seed == 0 else None,
+        )
+    ax[4].set(
+        xscale="log",
+        yscale="log",
+        xlabel="training step",
+        ylabel="RMSE, sigma in [0.116, 20]",
+        title=f"5: N={min(sizes)}, width {wide} over training",
+    )
     ax4b = ax[4].twinx()
     for seed, traj in sorted(trajectories.items()):
         ax4b.plot([t["step"] for t in traj], [t["memorization"] for t in traj], "k:", alpha=0.5 + 0.5 * (seed == 0))

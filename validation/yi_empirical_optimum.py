@@ -130,22 +130,32 @@ def part_a(train, cfg, rng):
         diff = (w[:, :, None] * (train[None] - train[i_star][:, None, :])).sum(1)
         dist = diff.norm(dim=1)
         dl = delta[i_star]
-        pred = dl ** 2 * n ** 2 / (2 * SIGMA_MAX ** 2)
+        pred = dl**2 * n**2 / (2 * SIGMA_MAX**2)
         ratio = (-torch.log(dist.clamp_min(1e-300) / dl) / pred).numpy()
         rel = (dist / dl).numpy()
         mem = gd.memorization_fraction(x0, train, seed=0)
         hits = torch.bincount(i_star, minlength=train.shape[0])
-        rows.append(dict(n=n, sigma_last=SIGMA_MAX / n, median_rel_dist=float(np.median(rel)),
-                         median_rel_dist_se=_boot_median(rel, rng),
-                         median_log10_rel_dist=float(np.median(np.log10(np.maximum(rel, 1e-300)))),
-                         rate_ratio=float(np.median(ratio)), rate_ratio_se=_boot_median(ratio, rng),
-                         memorization=mem.value, memorization_se=mem.se,
-                         distinct_points=int((hits > 0).sum()),
-                         stored_sample_nn_dist=float(torch.cdist(x0, train).min(1).values.median())))
+        rows.append(
+            dict(
+                n=n,
+                sigma_last=SIGMA_MAX / n,
+                median_rel_dist=float(np.median(rel)),
+                median_rel_dist_se=_boot_median(rel, rng),
+                median_log10_rel_dist=float(np.median(np.log10(np.maximum(rel, 1e-300)))),
+                rate_ratio=float(np.median(ratio)),
+                rate_ratio_se=_boot_median(ratio, rng),
+                memorization=mem.value,
+                memorization_se=mem.se,
+                distinct_points=int((hits > 0).sum()),
+                stored_sample_nn_dist=float(torch.cdist(x0, train).min(1).values.median()),
+            )
+        )
         r = rows[-1]
-        print(f"   n={n:5d}: median dist/delta {r['median_rel_dist']:.3e} (log10 {r['median_log10_rel_dist']:.1f}), "
-              f"rate ratio {fmt(r['rate_ratio'], r['rate_ratio_se'])}, memorization {fmt(mem.value, mem.se)}, "
-              f"{r['distinct_points']} distinct training points")
+        print(
+            f"   n={n:5d}: median dist/delta {r['median_rel_dist']:.3e} (log10 {r['median_log10_rel_dist']:.1f}), "
+            f"rate ratio {fmt(r['rate_ratio'], r['rate_ratio_se'])}, memorization {fmt(mem.value, mem.se)}, "
+            f"{r['distinct_points']} distinct training points"
+        )
     return rows, float(delta.median())
 
 
@@ -164,8 +174,13 @@ def plugin_mi(samples, train, seed=0, n_boot=300):
     h, k = ent(z)
     rng = np.random.default_rng(seed)
     reps = [ent(z[rng.integers(0, B, B)])[0] for _ in range(n_boot)]
-    return dict(raw=h, mm=h + (k - 1) / (2 * B), se=float(np.std(reps, ddof=1)), occupied=k,
-                copy_share=float(copy.double().mean()))
+    return dict(
+        raw=h,
+        mm=h + (k - 1) / (2 * B),
+        se=float(np.std(reps, ddof=1)),
+        occupied=k,
+        copy_share=float(copy.double().mean()),
+    )
 
 
 def distances(den_a, den_b, pts, n_rep=3):
@@ -174,7 +189,7 @@ def distances(den_a, den_b, pts, n_rep=3):
         g = torch.Generator().manual_seed(100 + r)
         prof = gd.denoiser_distance(den_a, den_b, pts, torch.tensor(DIST_SIGMAS, dtype=torch.float64), generator=g)
         vals.append(prof.values.numpy())
-    v = np.stack(vals)                                           # (rep, S)
+    v = np.stack(vals)  # (rep, S)
     means = v.mean(1)
     return float(means.mean()), float(means.std(ddof=1) / math.sqrt(n_rep)), v.mean(0)
 
@@ -183,34 +198,58 @@ def main(argv=None) -> dict:
     args = parse_args(__doc__, argv)
     set_threads(args.threads or 1)
     fast = args.fast
-    cfg = dict(N=128 if fast else 896, B_A=128 if fast else 256,
-               steps_A=tuple(2 ** k for k in range(0, 10 if fast else 11)), B=512 if fast else 4000,
-               heun_steps=40, start=150 if fast else 1500, max_steps=300 if fast else 24000, width=256)
-    rep = Report("yi_empirical_optimum",
-                 claim="the empirical optimum's deterministic sampler returns training points (MI ~ log N); "
-                       "a generalizing network differs from it by a small denoising error",
-                 source="Yi, Sun & Li 2023, 'On the generalization of diffusion model' (arXiv 2305.14712)", args=args,
-                 expected="dist -> 0 at rate exp(-delta^2 n^2 / 2 sigma_max^2); MI(optimum) >= 0.9 log N, "
-                          "MI(network) <= 0.25 log N; the network's training loss plateaued (sufficiently "
-                          "trained) and its memorization <= 0.1")
+    cfg = dict(
+        N=128 if fast else 896,
+        B_A=128 if fast else 256,
+        steps_A=tuple(2**k for k in range(0, 10 if fast else 11)),
+        B=512 if fast else 4000,
+        heun_steps=40,
+        start=150 if fast else 1500,
+        max_steps=300 if fast else 24000,
+        width=256,
+    )
+    rep = Report(
+        "yi_empirical_optimum",
+        claim="the empirical optimum's deterministic sampler returns training points (MI ~ log N); "
+        "a generalizing network differs from it by a small denoising error",
+        source="Yi, Sun & Li 2023, 'On the generalization of diffusion model' (arXiv 2305.14712)",
+        args=args,
+        expected="dist -> 0 at rate exp(-delta^2 n^2 / 2 sigma_max^2); MI(optimum) >= 0.9 log N, "
+        "MI(network) <= 0.25 log N; the network's training loss plateaued (sufficiently "
+        "trained) and its memorization <= 0.1",
+    )
     rng = np.random.default_rng(0)
     data, _, _ = gd.load_dataset("digits")
     data = data.reshape(data.shape[0], -1).double()
     perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(0))
-    train, held = data[perm[:cfg["N"]]], data[perm[cfg["N"]:]]
+    train, held = data[perm[: cfg["N"]]], data[perm[cfg["N"] :]]
     logn = math.log(cfg["N"])
 
     # (A) the rate
     rows, delta_med = part_a(train, cfg, rng)
     rep.note("rate_table", rows)
     last = rows[-1]
-    rep.check(f"A1 median distance / nn spacing at n = {last['n']}", value=last["median_rel_dist"],
-              se=last["median_rel_dist_se"], passed=last["median_rel_dist"] < 1e-6, expected="< 1e-6")
-    rep.check(f"A2 memorization at n = {last['n']}", value=last["memorization"], se=last["memorization_se"],
-              passed=last["memorization"] >= 0.95, expected=">= 0.95")
-    rep.check(f"A3 rate: -log(dist/delta) / (delta^2 n^2 / 2 sigma_max^2) at n = {last['n']}",
-              value=last["rate_ratio"], se=last["rate_ratio_se"], passed=0.8 <= last["rate_ratio"] <= 1.2,
-              expected="in [0.8, 1.2]")
+    rep.check(
+        f"A1 median distance / nn spacing at n = {last['n']}",
+        value=last["median_rel_dist"],
+        se=last["median_rel_dist_se"],
+        passed=last["median_rel_dist"] < 1e-6,
+        expected="< 1e-6",
+    )
+    rep.check(
+        f"A2 memorization at n = {last['n']}",
+        value=last["memorization"],
+        se=last["memorization_se"],
+        passed=last["memorization"] >= 0.95,
+        expected=">= 0.95",
+    )
+    rep.check(
+        f"A3 rate: -log(dist/delta) / (delta^2 n^2 / 2 sigma_max^2) at n = {last['n']}",
+        value=last["rate_ratio"],
+        se=last["rate_ratio_se"],
+        passed=0.8 <= last["rate_ratio"] <= 1.2,
+        expected="in [0.8, 1.2]",
+    )
 
     # (B, C) the optimum, a trained network and held-out data from the same noise
     sigmas = gd.karras_sigmas(cfg["heun_steps"]).double()
@@ -218,26 +257,51 @@ def main(argv=None) -> dict:
     emp, gau = gd.EmpiricalDenoiser(train), gd.GaussianDenoiser.fit(train)
     with torch.no_grad():
         x_emp = gd.sample_heun(emp, noise, sigmas)
-    res, history, stopped = train_to_plateau(train.float(), outdir=rep.outdir / "network", start=cfg["start"],
-                                             max_steps=cfg["max_steps"], tol=0.1, width=cfg["width"],
-                                             batch_size=128, seed=0, num_threads=args.threads or 1)
-    print(f"   network: {res.step} steps ({stopped}); excess training loss over the optimum "
-          + ", ".join(f"{h['step']}: {h['excess']:.4f}" for h in history))
+    res, history, stopped = train_to_plateau(
+        train.float(),
+        outdir=rep.outdir / "network",
+        start=cfg["start"],
+        max_steps=cfg["max_steps"],
+        tol=0.1,
+        width=cfg["width"],
+        batch_size=128,
+        seed=0,
+        num_threads=args.threads or 1,
+    )
+    print(
+        f"   network: {res.step} steps ({stopped}); excess training loss over the optimum "
+        + ", ".join(f"{h['step']}: {h['excess']:.4f}" for h in history)
+    )
     rep.note("training", {"steps": res.step, "stopped": stopped, "history": history})
     net = res.denoiser
     with torch.no_grad():
         x_net = gd.sample_heun(net, noise, sigmas)
-    mi = {"optimum": plugin_mi(x_emp, train), "network": plugin_mi(x_net, train),
-          "held-out data": plugin_mi(held[:cfg["B"]], train)}
+    mi = {
+        "optimum": plugin_mi(x_emp, train),
+        "network": plugin_mi(x_net, train),
+        "held-out data": plugin_mi(held[: cfg["B"]], train),
+    }
     for k, v in mi.items():
-        print(f"   MI plug-in {k:14s}: {v['raw']:.3f} (Miller-Madow {v['mm']:.3f}) +- {v['se']:.3f} nats, "
-              f"log N = {logn:.3f}; copies {v['copy_share']:.3f}, {v['occupied']} cells")
+        print(
+            f"   MI plug-in {k:14s}: {v['raw']:.3f} (Miller-Madow {v['mm']:.3f}) +- {v['se']:.3f} nats, "
+            f"log N = {logn:.3f}; copies {v['copy_share']:.3f}, {v['occupied']} cells"
+        )
     rep.note("mutual_information", mi)
     rep.note("log_n", logn)
-    rep.check("B1 MI(optimum) / log N (Miller-Madow)", value=mi["optimum"]["mm"] / logn, se=mi["optimum"]["se"] / logn,
-              passed=mi["optimum"]["mm"] >= 0.9 * logn, expected=">= 0.9")
-    rep.check("B2 MI(network) / log N (Miller-Madow)", value=mi["network"]["mm"] / logn, se=mi["network"]["se"] / logn,
-              passed=mi["network"]["mm"] <= 0.25 * logn, expected="<= 0.25")
+    rep.check(
+        "B1 MI(optimum) / log N (Miller-Madow)",
+        value=mi["optimum"]["mm"] / logn,
+        se=mi["optimum"]["se"] / logn,
+        passed=mi["optimum"]["mm"] >= 0.9 * logn,
+        expected=">= 0.9",
+    )
+    rep.check(
+        "B2 MI(network) / log N (Miller-Madow)",
+        value=mi["network"]["mm"] / logn,
+        se=mi["network"]["se"] / logn,
+        passed=mi["network"]["mm"] <= 0.25 * logn,
+        expected="<= 0.25",
+    )
 
     pts = train[:128]
     d_ne, d_ne_se, prof_ne = distances(net, emp, pts)
@@ -245,41 +309,83 @@ def main(argv=None) -> dict:
     d_ng, d_ng_se, prof_ng = distances(net, gau, pts)
     mem_net = gd.memorization_fraction(x_net, train, seed=0)
     mem_emp = gd.memorization_fraction(x_emp, train, seed=0)
-    print(f"   dist_empirical(network) {fmt(d_ne, d_ne_se)}, dist(Gaussian, empirical) {fmt(d_ge, d_ge_se)}, "
-          f"dist_gaussian(network) {fmt(d_ng, d_ng_se)}; memorization network {fmt(mem_net.value, mem_net.se)}, "
-          f"optimum {fmt(mem_emp.value, mem_emp.se)}")
-    rep.note("distances", dict(sigmas=list(DIST_SIGMAS), net_emp=prof_ne.tolist(), gauss_emp=prof_ge.tolist(),
-                               net_gauss=prof_ng.tolist(), dist_empirical=d_ne, dist_empirical_se=d_ne_se,
-                               gauss_emp_mean=d_ge, gauss_emp_se=d_ge_se, dist_gaussian=d_ng, dist_gaussian_se=d_ng_se))
-    rep.note("memorization", dict(network=mem_net.value, network_se=mem_net.se, optimum=mem_emp.value,
-                                  optimum_se=mem_emp.se))
+    print(
+        f"   dist_empirical(network) {fmt(d_ne, d_ne_se)}, dist(Gaussian, empirical) {fmt(d_ge, d_ge_se)}, "
+        f"dist_gaussian(network) {fmt(d_ng, d_ng_se)}; memorization network {fmt(mem_net.value, mem_net.se)}, "
+        f"optimum {fmt(mem_emp.value, mem_emp.se)}"
+    )
+    rep.note(
+        "distances",
+        dict(
+            sigmas=list(DIST_SIGMAS),
+            net_emp=prof_ne.tolist(),
+            gauss_emp=prof_ge.tolist(),
+            net_gauss=prof_ng.tolist(),
+            dist_empirical=d_ne,
+            dist_empirical_se=d_ne_se,
+            gauss_emp_mean=d_ge,
+            gauss_emp_se=d_ge_se,
+            dist_gaussian=d_ng,
+            dist_gaussian_se=d_ng_se,
+        ),
+    )
+    rep.note(
+        "memorization", dict(network=mem_net.value, network_se=mem_net.se, optimum=mem_emp.value, optimum_se=mem_emp.se)
+    )
     ratio = d_ne / d_ge
     ratio_se = ratio * math.sqrt((d_ne_se / d_ne) ** 2 + (d_ge_se / d_ge) ** 2)
     h = history[-1]
-    slight = {"excess_training_loss": h["excess"], "excess_se": h["excess_se"],
-              "excess_over_optimum_loss": h["excess"] / h["loss_optimum"], "gaussian_share": h["gaussian_share"],
-              "loss": h["loss"], "loss_optimum": h["loss_optimum"], "loss_gaussian": h["loss_gaussian"],
-              "distance_ratio": ratio, "distance_ratio_se": ratio_se}
+    slight = {
+        "excess_training_loss": h["excess"],
+        "excess_se": h["excess_se"],
+        "excess_over_optimum_loss": h["excess"] / h["loss_optimum"],
+        "gaussian_share": h["gaussian_share"],
+        "loss": h["loss"],
+        "loss_optimum": h["loss_optimum"],
+        "loss_gaussian": h["loss_gaussian"],
+        "distance_ratio": ratio,
+        "distance_ratio_se": ratio_se,
+    }
     rep.note("slight_difference", slight)
-    print(f"   the 'slight difference' (finding): excess training loss {fmt(h['excess'], h['excess_se'])} "
-          f"= {slight['excess_over_optimum_loss']:.2f} x the optimum's loss = {h['gaussian_share']:.2f} x the "
-          f"Gaussian fit's excess; dist_empirical / dist(Gaussian, empirical) {fmt(ratio, ratio_se)}")
-    rep.check("C1 network sufficiently trained (excess training loss plateaued within the budget)",
-              value=h["excess"], se=h["excess_se"], passed=stopped == "plateau",
-              expected=f"plateau before {cfg['max_steps']} steps", note=f"{res.step} steps, {stopped}")
-    rep.check("C2 memorization(network) [optimum beside it]", value=mem_net.value, se=mem_net.se,
-              passed=mem_net.value <= 0.1 and mem_emp.value >= 0.9,
-              expected=f"<= 0.1 (optimum {mem_emp.value:.3f} +- {mem_emp.se:.2g}, needs >= 0.9)")
+    print(
+        f"   the 'slight difference' (finding): excess training loss {fmt(h['excess'], h['excess_se'])} "
+        f"= {slight['excess_over_optimum_loss']:.2f} x the optimum's loss = {h['gaussian_share']:.2f} x the "
+        f"Gaussian fit's excess; dist_empirical / dist(Gaussian, empirical) {fmt(ratio, ratio_se)}"
+    )
+    rep.check(
+        "C1 network sufficiently trained (excess training loss plateaued within the budget)",
+        value=h["excess"],
+        se=h["excess_se"],
+        passed=stopped == "plateau",
+        expected=f"plateau before {cfg['max_steps']} steps",
+        note=f"{res.step} steps, {stopped}",
+    )
+    rep.check(
+        "C2 memorization(network) [optimum beside it]",
+        value=mem_net.value,
+        se=mem_net.se,
+        passed=mem_net.value <= 0.1 and mem_emp.value >= 0.9,
+        expected=f"<= 0.1 (optimum {mem_emp.value:.3f} +- {mem_emp.se:.2g}, needs >= 0.9)",
+    )
 
-    fig = _figure(rows, mi, logn, (prof_ne, prof_ge, prof_ng), (x_emp, x_net, train), rep.outdir / "yi_empirical_optimum.png")
+    fig = _figure(
+        rows, mi, logn, (prof_ne, prof_ge, prof_ng), (x_emp, x_net, train), rep.outdir / "yi_empirical_optimum.png"
+    )
     failed = [c["what"].split()[0] for c in rep.checks if c["status"] == "FAIL"]
-    reason = "" if not failed else (f"failed {', '.join(failed)} with the measured numbers above"
-                                    + (" (fast mode: the network is trained 300 steps at most)" if fast else ""))
+    reason = (
+        ""
+        if not failed
+        else (
+            f"failed {', '.join(failed)} with the measured numbers above"
+            + (" (fast mode: the network is trained 300 steps at most)" if fast else "")
+        )
+    )
     return rep.finish(figures=[fig], reason=reason)
 
 
 def _figure(rows, mi, logn, profs, samples, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -292,8 +398,15 @@ def _figure(rows, mi, logn, profs, samples, path):
     ax[0].set_ylabel("distance to training point / nn spacing")
     ax[0].set_title("(A) the optimum returns training points")
     ax0b = ax[0].twinx()
-    ax0b.errorbar(n, [r["memorization"] for r in rows], yerr=[r["memorization_se"] for r in rows], color="C1",
-                  fmt="s--", ms=3, label="memorization")
+    ax0b.errorbar(
+        n,
+        [r["memorization"] for r in rows],
+        yerr=[r["memorization_se"] for r in rows],
+        color="C1",
+        fmt="s--",
+        ms=3,
+        label="memorization",
+    )
     ax0b.set_ylabel("memorization", color="C1")
     ax[1].errorbar(n, [r["rate_ratio"] for r in rows], yerr=[r["rate_ratio_se"] for r in rows], fmt="o-")
     ax[1].axhline(1, color="k", ls="--", lw=0.8)

@@ -117,16 +117,23 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (Report, fmt, max_null_threshold, pair_null_threshold, parse_args, save_figure,  # noqa: E402
-                     set_threads, train_to_plateau)
+from _common import (
+    Report,
+    fmt,
+    max_null_threshold,
+    pair_null_threshold,
+    parse_args,
+    save_figure,  # noqa: E402
+    set_threads,
+    train_to_plateau,
+)
 
 import gaussdiff as gd  # noqa: E402
 
-NULL_QUANTILE = 0.99      # the substitute thresholds: this quantile of the data's null similarities
-PAPER_T = 0.6             # the paper's SSCD threshold, reported beside
-HIGH = 0.6                # "high" reproducibility (the 2026-11-24 criterion; the paper states none)
-MODELS = (("edm-mlp", "mlp", "edm"), ("vp-mlp", "mlp", "vp"), ("flow-mlp", "mlp", "flow"),
-          ("edm-unet", "unet", "edm"))
+NULL_QUANTILE = 0.99  # the substitute thresholds: this quantile of the data's null similarities
+PAPER_T = 0.6  # the paper's SSCD threshold, reported beside
+HIGH = 0.6  # "high" reproducibility (the 2026-11-24 criterion; the paper states none)
+MODELS = (("edm-mlp", "mlp", "edm"), ("vp-mlp", "mlp", "vp"), ("flow-mlp", "mlp", "flow"), ("edm-unet", "unet", "edm"))
 FW_PAIRS = (("edm-mlp", "vp-mlp"), ("edm-mlp", "flow-mlp"), ("vp-mlp", "flow-mlp"))
 ARCH_PAIR = ("edm-mlp", "edm-unet")
 # Training to a measured condition (train_to_plateau): doublings from `start` up to `max_steps`
@@ -167,26 +174,42 @@ def main(argv=None) -> dict:
 
 def train_model(train, net, fw, width, seed, cfg, threads, outdir):
     """The same measured condition for every model (module docstring)."""
-    return train_to_plateau(train, outdir=outdir, start=cfg["start"], max_steps=cfg["max_steps"], tol=0.1,
-                            close=CLOSE, net=net, width=width, framework=fw, seed=seed, batch_size=cfg["batch"],
-                            num_threads=threads)
+    return train_to_plateau(
+        train,
+        outdir=outdir,
+        start=cfg["start"],
+        max_steps=cfg["max_steps"],
+        tol=0.1,
+        close=CLOSE,
+        net=net,
+        width=width,
+        framework=fw,
+        seed=seed,
+        batch_size=cfg["batch"],
+        num_threads=threads,
+    )
 
 
 def _main(args, cfg, threads) -> dict:
     data, _, _ = gd.load_dataset("digits")
     t_sub = pair_null_threshold(data, NULL_QUANTILE)
-    rep = Report("zhang_reproducibility",
-                 claim="models of different frameworks and architectures trained on the same data give nearly "
-                       "the same samples from the same noise, in the memorization and the generalization regime",
-                 source="Zhang, Zhou, Lu, Guo, Wang, Shen & Qu, ICML 2024, 'The emergence of reproducibility and "
-                        "consistency in diffusion models'",
-                 expected=f"memorization (share with max similarity to the training set > t_N) >= 0.5 at small "
-                          f"N and <= 0.1 at large N; framework and architecture RP (share of same-noise pairs with "
-                          f"similarity > t) >= {HIGH} at both ends; centred cosine (SSCD substitute), t = {t_sub:.3f} "
-                          f"and t_N the {NULL_QUANTILE} quantiles of the data's pair and max-over-N nulls", args=args)
+    rep = Report(
+        "zhang_reproducibility",
+        claim="models of different frameworks and architectures trained on the same data give nearly "
+        "the same samples from the same noise, in the memorization and the generalization regime",
+        source="Zhang, Zhou, Lu, Guo, Wang, Shen & Qu, ICML 2024, 'The emergence of reproducibility and "
+        "consistency in diffusion models'",
+        expected=f"memorization (share with max similarity to the training set > t_N) >= 0.5 at small "
+        f"N and <= 0.1 at large N; framework and architecture RP (share of same-noise pairs with "
+        f"similarity > t) >= {HIGH} at both ends; centred cosine (SSCD substitute), t = {t_sub:.3f} "
+        f"and t_N the {NULL_QUANTILE} quantiles of the data's pair and max-over-N nulls",
+        args=args,
+    )
     t_mem = {n: max_null_threshold(data, n, NULL_QUANTILE) for n in cfg["sizes"]}
-    print(f"   substitute thresholds: RP t = {t_sub:.4f} ({NULL_QUANTILE} quantile over distinct digits); "
-          "memorization " + ", ".join(f"N={n}: {t:.4f}" for n, t in t_mem.items()))
+    print(
+        f"   substitute thresholds: RP t = {t_sub:.4f} ({NULL_QUANTILE} quantile over distinct digits); "
+        "memorization " + ", ".join(f"N={n}: {t:.4f}" for n, t in t_mem.items())
+    )
     rep.note("threshold", t_sub)
     rep.note("memorization_threshold", {str(n): t for n, t in t_mem.items()})
     perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(0))
@@ -198,8 +221,9 @@ def _main(args, cfg, threads) -> dict:
         samples, native, mem, mem_gap, training = {}, {}, {}, {}, {}
         for k, (name, net, fw) in enumerate(MODELS):
             width = cfg["mlp_width"] if net == "mlp" else cfg["unet_width"]
-            res, history, why = train_model(train, net, fw, width, 10 + k, cfg, threads,
-                                            rep.outdir / "models" / f"n{n}_{name}")
+            res, history, why = train_model(
+                train, net, fw, width, 10 + k, cfg, threads, rep.outdir / "models" / f"n{n}_{name}"
+            )
             with torch.no_grad():
                 samples[name] = gd.sample_heun(res.denoiser, noise, grid)
                 if net == "mlp":
@@ -209,69 +233,110 @@ def _main(args, cfg, threads) -> dict:
             g = gd.memorization_fraction(samples[name], train, seed=n)
             mem_gap[name] = (g.value, g.se)
             training[name] = {"steps": res.step, "stopped": why, "history": history}
-            print(f"   N={n:5d} {name:9s}: {res.step} steps ({why}, gaussian share "
-                  f"{history[-1]['gaussian_share']:.3f}); memorization {fmt(m.value, m.se)} "
-                  f"(gap ratio {fmt(g.value, g.se)})", flush=True)
+            print(
+                f"   N={n:5d} {name:9s}: {res.step} steps ({why}, gaussian share "
+                f"{history[-1]['gaussian_share']:.3f}); memorization {fmt(m.value, m.se)} "
+                f"(gap ratio {fmt(g.value, g.se)})",
+                flush=True,
+            )
         emp = gd.sample_heun(gd.EmpiricalDenoiser(train.double()), noise.double(), gd.karras_sigmas(18)).float()
         pairs = {f"{a}|{b}": rp(samples[a], samples[b], t_sub) for a, b in itertools.combinations(samples, 2)}
         pairs_06 = {f"{a}|{b}": rp(samples[a], samples[b], PAPER_T) for a, b in itertools.combinations(samples, 2)}
         native_pairs = {f"{a}|{b}": rp(native[a], native[b], t_sub) for a, b in itertools.combinations(native, 2)}
         vs_emp = {name: rp(s, emp, t_sub) for name, s in samples.items()}
         fw_vals = [pairs[f"{a}|{b}"] for a, b in FW_PAIRS]
-        row = dict(n=n, memorization=mem, memorization_gap_ratio=mem_gap, training=training,
-                   memorization_at_06={k: gd.memorized_within(v, train, PAPER_T, seed=n).value
-                                       for k, v in samples.items()},
-                   mean_memorization=float(np.mean([v[0] for v in mem.values()])),
-                   mean_memorization_se=float(math.sqrt(sum(v[1] ** 2 for v in mem.values())) / len(mem)),
-                   pairs=pairs, pairs_at_06=pairs_06, native_pairs=native_pairs, vs_empirical=vs_emp,
-                   rp_framework=float(np.mean([v[0] for v in fw_vals])),
-                   rp_framework_se=float(np.mean([v[1] for v in fw_vals])),
-                   rp_architecture=pairs[f"{ARCH_PAIR[0]}|{ARCH_PAIR[1]}"][0],
-                   rp_architecture_se=pairs[f"{ARCH_PAIR[0]}|{ARCH_PAIR[1]}"][1],
-                   rp_all=float(np.mean([v[0] for v in pairs.values()])),
-                   rp_all_se=float(np.mean([v[1] for v in pairs.values()])),
-                   rp_all_at_06=float(np.mean([v[0] for v in pairs_06.values()])),
-                   empirical_memorization=gd.memorized_within(emp, train, t_mem[n]).value)
+        row = dict(
+            n=n,
+            memorization=mem,
+            memorization_gap_ratio=mem_gap,
+            training=training,
+            memorization_at_06={k: gd.memorized_within(v, train, PAPER_T, seed=n).value for k, v in samples.items()},
+            mean_memorization=float(np.mean([v[0] for v in mem.values()])),
+            mean_memorization_se=float(math.sqrt(sum(v[1] ** 2 for v in mem.values())) / len(mem)),
+            pairs=pairs,
+            pairs_at_06=pairs_06,
+            native_pairs=native_pairs,
+            vs_empirical=vs_emp,
+            rp_framework=float(np.mean([v[0] for v in fw_vals])),
+            rp_framework_se=float(np.mean([v[1] for v in fw_vals])),
+            rp_architecture=pairs[f"{ARCH_PAIR[0]}|{ARCH_PAIR[1]}"][0],
+            rp_architecture_se=pairs[f"{ARCH_PAIR[0]}|{ARCH_PAIR[1]}"][1],
+            rp_all=float(np.mean([v[0] for v in pairs.values()])),
+            rp_all_se=float(np.mean([v[1] for v in pairs.values()])),
+            rp_all_at_06=float(np.mean([v[0] for v in pairs_06.values()])),
+            empirical_memorization=gd.memorized_within(emp, train, t_mem[n]).value,
+        )
         results.append(row)
         panels[n] = {k: v[:8].numpy() for k, v in samples.items()} | {"empirical": emp[:8].numpy()}
-        print(f"   N={n:5d}: RP framework {fmt(row['rp_framework'], row['rp_framework_se'])}, architecture "
-              f"{fmt(row['rp_architecture'], row['rp_architecture_se'])}, all pairs "
-              f"{fmt(row['rp_all'], row['rp_all_se'])} (at 0.6: {row['rp_all_at_06']:.3f}); native samplers "
-              + ", ".join(f"{k} {fmt(v[0], v[1])}" for k, v in native_pairs.items())
-              + "; vs exact empirical flow " + ", ".join(f"{k} {fmt(v[0], v[1])}" for k, v in vs_emp.items()),
-              flush=True)
+        print(
+            f"   N={n:5d}: RP framework {fmt(row['rp_framework'], row['rp_framework_se'])}, architecture "
+            f"{fmt(row['rp_architecture'], row['rp_architecture_se'])}, all pairs "
+            f"{fmt(row['rp_all'], row['rp_all_se'])} (at 0.6: {row['rp_all_at_06']:.3f}); native samplers "
+            + ", ".join(f"{k} {fmt(v[0], v[1])}" for k, v in native_pairs.items())
+            + "; vs exact empirical flow "
+            + ", ".join(f"{k} {fmt(v[0], v[1])}" for k, v in vs_emp.items()),
+            flush=True,
+        )
     rep.note("per_n", results)
 
     lo, hi = results[0], results[-1]
     n_lo, n_hi = lo["n"], hi["n"]
 
     def trained_note(r):
-        short = [f"{k} ({v['stopped']}, {v['steps']} steps)" for k, v in r["training"].items()
-                 if v["stopped"] == "budget reached"]
+        short = [
+            f"{k} ({v['stopped']}, {v['steps']} steps)"
+            for k, v in r["training"].items()
+            if v["stopped"] == "budget reached"
+        ]
         return ("not sufficiently trained: " + ", ".join(short)) if short else ""
 
-    rep.check(f"mean memorization at N={n_lo}", value=lo["mean_memorization"], se=lo["mean_memorization_se"],
-              passed=lo["mean_memorization"] - 2 * lo["mean_memorization_se"] >= 0.5, expected="- 2 se >= 0.5",
-              note=trained_note(lo))
-    rep.check(f"mean memorization at N={n_hi}", value=hi["mean_memorization"], se=hi["mean_memorization_se"],
-              passed=hi["mean_memorization"] + 2 * hi["mean_memorization_se"] <= 0.1, expected="+ 2 se <= 0.1",
-              note=trained_note(hi))
+    rep.check(
+        f"mean memorization at N={n_lo}",
+        value=lo["mean_memorization"],
+        se=lo["mean_memorization_se"],
+        passed=lo["mean_memorization"] - 2 * lo["mean_memorization_se"] >= 0.5,
+        expected="- 2 se >= 0.5",
+        note=trained_note(lo),
+    )
+    rep.check(
+        f"mean memorization at N={n_hi}",
+        value=hi["mean_memorization"],
+        se=hi["mean_memorization_se"],
+        passed=hi["mean_memorization"] + 2 * hi["mean_memorization_se"] <= 0.1,
+        expected="+ 2 se <= 0.1",
+        note=trained_note(hi),
+    )
     for r in (lo, hi):
-        rep.check(f"framework RP (EDM/VP/flow MLPs) at N={r['n']}", value=r["rp_framework"], se=r["rp_framework_se"],
-                  passed=r["rp_framework"] - 2 * r["rp_framework_se"] >= HIGH, expected=f"- 2 se >= {HIGH}",
-                  note=trained_note(r))
+        rep.check(
+            f"framework RP (EDM/VP/flow MLPs) at N={r['n']}",
+            value=r["rp_framework"],
+            se=r["rp_framework_se"],
+            passed=r["rp_framework"] - 2 * r["rp_framework_se"] >= HIGH,
+            expected=f"- 2 se >= {HIGH}",
+            note=trained_note(r),
+        )
     for r in (lo, hi):
-        rep.check(f"architecture RP (MLP vs U-Net, EDM) at N={r['n']}", value=r["rp_architecture"],
-                  se=r["rp_architecture_se"], passed=r["rp_architecture"] - 2 * r["rp_architecture_se"] >= HIGH,
-                  expected=f"- 2 se >= {HIGH}", note=trained_note(r))
+        rep.check(
+            f"architecture RP (MLP vs U-Net, EDM) at N={r['n']}",
+            value=r["rp_architecture"],
+            se=r["rp_architecture_se"],
+            passed=r["rp_architecture"] - 2 * r["rp_architecture_se"] >= HIGH,
+            expected=f"- 2 se >= {HIGH}",
+            note=trained_note(r),
+        )
     if len(results) > 2:
         dip = min(results[1:-1], key=lambda r: r["rp_all"])
-        rep.note("dip_finding", {"lowest_middle_rp_all": dip["rp_all"], "at_n": dip["n"],
-                                 "end_values": [lo["rp_all"], hi["rp_all"]]})
+        rep.note(
+            "dip_finding",
+            {"lowest_middle_rp_all": dip["rp_all"], "at_n": dip["n"], "end_values": [lo["rp_all"], hi["rp_all"]]},
+        )
 
     fig = plot(rep.outdir / "zhang_reproducibility.png", results, panels, t_sub)
-    reasons = [f"{c['what']}: {fmt(c['value'], c['se'])} (expected {c['expected']})"
-               + (f" [{c['note']}]" if c["note"] else "") for c in rep.checks if c["status"] == "FAIL"]
+    reasons = [
+        f"{c['what']}: {fmt(c['value'], c['se'])} (expected {c['expected']})" + (f" [{c['note']}]" if c["note"] else "")
+        for c in rep.checks
+        if c["status"] == "FAIL"
+    ]
     if args.fast:
         reasons.append(f"fast mode: at most {cfg['max_steps']} training steps, far from trained")
     return rep.finish(figures=[fig], reason="; ".join(reasons) if rep.status == "FAIL" else "")
@@ -279,33 +344,49 @@ def _main(args, cfg, threads) -> dict:
 
 def plot(path, results, panels, threshold):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ns = [r["n"] for r in results]
     fig = plt.figure(figsize=(14, 7.5))
     gs = fig.add_gridspec(2, 2 * len(ns))
-    ax0 = fig.add_subplot(gs[0, :len(ns)])
+    ax0 = fig.add_subplot(gs[0, : len(ns)])
     for name, *_ in MODELS:
         v = [r["memorization"][name] for r in results]
         ax0.errorbar(ns, [a for a, _ in v], yerr=[2 * b for _, b in v], marker="o", capsize=3, label=name)
-    ax0.set(xscale="log", xlabel="N (same training set for every model)", ylabel="memorization: max cosine to train > t_N",
-            ylim=(-0.05, 1.05), title="memorization -> generalization")
+    ax0.set(
+        xscale="log",
+        xlabel="N (same training set for every model)",
+        ylabel="memorization: max cosine to train > t_N",
+        ylim=(-0.05, 1.05),
+        title="memorization -> generalization",
+    )
     ax0.legend(fontsize=8)
-    ax1 = fig.add_subplot(gs[0, len(ns):])
-    for key, lab in (("rp_framework", "frameworks (EDM/VP/flow MLP)"), ("rp_architecture", "MLP vs U-Net (EDM)"),
-                     ("rp_all", "all pairs")):
-        ax1.errorbar(ns, [r[key] for r in results], yerr=[2 * r[key + "_se"] for r in results], marker="o",
-                     capsize=3, label=lab)
+    ax1 = fig.add_subplot(gs[0, len(ns) :])
+    for key, lab in (
+        ("rp_framework", "frameworks (EDM/VP/flow MLP)"),
+        ("rp_architecture", "MLP vs U-Net (EDM)"),
+        ("rp_all", "all pairs"),
+    ):
+        ax1.errorbar(
+            ns, [r[key] for r in results], yerr=[2 * r[key + "_se"] for r in results], marker="o", capsize=3, label=lab
+        )
     ax1.axhline(HIGH, color="gray", ls=":", lw=1)
-    ax1.set(xscale="log", xlabel="N", ylabel=f"RP: share with cosine > {threshold:.3f} (+- 2 se)", ylim=(-0.05, 1.05),
-            title="reproducibility across models from the same noise")
+    ax1.set(
+        xscale="log",
+        xlabel="N",
+        ylabel=f"RP: share with cosine > {threshold:.3f} (+- 2 se)",
+        ylim=(-0.05, 1.05),
+        title="reproducibility across models from the same noise",
+    )
     ax1.legend(fontsize=8)
     names = [m[0] for m in MODELS] + ["empirical"]
     for j, n in enumerate(ns):
-        ax = fig.add_subplot(gs[1, 2 * j:2 * j + 2])
-        rows = [np.concatenate([panels[n][k][i, 0] for i in range(min(6, panels[n][k].shape[0]))], axis=1)
-                for k in names]
+        ax = fig.add_subplot(gs[1, 2 * j : 2 * j + 2])
+        rows = [
+            np.concatenate([panels[n][k][i, 0] for i in range(min(6, panels[n][k].shape[0]))], axis=1) for k in names
+        ]
         ax.imshow(np.concatenate(rows, axis=0), cmap="gray", vmin=-1, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([4 + 8 * i for i in range(len(names))])

@@ -50,11 +50,12 @@ def read_array(path, *, key: str | None = None, labels_key: str | None = None):
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)
             if key is None:
-                key = next((k for k in ("x", "data", "images", "X", "arr_0") if k in names),
-                           names[0] if len(names) == 1 else None)
+                key = next(
+                    (k for k in ("x", "data", "images", "X", "arr_0") if k in names),
+                    names[0] if len(names) == 1 else None,
+                )
             if key is None or key not in names:
-                raise ValueError(f"key: {path} holds arrays {names}; name the data with "
-                                 f"'{path}:key=NAME'")
+                raise ValueError(f"key: {path} holds arrays {names}; name the data with '{path}:key=NAME'")
             arr = z[key]
             lk = labels_key or next((k for k in ("y", "labels", "targets") if k in names), None)
             if lk is not None:
@@ -88,6 +89,7 @@ def read_image_folder(folder, *, mode: str | None = None):
     when every image is grey. With one level of sub-folders (``folder/CLASS/img.png``) the
     labels are class indices in sorted folder-name order (``info["classes"]``), else None."""
     from PIL import Image
+
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
@@ -101,8 +103,10 @@ def read_image_folder(folder, *, mode: str | None = None):
     size0 = imgs[0].size
     for p, im in zip(files, imgs):
         if im.size != size0:
-            raise ValueError(f"data: {p} is {im.size[0]}x{im.size[1]} but {files[0]} is "
-                             f"{size0[0]}x{size0[1]}; all images in a folder must have one size")
+            raise ValueError(
+                f"data: {p} is {im.size[0]}x{im.size[1]} but {files[0]} is "
+                f"{size0[0]}x{size0[1]}; all images in a folder must have one size"
+            )
         arrays.append(np.asarray(im.convert(mode), dtype=np.uint8))
     a = np.stack(arrays)
     x, how = _images_tensor(a)
@@ -111,8 +115,7 @@ def read_image_folder(folder, *, mode: str | None = None):
     if all(p.parent.parent == folder for p in files) and len(parents) >= 1 and parents[0] != folder:
         classes = [p.name for p in parents]
         labels = torch.tensor([classes.index(p.parent.name) for p in files])
-    info = {"name": folder.name, "source": str(folder), "kind": "image", "scaling": how,
-            "files": len(files)}
+    info = {"name": folder.name, "source": str(folder), "kind": "image", "scaling": how, "files": len(files)}
     if classes:
         info["classes"] = classes
     return x, labels, info
@@ -168,13 +171,15 @@ def read_mnist_idx(path, *, split: str = "all"):
             pairs = [(path, lab)]
     else:
         pairs = []
-        for part in (("train", "t10k") if split == "all" else ("train",) if split == "train" else ("t10k",)):
+        for part in ("train", "t10k") if split == "all" else ("train",) if split == "train" else ("t10k",):
             img = _find(path, f"{part}-images-idx3-ubyte")
             if img is not None:
                 pairs.append((img, _find(path, f"{part}-labels-idx1-ubyte")))
         if not pairs:
-            raise ValueError(f"data: no {split} MNIST IDX files (train-images-idx3-ubyte[.gz], "
-                             f"t10k-images-idx3-ubyte[.gz]) in {path}")
+            raise ValueError(
+                f"data: no {split} MNIST IDX files (train-images-idx3-ubyte[.gz], "
+                f"t10k-images-idx3-ubyte[.gz]) in {path}"
+            )
     images, labels = [], []
     for img, lab in pairs:
         a = read_idx(img)
@@ -222,8 +227,11 @@ def read_cifar10(path, *, split: str = "all"):
         ys.append(np.asarray(d.get(b"labels", d.get(b"fine_labels", [])), dtype=np.int64))
     x, how = _images_tensor(np.concatenate(xs), channels_last_ok=False)
     y = np.concatenate(ys)
-    return (x, torch.as_tensor(y) if len(y) == x.shape[0] else None,
-            {"name": path.name, "source": str(path), "kind": "image", "scaling": how})
+    return (
+        x,
+        torch.as_tensor(y) if len(y) == x.shape[0] else None,
+        {"name": path.name, "source": str(path), "kind": "image", "scaling": how},
+    )
 
 
 def _load_path(path: Path, opts: dict):
@@ -244,5 +252,7 @@ def _load_path(path: Path, opts: dict):
         return read_cifar10(path)
     if path.suffix.lower() in _IMAGE_SUFFIXES:
         raise ValueError(f"data: {path} is a single image; give the folder that holds the images")
-    raise ValueError(f"data: do not know how to read {path} (expected .npy, .npz, a folder of "
-                     "images, MNIST IDX files or CIFAR-10 python batches)")
+    raise ValueError(
+        f"data: do not know how to read {path} (expected .npy, .npz, a folder of "
+        "images, MNIST IDX files or CIFAR-10 python batches)"
+    )

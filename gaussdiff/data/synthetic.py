@@ -27,13 +27,13 @@ def _random_rotation(d: int, g: torch.Generator) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r))[None]
 
 
-def gaussian_data(n: int, d: int, *, spectrum=None, alpha: float = 1.0, rotate: bool = True,
-                  seed: int = 0):
+def gaussian_data(n: int, d: int, *, spectrum=None, alpha: float = 1.0, rotate: bool = True, seed: int = 0):
     r"""``n`` samples of ``N(0, C)`` in ``R^d`` with eigenvalues ``spectrum`` (default the power
     law ``l_k = k^{-alpha}``, ``k = 1..d``), in a random orthonormal basis when ``rotate``.
 
     Returns ``(samples (n, d) float32, truth GaussianDenoiser float64)``."""
     from ..denoisers import GaussianDenoiser
+
     d = check_int(d, "d")
     if spectrum is None:
         lam = torch.arange(1, d + 1, dtype=torch.float64) ** (-float(alpha))
@@ -53,13 +53,17 @@ def gmm_data(n: int, d: int, k: int, *, sep: float = 3.0, std: float = 1.0, seed
 
     Returns ``(samples (n, d), component labels (n,), truth GaussianMixtureDenoiser)``."""
     from ..denoisers import GaussianMixtureDenoiser
+
     d, k = check_int(d, "d"), check_int(k, "k")
     g = _gen(seed)
     mu = torch.randn(k, d, generator=g, dtype=torch.float64)
     mu = float(sep) * mu / mu.norm(dim=1, keepdim=True)
-    truth = GaussianMixtureDenoiser(torch.full((k,), 1.0 / k, dtype=torch.float64), mu,
-                                    torch.full((k,), float(std) ** 2, dtype=torch.float64),
-                                    cov_type="isotropic")
+    truth = GaussianMixtureDenoiser(
+        torch.full((k,), 1.0 / k, dtype=torch.float64),
+        mu,
+        torch.full((k,), float(std) ** 2, dtype=torch.float64),
+        cov_type="isotropic",
+    )
     x, lab = truth.sample(check_int(n, "n"), generator=g)
     return x.float(), lab, truth
 
@@ -68,9 +72,9 @@ def molrg_data(n: int, d: int, r: int, k: int, *, seed: int = 0):
     """``n`` samples of a mixture of ``k`` low-rank Gaussians (random ``r``-dim subspaces of
     ``R^d``, Wang et al. 2024). Returns ``(samples, labels, truth)``."""
     from ..denoisers import GaussianMixtureDenoiser
+
     g = _gen(seed)
-    truth = GaussianMixtureDenoiser.random_molrg(check_int(d, "d"), check_int(r, "r"), check_int(k, "k"),
-                                                 generator=g)
+    truth = GaussianMixtureDenoiser.random_molrg(check_int(d, "d"), check_int(r, "r"), check_int(k, "k"), generator=g)
     x, lab = truth.sample(check_int(n, "n"), generator=g)
     return x.float(), lab, truth
 
@@ -81,12 +85,15 @@ def two_gaussians_data(n: int, d: int, *, mu: float = 1.0, std: float = 1.0, see
 
     Returns ``(samples (n, d), sign labels in {0, 1} (n,), truth GaussianMixtureDenoiser)``."""
     from ..denoisers import GaussianMixtureDenoiser
+
     d = check_int(d, "d")
     m = torch.full((d,), float(mu), dtype=torch.float64)
-    truth = GaussianMixtureDenoiser(torch.tensor([0.5, 0.5], dtype=torch.float64),
-                                    torch.stack([m, -m]),
-                                    torch.full((2,), float(std) ** 2, dtype=torch.float64),
-                                    cov_type="isotropic")
+    truth = GaussianMixtureDenoiser(
+        torch.tensor([0.5, 0.5], dtype=torch.float64),
+        torch.stack([m, -m]),
+        torch.full((2,), float(std) ** 2, dtype=torch.float64),
+        cov_type="isotropic",
+    )
     x, lab = truth.sample(check_int(n, "n"), generator=_gen(seed))
     return x.float(), lab, truth
 
@@ -102,5 +109,6 @@ def sphere_data(n: int, d: int = 2, *, radius: float = 1.0, noise: float = 0.0, 
     x = float(radius) * z / z.norm(dim=1, keepdim=True)
     if noise:
         x = x + float(check_positive(noise, "noise", allow_zero=True)) * torch.randn(
-            x.shape, generator=g, dtype=torch.float64)
+            x.shape, generator=g, dtype=torch.float64
+        )
     return x.float()

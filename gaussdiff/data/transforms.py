@@ -59,8 +59,9 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     size = int(size)
     H, W = images.shape[-2:]
     if size < 1 or size > min(H, W):
-        raise ValueError(f"size: must be between 1 and the image size {min(H, W)} (area averaging "
-                         f"only shrinks), got {size}")
+        raise ValueError(
+            f"size: must be between 1 and the image size {min(H, W)} (area averaging only shrinks), got {size}"
+        )
     if (H, W) == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="area")
@@ -74,10 +75,12 @@ def split_indices(n_total: int, n: int, seed: int, *, parts: int = 1) -> list[to
     if parts * n > n_total:
         if parts == 1:
             raise ValueError(f"n: asked for {n} rows but the data set has only {n_total}")
-        raise ValueError(f"n: {parts} disjoint subsets of n = {n} need {parts * n} rows but the data "
-                         f"set has only {n_total} (n can be at most {n_total // parts})")
+        raise ValueError(
+            f"n: {parts} disjoint subsets of n = {n} need {parts * n} rows but the data "
+            f"set has only {n_total} (n can be at most {n_total // parts})"
+        )
     perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(int(seed)))
-    return [perm[i * n:(i + 1) * n] for i in range(parts)]
+    return [perm[i * n : (i + 1) * n] for i in range(parts)]
 
 
 def subset(data, n: int, seed: int = 0, *, labels=None):

@@ -18,21 +18,48 @@ public name re-exported here (and flat from :mod:`gaussdiff`):
 """
 
 from .operators import (
-    LinearOperator, MatrixOperator, InpaintOperator, BlurOperator, DownsampleOperator, random_projection, make_operator,
+    LinearOperator,
+    MatrixOperator,
+    InpaintOperator,
+    BlurOperator,
+    DownsampleOperator,
+    random_projection,
+    make_operator,
     as_operator,
 )
 from .posteriors import (
-    gaussian_posterior, mixture_posterior, empirical_posterior, PosteriorDenoiser, GaussianPosteriorDenoiser,
-    MixturePosteriorDenoiser, EmpiricalPosteriorDenoiser,
+    gaussian_posterior,
+    mixture_posterior,
+    empirical_posterior,
+    PosteriorDenoiser,
+    GaussianPosteriorDenoiser,
+    MixturePosteriorDenoiser,
+    EmpiricalPosteriorDenoiser,
 )
 from .samplers import sample_dps, sample_pigdm, sample_ddrm, run_posterior_sampler, POSTERIOR_SAMPLERS
 from .measurement import measure_posterior_samples, gaussian_w2
 
 __all__ = [
-    "LinearOperator", "MatrixOperator", "InpaintOperator", "BlurOperator", "DownsampleOperator",
-    "random_projection", "make_operator", "as_operator",
-    "gaussian_posterior", "mixture_posterior", "empirical_posterior",
-    "PosteriorDenoiser", "GaussianPosteriorDenoiser", "MixturePosteriorDenoiser", "EmpiricalPosteriorDenoiser",
-    "sample_dps", "sample_pigdm", "sample_ddrm", "run_posterior_sampler", "POSTERIOR_SAMPLERS",
-    "measure_posterior_samples", "gaussian_w2",
+    "LinearOperator",
+    "MatrixOperator",
+    "InpaintOperator",
+    "BlurOperator",
+    "DownsampleOperator",
+    "random_projection",
+    "make_operator",
+    "as_operator",
+    "gaussian_posterior",
+    "mixture_posterior",
+    "empirical_posterior",
+    "PosteriorDenoiser",
+    "GaussianPosteriorDenoiser",
+    "MixturePosteriorDenoiser",
+    "EmpiricalPosteriorDenoiser",
+    "sample_dps",
+    "sample_pigdm",
+    "sample_ddrm",
+    "run_posterior_sampler",
+    "POSTERIOR_SAMPLERS",
+    "measure_posterior_samples",
+    "gaussian_w2",
 ]

@@ -62,11 +62,13 @@ class InverseExperiment:
 
 def format_row(row: dict) -> str:
     """The one-line summary of a row that ``gaussdiff inverse`` prints."""
-    return (f"sigma_y {row['sigma_y']:<6g} {row['sampler']:6s} {row['steps']:5d} steps: mean error "
-            f"{row['mean_error']:.3f} (floor {row['mc_floor']:.3f}), coverage {row['coverage']:.3f} / "
-            f"{row['coverage_nominal']:.3f}"
-            + (f", W2/sqrt(tr C) {row['w2_rel']:.3f}" if "w2_rel" in row else "")
-            + (f", TV {row['tv']:.3f}" if "tv" in row else ""))
+    return (
+        f"sigma_y {row['sigma_y']:<6g} {row['sampler']:6s} {row['steps']:5d} steps: mean error "
+        f"{row['mean_error']:.3f} (floor {row['mc_floor']:.3f}), coverage {row['coverage']:.3f} / "
+        f"{row['coverage_nominal']:.3f}"
+        + (f", W2/sqrt(tr C) {row['w2_rel']:.3f}" if "w2_rel" in row else "")
+        + (f", TV {row['tv']:.3f}" if "tv" in row else "")
+    )
 
 
 def _fit_prior(kind: str, train: torch.Tensor, labels):
@@ -79,11 +81,23 @@ def _fit_prior(kind: str, train: torch.Tensor, labels):
     return ClassConditionalDenoiser.from_data(train, labels, kind="gaussian", unconditional="marginal").unconditional
 
 
-def run_inverse_experiment(*, data: str = "digits", operator: str = "inpaint:0.5", sigma_y=(0.1,),
-                           samplers=POSTERIOR_SAMPLERS, prior: str = "gaussian", steps=(30,), n_train: int = 500,
-                           n_meas: int = 4, n_samples: int = 100, seed: int = 0, dps_zeta: float | None = None,
-                           outdir: str | Path | None = None, config: dict | None = None,
-                           log: Callable[[str], None] | None = None) -> InverseExperiment:
+def run_inverse_experiment(
+    *,
+    data: str = "digits",
+    operator: str = "inpaint:0.5",
+    sigma_y=(0.1,),
+    samplers=POSTERIOR_SAMPLERS,
+    prior: str = "gaussian",
+    steps=(30,),
+    n_train: int = 500,
+    n_meas: int = 4,
+    n_samples: int = 100,
+    seed: int = 0,
+    dps_zeta: float | None = None,
+    outdir: str | Path | None = None,
+    config: dict | None = None,
+    log: Callable[[str], None] | None = None,
+) -> InverseExperiment:
     r"""Measure approximate posterior samplers against the exact posterior (module docstring).
 
     Parameters
@@ -125,15 +139,26 @@ def run_inverse_experiment(*, data: str = "digits", operator: str = "inpaint:0.5
     if prior not in PRIORS:
         raise ValueError(f"prior: expected one of {PRIORS}, got {prior!r}")
     if config is None:
-        config = dict(data=data, operator=operator, sigma_y=sigma_y, samplers=samplers, prior=prior, steps=steps,
-                      n_train=n_train, n_meas=n_meas, n_samples=n_samples, seed=seed, dps_zeta=dps_zeta)
+        config = dict(
+            data=data,
+            operator=operator,
+            sigma_y=sigma_y,
+            samplers=samplers,
+            prior=prior,
+            steps=steps,
+            n_train=n_train,
+            n_meas=n_meas,
+            n_samples=n_samples,
+            seed=seed,
+            dps_zeta=dps_zeta,
+        )
     x, labels, _ = load_dataset(data)
     x = x.to(torch.float64)
     n_train = min(n_train, x.shape[0] - n_meas)
     if n_train < 2:
         raise ValueError(f"n_train: the data set has {x.shape[0]} rows, too few")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    train, test = x[perm[:n_train]], x[perm[n_train:n_train + n_meas]]
+    train, test = x[perm[:n_train]], x[perm[n_train : n_train + n_meas]]
     pri = _fit_prior(prior, train, None if labels is None else labels[perm[:n_train]])
     op = make_operator(operator, x.shape[1:], seed=seed)
     if dps_zeta is None:
@@ -145,8 +170,9 @@ def run_inverse_experiment(*, data: str = "digits", operator: str = "inpaint:0.5
         for n_steps in steps:
             for name in samplers:
                 extra = {"zeta": dps_zeta} if name == "dps" else {}
-                smp = run_posterior_sampler(name, pri, op, y, sy, steps=n_steps, n_samples=n_samples, seed=seed,
-                                            **extra)
+                smp = run_posterior_sampler(
+                    name, pri, op, y, sy, steps=n_steps, n_samples=n_samples, seed=seed, **extra
+                )
                 res = measure_posterior_samples(smp, post)
                 row = dict(prior=prior, operator=operator, sigma_y=sy, sampler=name, steps=n_steps, **res)
                 rows.append(row)
@@ -174,6 +200,7 @@ def _write(result: InverseExperiment, outdir: Path, config: dict) -> None:
     wr.writeheader()
     wr.writerows(rows)
     atomic_write(outdir / "measurements.csv", buf.getvalue())
-    atomic_write(outdir / "measurements.json",
-                 json.dumps({"config": config, "version": __version__, "rows": rows}, indent=2))
+    atomic_write(
+        outdir / "measurements.json", json.dumps({"config": config, "version": __version__, "rows": rows}, indent=2)
+    )
     plot_inverse(result, outdir / "inverse.png")

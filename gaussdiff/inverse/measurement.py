@@ -9,8 +9,7 @@ import math
 
 import torch
 
-from .posteriors import (EmpiricalPosteriorDenoiser, GaussianPosteriorDenoiser, PosteriorDenoiser,
-                         squared_distances)
+from .posteriors import EmpiricalPosteriorDenoiser, GaussianPosteriorDenoiser, PosteriorDenoiser, squared_distances
 
 __all__ = ["measure_posterior_samples", "gaussian_w2"]
 
@@ -28,8 +27,11 @@ def gaussian_w2(m1, C1, m2, C2) -> torch.Tensor:
 
     r2 = sqrtm(C2)
     cross = sqrtm(r2 @ C1 @ r2)
-    tr = (torch.diagonal(C1, dim1=-2, dim2=-1).sum(-1) + torch.diagonal(C2, dim1=-2, dim2=-1).sum(-1)
-          - 2 * torch.diagonal(cross, dim1=-2, dim2=-1).sum(-1))
+    tr = (
+        torch.diagonal(C1, dim1=-2, dim2=-1).sum(-1)
+        + torch.diagonal(C2, dim1=-2, dim2=-1).sum(-1)
+        - 2 * torch.diagonal(cross, dim1=-2, dim2=-1).sum(-1)
+    )
     return torch.sqrt((((m1 - m2) ** 2).sum(-1) + tr).clamp_min(0))
 
 
@@ -72,8 +74,10 @@ def measure_posterior_samples(samples: torch.Tensor, posterior: PosteriorDenoise
         raise ValueError("posterior: expected a PosteriorDenoiser")
     Q = posterior.batch
     if not isinstance(samples, torch.Tensor) or samples.shape[0] != Q or samples.ndim < 3:
-        raise ValueError(f"samples: expected shape (Q={Q}, S, *event_shape), got "
-                         f"{tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__}")
+        raise ValueError(
+            f"samples: expected shape (Q={Q}, S, *event_shape), got "
+            f"{tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__}"
+        )
     S = samples.shape[1]
     X = samples.reshape(Q, S, -1).to(torch.float64)
     if X.shape[2] != posterior.dim:
@@ -91,11 +95,15 @@ def measure_posterior_samples(samples: torch.Tensor, posterior: PosteriorDenoise
         floor = float((trC.sqrt() / scale).mean()) / math.sqrt(S)
     else:
         scale, floor = trC.sqrt(), 1 / math.sqrt(S)
-    out = {"n_samples": S, "n_measurements": Q, "mc_floor": floor,
-           "mean_error": float(((mh - m).norm(dim=1) / scale).mean()),
-           "mean_error_scale": "prior" if discrete else "posterior",
-           "mean_rmse": float(((mh - m) ** 2).mean().sqrt()),
-           "spread_ratio": float((torch.diagonal(Ch, dim1=1, dim2=2).sum(1) / trC.clamp_min(1e-300)).mean())}
+    out = {
+        "n_samples": S,
+        "n_measurements": Q,
+        "mc_floor": floor,
+        "mean_error": float(((mh - m).norm(dim=1) / scale).mean()),
+        "mean_error_scale": "prior" if discrete else "posterior",
+        "mean_rmse": float(((mh - m) ** 2).mean().sqrt()),
+        "spread_ratio": float((torch.diagonal(Ch, dim1=1, dim2=2).sum(1) / trC.clamp_min(1e-300)).mean()),
+    }
     if discrete:
         nn = torch.stack([squared_distances(X[q], Xt).argmin(1) for q in range(Q)])  # (Q, S)
         cs = posterior.credible_set(level)

@@ -13,8 +13,14 @@ import torch
 from .._checks import as_tensor, check_finite, check_int, check_positive
 
 __all__ = [
-    "LinearOperator", "MatrixOperator", "InpaintOperator", "BlurOperator", "DownsampleOperator",
-    "random_projection", "make_operator", "as_operator",
+    "LinearOperator",
+    "MatrixOperator",
+    "InpaintOperator",
+    "BlurOperator",
+    "DownsampleOperator",
+    "random_projection",
+    "make_operator",
+    "as_operator",
 ]
 
 
@@ -40,8 +46,10 @@ class LinearOperator:
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         if not isinstance(y, torch.Tensor) or y.ndim != 2 or y.shape[1] != self.out_dim:
-            raise ValueError(f"y: expected shape (B, {self.out_dim}) for this operator, got "
-                             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+            raise ValueError(
+                f"y: expected shape (B, {self.out_dim}) for this operator, got "
+                f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}"
+            )
         return self._adjoint(y)
 
     def _flat(self, x, name):
@@ -114,8 +122,11 @@ class InpaintOperator(LinearOperator):
         return torch.eye(self.in_dim, dtype=dtype)[self.index]
 
     def svd(self):
-        return (torch.eye(self.out_dim, dtype=torch.float64), torch.ones(self.out_dim, dtype=torch.float64),
-                torch.eye(self.in_dim, dtype=torch.float64)[:, self.index])
+        return (
+            torch.eye(self.out_dim, dtype=torch.float64),
+            torch.ones(self.out_dim, dtype=torch.float64),
+            torch.eye(self.in_dim, dtype=torch.float64)[:, self.index],
+        )
 
 
 def _event_image(event_shape):
@@ -141,15 +152,15 @@ class BlurOperator(LinearOperator):
         self.in_dim = self.out_dim = C * H * W
         r = int(math.ceil(3 * self.std))
         u = torch.arange(-r, r + 1, dtype=torch.float64)
-        g = torch.exp(-u ** 2 / (2 * self.std ** 2))
+        g = torch.exp(-(u**2) / (2 * self.std**2))
         g2 = g[:, None] * g[None, :]
         g2 = g2 / g2.sum()
         k = torch.zeros(H, W, dtype=torch.float64)
         for i, du in enumerate(range(-r, r + 1)):
             for j, dv in enumerate(range(-r, r + 1)):
                 k[du % H, dv % W] += g2[i, j]
-        self.kernel = k                                              # periodic kernel on the torus
-        self._khat = torch.fft.fft2(k).real                          # real: the kernel is symmetric
+        self.kernel = k  # periodic kernel on the torus
+        self._khat = torch.fft.fft2(k).real  # real: the kernel is symmetric
 
     def _apply(self, x):
         C, H, W = self.event_shape
@@ -165,8 +176,9 @@ class BlurOperator(LinearOperator):
         i = torch.arange(H)
         j = torch.arange(W)
         # A[(c, i, j), (c, k, l)] = kernel[(i - k) mod H, (j - l) mod W]
-        blk = self.kernel[(i[:, None, None, None] - i[None, None, :, None]) % H,
-                          (j[None, :, None, None] - j[None, None, None, :]) % W].reshape(H * W, H * W)
+        blk = self.kernel[
+            (i[:, None, None, None] - i[None, None, :, None]) % H, (j[None, :, None, None] - j[None, None, None, :]) % W
+        ].reshape(H * W, H * W)
         return torch.block_diag(*([blk] * C)).to(dtype)
 
 
@@ -202,18 +214,22 @@ class DownsampleOperator(LinearOperator):
         for c in range(C):
             for a in range(H // f):
                 for b in range(W // f):
-                    A[r, c, a * f:(a + 1) * f, b * f:(b + 1) * f] = 1.0 / (f * f)
+                    A[r, c, a * f : (a + 1) * f, b * f : (b + 1) * f] = 1.0 / (f * f)
                     r += 1
         return A.reshape(self.out_dim, -1)
 
     def svd(self):
         f = self.factor
-        return (torch.eye(self.out_dim, dtype=torch.float64), torch.full((self.out_dim,), 1.0 / f, dtype=torch.float64),
-                f * self.matrix().T)
+        return (
+            torch.eye(self.out_dim, dtype=torch.float64),
+            torch.full((self.out_dim,), 1.0 / f, dtype=torch.float64),
+            f * self.matrix().T,
+        )
 
 
-def random_projection(d: int, m: int, *, generator: torch.Generator | None = None,
-                      dtype=torch.float64) -> MatrixOperator:
+def random_projection(
+    d: int, m: int, *, generator: torch.Generator | None = None, dtype=torch.float64
+) -> MatrixOperator:
     """A Gaussian random projection: entries ``N(0, 1/m)``, shape ``(m, d)``."""
     for name, v in (("d", d), ("m", m)):
         check_int(v, name)
@@ -241,7 +257,7 @@ def make_operator(spec: str, event_shape, *, seed: int = 0) -> LinearOperator:
             pix = shape[-2:] if len(shape) >= 2 else shape
             npix = math.prod(pix)
             keep = torch.zeros(npix, dtype=torch.bool)
-            keep[torch.randperm(npix, generator=g)[:max(1, round(p * npix))]] = True
+            keep[torch.randperm(npix, generator=g)[: max(1, round(p * npix))]] = True
             mask = keep.reshape(pix).expand(shape) if len(shape) >= 2 else keep
             return InpaintOperator(mask)
         if name == "blur":
@@ -270,14 +286,16 @@ def as_operator(A, d: int | None = None) -> LinearOperator:
 # Input checks shared by the posteriors and the samplers
 # ---------------------------------------------------------------------------------------------
 
+
 def check_measurement(y, op: LinearOperator, *, dtype, device) -> torch.Tensor:
     """``y`` as a finite ``(B, m)`` tensor matching ``op`` (a single ``(m,)`` row becomes ``(1, m)``)."""
     y = check_finite(as_tensor(y, "y", dtype=dtype, device=device), "y")
     if y.ndim == 1:
         y = y[None]
     if y.ndim != 2 or y.shape[1] != op.out_dim:
-        raise ValueError(f"y: expected shape (B, {op.out_dim}) to match A ({op.out_dim} x {op.in_dim}), "
-                         f"got {tuple(y.shape)}")
+        raise ValueError(
+            f"y: expected shape (B, {op.out_dim}) to match A ({op.out_dim} x {op.in_dim}), got {tuple(y.shape)}"
+        )
     return y
 
 

@@ -49,8 +49,13 @@ from ..empirical import EmpiricalDenoiser
 from .operators import as_operator, check_measurement, check_sigma_y
 
 __all__ = [
-    "gaussian_posterior", "mixture_posterior", "empirical_posterior",
-    "PosteriorDenoiser", "GaussianPosteriorDenoiser", "MixturePosteriorDenoiser", "EmpiricalPosteriorDenoiser",
+    "gaussian_posterior",
+    "mixture_posterior",
+    "empirical_posterior",
+    "PosteriorDenoiser",
+    "GaussianPosteriorDenoiser",
+    "MixturePosteriorDenoiser",
+    "EmpiricalPosteriorDenoiser",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -60,14 +65,17 @@ _LOG_2PI = math.log(2 * math.pi)
 # Exact posteriors
 # =============================================================================================
 
+
 def _psd_inverse(G: torch.Tensor, name: str, *, allow_singular: bool):
     """``(G^+, logdet)`` of symmetric PSD matrices ``(..., m, m)`` by eigendecomposition."""
     e, Q = torch.linalg.eigh(0.5 * (G + G.transpose(-1, -2)))
     tol = e.shape[-1] * torch.finfo(e.dtype).eps * e.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
     pos = e > tol
     if not allow_singular and not bool(pos.all()):
-        raise ValueError(f"{name}: A S A^T + sigma_y^2 I is singular (noise-free measurement of a "
-                         "direction the prior does not vary in); use sigma_y > 0")
+        raise ValueError(
+            f"{name}: A S A^T + sigma_y^2 I is singular (noise-free measurement of a "
+            "direction the prior does not vary in); use sigma_y > 0"
+        )
     inv_e = torch.where(pos, 1.0 / torch.where(pos, e, torch.ones_like(e)), torch.zeros_like(e))
     logdet = torch.where(pos, torch.log(torch.where(pos, e, torch.ones_like(e))), torch.zeros_like(e)).sum(-1)
     return (Q * inv_e[..., None, :]) @ Q.transpose(-1, -2), logdet
@@ -80,14 +88,14 @@ def _linear_gaussian_update(mu, S, Am, y, sigma_y, *, allow_singular):
     K, d = mu.shape
     m = Am.shape[0]
     eye_m = torch.eye(m, dtype=mu.dtype, device=mu.device)
-    AS = Am @ S                                                        # (K, m, d)
-    G = AS @ Am.T + sigma_y ** 2 * eye_m                               # (K, m, m)
+    AS = Am @ S  # (K, m, d)
+    G = AS @ Am.T + sigma_y**2 * eye_m  # (K, m, m)
     Ginv, logdet = _psd_inverse(G, "sigma_y", allow_singular=allow_singular)
-    gain = AS.transpose(1, 2) @ Ginv                                   # (K, d, m) = S A^T G^-1
-    resid = y[:, None, :] - (mu @ Am.T)[None]                          # (B, K, m)
+    gain = AS.transpose(1, 2) @ Ginv  # (K, d, m) = S A^T G^-1
+    resid = y[:, None, :] - (mu @ Am.T)[None]  # (B, K, m)
     means = mu[None] + torch.einsum("kdm,bkm->bkd", gain, resid)
-    IKA = torch.eye(d, dtype=mu.dtype, device=mu.device) - gain @ Am   # (K, d, d)
-    C = IKA @ S @ IKA.transpose(1, 2) + sigma_y ** 2 * gain @ gain.transpose(1, 2)
+    IKA = torch.eye(d, dtype=mu.dtype, device=mu.device) - gain @ Am  # (K, d, d)
+    C = IKA @ S @ IKA.transpose(1, 2) + sigma_y**2 * gain @ gain.transpose(1, 2)
     C = 0.5 * (C + C.transpose(1, 2))
     quad = torch.einsum("bkm,kmn,bkn->bk", resid, Ginv, resid)
     loglik = -0.5 * (quad + logdet[None] + m * _LOG_2PI)
@@ -141,8 +149,9 @@ def mixture_posterior(prior: GaussianMixtureDenoiser, A, y, sigma_y):
     sy = check_sigma_y(sigma_y)
     yy = check_measurement(y, op, dtype=torch.float64, device=prior.device)
     mu = prior.component_means.to(torch.float64)
-    means, C, loglik = _linear_gaussian_update(mu, prior.component_covariances(dtype=torch.float64),
-                                               op.matrix().to(prior.device), yy, sy, allow_singular=False)
+    means, C, loglik = _linear_gaussian_update(
+        mu, prior.component_covariances(dtype=torch.float64), op.matrix().to(prior.device), yy, sy, allow_singular=False
+    )
     logw = prior.log_weights.to(torch.float64)[None] + loglik
     return torch.softmax(logw, dim=1), means, C
 
@@ -177,7 +186,7 @@ def empirical_logits(x: torch.Tensor, points: torch.Tensor, sigma, log_prior=Non
 
     ``sigma``: a float or a tensor broadcasting against ``(B, N)`` (e.g. ``(B, 1)``).
     """
-    logits = -squared_distances(x, points) / (2 * sigma ** 2)
+    logits = -squared_distances(x, points) / (2 * sigma**2)
     return logits if log_prior is None else log_prior + logits
 
 
@@ -192,8 +201,10 @@ def empirical_posterior(prior, A, y, sigma_y) -> torch.Tensor:
     op = as_operator(A, X.shape[1])
     sy = check_sigma_y(sigma_y)
     if sy == 0:
-        raise ValueError("sigma_y: must be > 0 for an empirical prior (the noise-free likelihood of a "
-                         "finite set of points is degenerate)")
+        raise ValueError(
+            "sigma_y: must be > 0 for an empirical prior (the noise-free likelihood of a "
+            "finite set of points is degenerate)"
+        )
     yy = check_measurement(y, op, dtype=torch.float64, device=X.device)
     return torch.softmax(empirical_logits(yy, op.forward(X), sy), dim=1)
 
@@ -208,6 +219,7 @@ def _eigh_clamped(C: torch.Tensor):
 # =============================================================================================
 # The exact posterior denoiser: one class per kind of prior
 # =============================================================================================
+
 
 class PosteriorDenoiser(Denoiser):
     r"""The exact posterior denoiser :math:`D(\hat x, \sigma; y) = E[x_0 \mid x_0 + \sigma n = \hat x,\, y]`.
@@ -240,15 +252,17 @@ class PosteriorDenoiser(Denoiser):
     weights: torch.Tensor | None = None
 
     def __new__(cls, *args, **kwargs):
-        if cls is PosteriorDenoiser:                    # pick the class of the prior
+        if cls is PosteriorDenoiser:  # pick the class of the prior
             prior = args[0] if args else kwargs.get("prior")
             for sub in (GaussianPosteriorDenoiser, MixturePosteriorDenoiser, EmpiricalPosteriorDenoiser):
                 if isinstance(prior, sub.prior_type):
                     cls = sub
                     break
             else:
-                raise ValueError(f"prior: expected a GaussianDenoiser, GaussianMixtureDenoiser or "
-                                 f"EmpiricalDenoiser, got {type(prior).__name__}")
+                raise ValueError(
+                    f"prior: expected a GaussianDenoiser, GaussianMixtureDenoiser or "
+                    f"EmpiricalDenoiser, got {type(prior).__name__}"
+                )
         return super().__new__(cls)
 
     def __init__(self, prior, A, y, sigma_y):
@@ -270,8 +284,10 @@ class PosteriorDenoiser(Denoiser):
             return t
         if t.shape[0] == 1:
             return t.expand(n, *t.shape[1:])
-        raise ValueError(f"x: has {n} rows but there are {t.shape[0]} measurements y; give one query "
-                         "per measurement (or a single measurement)")
+        raise ValueError(
+            f"x: has {n} rows but there are {t.shape[0]} measurements y; give one query "
+            "per measurement (or a single measurement)"
+        )
 
     # -- the posterior law itself -----------------------------------------------------------
     def posterior_mean(self) -> torch.Tensor:  # pragma: no cover - abstract
@@ -297,8 +313,10 @@ class PosteriorDenoiser(Denoiser):
 
     def flow(self, x: torch.Tensor, sigma_from, sigma_to) -> torch.Tensor:
         """Gaussian prior only (:meth:`GaussianPosteriorDenoiser.flow`)."""
-        raise ValueError("prior: the exact flow map is available for a Gaussian prior only; "
-                         "integrate the ODE with sample_heun or solve_flow")
+        raise ValueError(
+            "prior: the exact flow map is available for a Gaussian prior only; "
+            "integrate the ODE with sample_heun or solve_flow"
+        )
 
 
 def _check_level(level: float) -> float:
@@ -315,26 +333,25 @@ class _ComponentPosterior(PosteriorDenoiser):
 
     def _set_components(self, means, C, logw):
         self._means, self._C, self._logw = means, C, logw
-        self._l, self._U = _eigh_clamped(C)                            # (K, d), (K, d, d)
+        self._l, self._U = _eigh_clamped(C)  # (K, d), (K, d, d)
 
     def _terms(self, x, s, want_score=False):
         """Component logits (B, K), component denoisers (B, K, d) and, if asked, component scores
         (B, K, d) (one plain matmul pair per component)."""
         n = x.shape[0]
-        means = self._rows(n, self._means)                             # (B, K, d)
+        means = self._rows(n, self._means)  # (B, K, d)
         logw = self._rows(n, self._logw)
-        s2 = (s ** 2)[:, None]
+        s2 = (s**2)[:, None]
         logits, dens, scores = [], [], []
         for k in range(means.shape[1]):
             m, U, l = means[:, k], self._U[k], self._l[k]
-            coef = (x - m) @ U                                         # (B, d)
+            coef = (x - m) @ U  # (B, d)
             var = l[None] + s2
-            logits.append(logw[:, k] - 0.5 * ((coef ** 2 / var).sum(1) + torch.log(var).sum(1)))
+            logits.append(logw[:, k] - 0.5 * ((coef**2 / var).sum(1) + torch.log(var).sum(1)))
             dens.append(m + (coef * (l[None] / var)) @ U.T)
             if want_score:
                 scores.append(-(coef / var) @ U.T)
-        return (torch.stack(logits, 1), torch.stack(dens, 1),
-                torch.stack(scores, 1) if want_score else None)
+        return (torch.stack(logits, 1), torch.stack(dens, 1), torch.stack(scores, 1) if want_score else None)
 
     def _denoise(self, x, s):
         logit, den, _ = self._terms(x.to(torch.float64), s.to(torch.float64))
@@ -382,10 +399,14 @@ class GaussianPosteriorDenoiser(_ComponentPosterior):
 
     def __init__(self, prior, A, y, sigma_y):
         super().__init__(prior, A, y, sigma_y)
-        means, C = gaussian_posterior(prior.mean.to(torch.float64), prior.cov.to(torch.float64),
-                                      self.operator, self.y, self.sigma_y)
-        self._set_components(means[:, None], C[None],                   # (B, 1, d), (1, d, d)
-                             torch.zeros(means.shape[0], 1, dtype=torch.float64, device=self.device))
+        means, C = gaussian_posterior(
+            prior.mean.to(torch.float64), prior.cov.to(torch.float64), self.operator, self.y, self.sigma_y
+        )
+        self._set_components(
+            means[:, None],
+            C[None],  # (B, 1, d), (1, d, d)
+            torch.zeros(means.shape[0], 1, dtype=torch.float64, device=self.device),
+        )
 
     def marginal_intervals(self, level: float = 0.9):
         """Central credible intervals of every coordinate's exact posterior marginal, at
@@ -402,7 +423,7 @@ class GaussianPosteriorDenoiser(_ComponentPosterior):
         s1 = torch.as_tensor(check_positive(sigma_to, "sigma_to", allow_zero=True), dtype=torch.float64)
         m = self._rows(xf.shape[0], self._means[:, 0])
         l, U = self._l[0], self._U[0]
-        ratio = torch.sqrt((l[None] + s1 ** 2) / (l[None] + s0.to(torch.float64)[:, None] ** 2))
+        ratio = torch.sqrt((l[None] + s1**2) / (l[None] + s0.to(torch.float64)[:, None] ** 2))
         out = m + (((xf.to(torch.float64) - m) @ U) * ratio) @ U.T
         return out.to(self.dtype).reshape(x.shape)
 
@@ -424,8 +445,8 @@ class MixturePosteriorDenoiser(_ComponentPosterior):
         ``level``: ``(low, high)``, each ``(B, d)`` float64, the mixture CDF inverted by bisection
         (to 1e-12 relative)."""
         a = (1 - _check_level(level)) / 2
-        w = torch.exp(self._logw)                                       # (B, K)
-        mu = self._means                                                # (B, K, d)
+        w = torch.exp(self._logw)  # (B, K)
+        mu = self._means  # (B, K, d)
         sd = self._marginal_sd()[None].expand_as(mu)
 
         def cdf(t):
@@ -455,7 +476,7 @@ class EmpiricalPosteriorDenoiser(PosteriorDenoiser):
 
     def __init__(self, prior, A, y, sigma_y):
         super().__init__(prior, A, y, sigma_y)
-        self.points = training_points(prior).to(self.device)           # (N, d) float64
+        self.points = training_points(prior).to(self.device)  # (N, d) float64
         self.weights = empirical_posterior(self.points, self.operator, self.y, self.sigma_y)
         self._logw = torch.log(self.weights)
 
@@ -487,8 +508,9 @@ class EmpiricalPosteriorDenoiser(PosteriorDenoiser):
 
     def marginal_intervals(self, level: float = 0.9):
         """Not defined for a discrete posterior: use :meth:`credible_set`."""
-        raise ValueError("prior: marginal intervals of a discrete (empirical) posterior are not "
-                         "defined; use credible_set")
+        raise ValueError(
+            "prior: marginal intervals of a discrete (empirical) posterior are not defined; use credible_set"
+        )
 
     def credible_set(self, level: float = 0.9) -> torch.Tensor:
         """The smallest set of training points whose posterior mass is at least ``level``, as a

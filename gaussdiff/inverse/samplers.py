@@ -37,8 +37,9 @@ def _setup(denoiser, x, sigmas, A, y, sigma_y):
     sy = check_sigma_y(sigma_y)
     yy = check_measurement(y, op, dtype=x.dtype, device=x.device)
     if yy.shape[0] not in (1, x.shape[0]):
-        raise ValueError(f"y: has {yy.shape[0]} rows but x has {x.shape[0]}; give one measurement per "
-                         "sample (or a single one)")
+        raise ValueError(
+            f"y: has {yy.shape[0]} rows but x has {x.shape[0]}; give one measurement per sample (or a single one)"
+        )
     return [float(v) for v in sigmas], op, sy, yy.expand(x.shape[0], -1)
 
 
@@ -58,18 +59,30 @@ def _denoise_vjp(denoiser, x, sigma: float, v_of: Callable):
             return den.detach(), g.reshape(B, -1)
     if isinstance(denoiser, EmpiricalDenoiser):
         X = training_points(denoiser)
-        W = torch.softmax(empirical_logits(x.reshape(B, -1).to(torch.float64), X, sigma), 1)   # (E2) weights
+        W = torch.softmax(empirical_logits(x.reshape(B, -1).to(torch.float64), X, sigma), 1)  # (E2) weights
         D = W @ X
         v = v_of(D.to(x.dtype)).to(torch.float64)
-        Jv = ((W * (v @ X.T)) @ X - D * (D * v).sum(1, keepdim=True)) / sigma ** 2
+        Jv = ((W * (v @ X.T)) @ X - D * (D * v).sum(1, keepdim=True)) / sigma**2
         return D.to(x.dtype).reshape(x.shape), Jv.to(x.dtype)
-    raise ValueError(f"denoiser: {type(denoiser).__name__} is not differentiable by autograd; DPS and "
-                     "PiGDM need its vector-Jacobian product")
+    raise ValueError(
+        f"denoiser: {type(denoiser).__name__} is not differentiable by autograd; DPS and "
+        "PiGDM need its vector-Jacobian product"
+    )
 
 
-
-def sample_dps(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: float, zeta: float = 1.0,
-               seed: int = 0, start: int = 0, callback: Callable | None = None) -> torch.Tensor:
+def sample_dps(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    A,
+    y,
+    sigma_y: float,
+    zeta: float = 1.0,
+    seed: int = 0,
+    start: int = 0,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     r"""Diffusion posterior sampling (Chung, Kim, McCann, Klasky & Ye, ICLR 2023), Algorithm 1
     ("DPS - Gaussian"), with the step size of the authors' code, on any sigma grid and any
     denoiser.
@@ -124,11 +137,11 @@ def sample_dps(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: fl
         def v_of(D):
             r = yy - op.forward(D)
             norm = r.norm(dim=1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny)
-            return -op.adjoint(r) / norm                                # grad of |y - A D| wrt D
+            return -op.adjoint(r) / norm  # grad of |y - A D| wrt D
 
         den, grad = _denoise_vjp(denoiser, x, s_cur, v_of)
         x_next = _ancestral_step(x, den, s_cur, s_next, 1.0, seed=seed, start=start, step=i + 1)
-        scale = math.sqrt((1 + s_cur ** 2) * (1 + s_next ** 2))        # VP variable -> unscaled state
+        scale = math.sqrt((1 + s_cur**2) * (1 + s_next**2))  # VP variable -> unscaled state
         x_next = x_next - (zeta * scale * grad).reshape(x.shape)
         if callback is not None:
             callback({"i": i, "sigma": s_cur, "x": x, "denoised": den})
@@ -136,8 +149,20 @@ def sample_dps(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: fl
     return x
 
 
-def sample_pigdm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: float, data_var: float = 1.0,
-                 eta: float = 0.0, seed: int = 0, start: int = 0, callback: Callable | None = None) -> torch.Tensor:
+def sample_pigdm(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    A,
+    y,
+    sigma_y: float,
+    data_var: float = 1.0,
+    eta: float = 0.0,
+    seed: int = 0,
+    start: int = 0,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     r"""Pseudoinverse-guided diffusion (PiGDM; Song, Vahdat, Mardani & Kautz, ICLR 2023), any
     sigma grid and any denoiser.
 
@@ -166,15 +191,15 @@ def sample_pigdm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: 
     AAt = Am @ Am.T
     eye = torch.eye(op.out_dim, dtype=torch.float64, device=x.device)
     for i, (s_cur, s_next) in enumerate(zip(sig[:-1], sig[1:])):
-        r2 = s_cur ** 2 * v / (v + s_cur ** 2)
-        M = r2 * AAt + sy ** 2 * eye
+        r2 = s_cur**2 * v / (v + s_cur**2)
+        M = r2 * AAt + sy**2 * eye
 
         def v_of(D):
             r = (yy - op.forward(D)).to(torch.float64)
             return op.adjoint(torch.linalg.solve(M, r.T).T.to(D.dtype))
 
         den, g = _denoise_vjp(denoiser, x, s_cur, v_of)
-        den_y = den + s_cur ** 2 * g.reshape(den.shape)
+        den_y = den + s_cur**2 * g.reshape(den.shape)
         x_next = _ancestral_step(x, den_y, s_cur, s_next, eta, seed=seed, start=start, step=i + 1)
         if callback is not None:
             callback({"i": i, "sigma": s_cur, "x": x, "denoised": den_y})
@@ -182,8 +207,20 @@ def sample_pigdm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: 
     return x
 
 
-def sample_ddrm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: float, eta: float = 0.85,
-                eta_b: float = 1.0, seed: int = 0, start: int = 0, callback: Callable | None = None) -> torch.Tensor:
+def sample_ddrm(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    A,
+    y,
+    sigma_y: float,
+    eta: float = 0.85,
+    eta_b: float = 1.0,
+    seed: int = 0,
+    start: int = 0,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     r"""Denoising diffusion restoration models (DDRM; Kawar, Elad, Ermon & Song, NeurIPS 2022),
     any sigma grid and any denoiser.
 
@@ -212,29 +249,36 @@ def sample_ddrm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: f
     U, s, V = (t.to(device=x.device) for t in op.svd())
     r = s.shape[0]
     e, Q = torch.linalg.eigh(torch.eye(d, dtype=torch.float64, device=x.device) - V @ V.T)
-    Vf = torch.cat([V, Q[:, e > 0.5]], 1)                              # V completed to a basis of R^d
-    ybar = (yy.to(torch.float64) @ U) / s                              # (B, r)
-    ny = torch.full((r,), sy, dtype=torch.float64, device=x.device) / s   # sigma_y / s_j
-    to_bar = lambda z: z.reshape(B, -1).to(torch.float64) @ Vf          # noqa: E731
-    from_bar = lambda zb: (zb @ Vf.T).to(x.dtype).reshape(x.shape)      # noqa: E731
+    Vf = torch.cat([V, Q[:, e > 0.5]], 1)  # V completed to a basis of R^d
+    ybar = (yy.to(torch.float64) @ U) / s  # (B, r)
+    ny = torch.full((r,), sy, dtype=torch.float64, device=x.device) / s  # sigma_y / s_j
+    to_bar = lambda z: z.reshape(B, -1).to(torch.float64) @ Vf  # noqa: E731
+    from_bar = lambda zb: (zb @ Vf.T).to(x.dtype).reshape(x.shape)  # noqa: E731
 
     xb = to_bar(x)
     s0 = sig[0]
     eps0 = xb[:, :r] / s0
     top = s0 >= ny
-    xb[:, :r] = torch.where(top[None], ybar + torch.sqrt((s0 ** 2 - ny ** 2).clamp_min(0))[None] * eps0, xb[:, :r])
+    xb[:, :r] = torch.where(top[None], ybar + torch.sqrt((s0**2 - ny**2).clamp_min(0))[None] * eps0, xb[:, :r])
     x = from_bar(xb)
     for i, (s_cur, s_next) in enumerate(zip(sig[:-1], sig[1:])):
         den = denoiser(x, s_cur)
         xt = to_bar(den)
-        eps = to_bar(seeded_noise(B, x.shape[1:], seed=seed, start=start, step=i + 1,
-                                  dtype=torch.float64, device=x.device))
-        c = math.sqrt(1 - eta ** 2)
-        new = xt + c * s_next * (xb - xt) / s_cur + eta * s_next * eps            # unobserved
-        lo = xt[:, :r] + c * s_next * (ybar - xt[:, :r]) / ny.clamp_min(torch.finfo(torch.float64).tiny) \
+        eps = to_bar(
+            seeded_noise(B, x.shape[1:], seed=seed, start=start, step=i + 1, dtype=torch.float64, device=x.device)
+        )
+        c = math.sqrt(1 - eta**2)
+        new = xt + c * s_next * (xb - xt) / s_cur + eta * s_next * eps  # unobserved
+        lo = (
+            xt[:, :r]
+            + c * s_next * (ybar - xt[:, :r]) / ny.clamp_min(torch.finfo(torch.float64).tiny)
             + eta * s_next * eps[:, :r]
-        hi = (1 - eta_b) * xt[:, :r] + eta_b * ybar \
-            + torch.sqrt((s_next ** 2 - eta_b ** 2 * ny ** 2).clamp_min(0))[None] * eps[:, :r]
+        )
+        hi = (
+            (1 - eta_b) * xt[:, :r]
+            + eta_b * ybar
+            + torch.sqrt((s_next**2 - eta_b**2 * ny**2).clamp_min(0))[None] * eps[:, :r]
+        )
         new[:, :r] = torch.where((s_next < ny)[None], lo, hi)
         if callback is not None:
             callback({"i": i, "sigma": s_cur, "x": x, "denoised": den})
@@ -250,8 +294,20 @@ def sample_ddrm(denoiser: Callable, x: torch.Tensor, sigmas, *, A, y, sigma_y: f
 POSTERIOR_SAMPLERS = ("exact", "dps", "pigdm", "ddrm")
 
 
-def run_posterior_sampler(name: str, prior, A, y, sigma_y: float, *, steps: int, n_samples: int,
-                          seed: int = 0, sigma_max: float = 80.0, sigma_min: float = 0.002, **kwargs):
+def run_posterior_sampler(
+    name: str,
+    prior,
+    A,
+    y,
+    sigma_y: float,
+    *,
+    steps: int,
+    n_samples: int,
+    seed: int = 0,
+    sigma_max: float = 80.0,
+    sigma_min: float = 0.002,
+    **kwargs,
+):
     r"""Draw ``n_samples`` per measurement with one sampler on the Karras grid of ``steps`` steps.
 
     ``name``: ``"exact"`` (Heun on the :class:`PosteriorDenoiser`, 2 evaluations per step),
@@ -269,8 +325,10 @@ def run_posterior_sampler(name: str, prior, A, y, sigma_y: float, *, steps: int,
     Q = yy.shape[0]
     yr = yy.repeat_interleave(int(n_samples), 0)
     sigmas = karras_sigmas(int(steps), sigma_min, sigma_max)
-    x = seeded_noise(Q * int(n_samples), prior.event_shape, seed=seed, dtype=prior.dtype,
-                     device=prior.device) * sigmas[0]
+    x = (
+        seeded_noise(Q * int(n_samples), prior.event_shape, seed=seed, dtype=prior.dtype, device=prior.device)
+        * sigmas[0]
+    )
     if name == "exact":
         out = sample_heun(PosteriorDenoiser(prior, op, yr, sigma_y), x, sigmas)
     else:

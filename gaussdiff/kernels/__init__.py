@@ -99,16 +99,36 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._core import (DEFAULT_CHUNK, DEFAULT_RTOL, N_CANDIDATES, PreparedData, have_triton, prepare_data,
-                    triton_interpreted)
+from ._core import (
+    DEFAULT_CHUNK,
+    DEFAULT_RTOL,
+    N_CANDIDATES,
+    PreparedData,
+    have_triton,
+    prepare_data,
+    triton_interpreted,
+)
 from ._core import _check_chunk  # noqa: F401  (gaussdiff.empirical checks chunk_size with it)
 from ._numba import empirical_posterior_numba, nearest_neighbors_numba
 from ._torch import empirical_posterior_torch, nearest_neighbors_torch
 
-__all__ = ["DEFAULT_CHUNK", "DEFAULT_RTOL", "N_CANDIDATES", "BACKENDS", "PreparedData", "prepare_data",
-           "have_triton", "triton_interpreted", "auto_backend", "empirical_posterior", "nearest_neighbors",
-           "empirical_posterior_numba", "nearest_neighbors_numba", "empirical_posterior_torch",
-           "nearest_neighbors_torch"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "DEFAULT_RTOL",
+    "N_CANDIDATES",
+    "BACKENDS",
+    "PreparedData",
+    "prepare_data",
+    "have_triton",
+    "triton_interpreted",
+    "auto_backend",
+    "empirical_posterior",
+    "nearest_neighbors",
+    "empirical_posterior_numba",
+    "nearest_neighbors_numba",
+    "empirical_posterior_torch",
+    "nearest_neighbors_torch",
+]
 
 BACKENDS = ("numba", "torch", "triton")
 
@@ -127,6 +147,7 @@ def _triton_backend():
     an optional dependency, and its CPU interpreter (``TRITON_INTERPRET=1``) is chosen when it is
     first imported."""
     from . import _triton
+
     return _triton
 
 
@@ -134,8 +155,9 @@ def _unknown(backend):
     return ValueError(f"backend: expected 'numba', 'torch' or 'triton', got {backend!r}")
 
 
-def empirical_posterior(x: torch.Tensor, prep: PreparedData, sigma: torch.Tensor, *, backend: str,
-                        validated: bool = False, **kwargs):
+def empirical_posterior(
+    x: torch.Tensor, prep: PreparedData, sigma: torch.Tensor, *, backend: str, validated: bool = False, **kwargs
+):
     """The one dispatch of the streamed posterior: :func:`empirical_posterior_numba`, the torch
     backend or the fused Triton kernels (``gaussdiff.kernels._triton.empirical_posterior_triton``).
 
@@ -143,8 +165,12 @@ def empirical_posterior(x: torch.Tensor, prep: PreparedData, sigma: torch.Tensor
     numba); returns float64 torch ``(mean (B, d), lse (B,), neff (B,))``. ``validated`` skips the
     torch/Triton input checks (the caller has made them); other keywords go to the backend."""
     if backend == "numba":
-        out = empirical_posterior_numba(np.ascontiguousarray(x.detach().cpu().numpy()), prep,
-                                        sigma.detach().to("cpu", torch.float64).numpy(), **kwargs)
+        out = empirical_posterior_numba(
+            np.ascontiguousarray(x.detach().cpu().numpy()),
+            prep,
+            sigma.detach().to("cpu", torch.float64).numpy(),
+            **kwargs,
+        )
         return tuple(torch.from_numpy(o) for o in out)
     if backend == "triton":
         return _triton_backend().empirical_posterior_triton(x, prep, sigma, validated=validated, **kwargs)

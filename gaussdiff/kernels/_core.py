@@ -24,9 +24,9 @@ import torch
 
 DEFAULT_CHUNK = 2048
 DEFAULT_RTOL = 1e-4
-N_CANDIDATES = 8          # leading candidates per query recomputed from exact differences
-_KNN_EXTRA = 16           # extra candidates kept beyond k for the nearest-neighbour certificate
-_LAMBDA = 4.0             # probabilistic rounding-error factor (Higham & Mary 2019)
+N_CANDIDATES = 8  # leading candidates per query recomputed from exact differences
+_KNN_EXTRA = 16  # extra candidates kept beyond k for the nearest-neighbour certificate
+_LAMBDA = 4.0  # probabilistic rounding-error factor (Higham & Mary 2019)
 
 
 def _unit_roundoff(dtype) -> float:
@@ -56,6 +56,7 @@ def triton_interpreted() -> bool:
 # prepared data (shared by every backend)
 # =============================================================================================
 
+
 @dataclass(frozen=True)
 class PreparedData:
     """Training data laid out for the kernels; build with :func:`prepare_data`.
@@ -64,6 +65,7 @@ class PreparedData:
     copy in the GEMM dtype, ``center`` (d,) float64, ``ysq`` (N,) float64 ``|y_c|^2`` and
     ``ymax`` = max ``|y_c|``. Arrays are numpy (numba backend) or torch tensors (torch backend).
     """
+
     y: object
     yc: object
     center: object
@@ -98,8 +100,13 @@ def prepare_data(data, *, backend: str = "numba") -> PreparedData:
     yc = yc64.to(data.dtype)
     del y64, yc64
     if backend == "numba":
-        return PreparedData(np.ascontiguousarray(data.cpu().numpy()), np.ascontiguousarray(yc.cpu().numpy()),
-                            center.cpu().numpy(), ysq.cpu().numpy(), ymax)
+        return PreparedData(
+            np.ascontiguousarray(data.cpu().numpy()),
+            np.ascontiguousarray(yc.cpu().numpy()),
+            center.cpu().numpy(),
+            ysq.cpu().numpy(),
+            ymax,
+        )
     if backend in ("torch", "triton"):
         return PreparedData(data.contiguous(), yc.contiguous(), center, ysq, ymax)
     raise ValueError(f"backend: expected 'numba', 'torch' or 'triton', got {backend!r}")
@@ -109,11 +116,12 @@ def prepare_data(data, *, backend: str = "numba") -> PreparedData:
 # rounding-error bounds (steps 5 and 6)
 # =============================================================================================
 
+
 def _query_terms(x64c, ymax: float, sigma64, d: int, u: float):
     """float64 ``|x_c|^2``, ``1/(2 sigma^2)`` and the logit error estimate ``eps`` of step 5."""
     xsq = (x64c * x64c).sum(1)
     inv2s2 = 0.5 / (sigma64 * sigma64)
-    eps = _LAMBDA * math.sqrt(d + 2) * u * (xsq ** 0.5) * ymax * 2.0 * inv2s2
+    eps = _LAMBDA * math.sqrt(d + 2) * u * (xsq**0.5) * ymax * 2.0 * inv2s2
     return xsq, inv2s2, eps
 
 
@@ -139,12 +147,13 @@ def certificate_torch(eps, rho, top_rest, d: int):
 def _knn_bound(xsq, ymax, d, u):
     """Rigorous bound on |d2_gemm - d2|: 2 gamma_{d+4} |x_c| |y_c| plus the float64 assembly."""
     xn = np.sqrt(xsq) if isinstance(xsq, np.ndarray) else xsq.sqrt()
-    return 2.0 * _gamma(d + 4, u) * xn * ymax + 8 * _unit_roundoff(np.float64) * (xsq + ymax ** 2)
+    return 2.0 * _gamma(d + 4, u) * xn * ymax + 8 * _unit_roundoff(np.float64) * (xsq + ymax**2)
 
 
 # =============================================================================================
 # input checks
 # =============================================================================================
+
 
 def _check_chunk(chunk_size):
     if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
@@ -165,8 +174,10 @@ def _check_torch_inputs(x, prep: PreparedData, sigma, *, validated: bool = False
     check costs a device sync on a GPU), so only shapes, dtypes and devices are checked here."""
     y = prep.y
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != prep.d:
-        raise ValueError(f"x: expected a (B, {prep.d}) tensor, got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        raise ValueError(
+            f"x: expected a (B, {prep.d}) tensor, got "
+            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
     if x.dtype != y.dtype or x.device != y.device:
         raise ValueError(f"x: expected dtype {y.dtype} on {y.device}, got {x.dtype} on {x.device}")
     if x.shape[0] < 1:
@@ -201,13 +212,13 @@ class _tf32:
 # exact nearest neighbours on tensors: what the torch and Triton candidate passes share
 # =============================================================================================
 
+
 def _knn_queries_torch(x: torch.Tensor, data, k: int):
     """The start of a tensor k-NN: ``(prep, k, x, x64c, xsq, K)`` with ``prep`` prepared from
     ``data`` (a (N, ...) tensor or a :class:`PreparedData`), ``k`` checked, ``x`` flat in the data's
     dtype and on its device, ``x64c`` the centred float64 queries, ``xsq`` = ``|x_c|^2`` and ``K``
     the candidates to keep per query."""
-    prep = data if isinstance(data, PreparedData) else prepare_data(data.reshape(data.shape[0], -1),
-                                                                     backend="torch")
+    prep = data if isinstance(data, PreparedData) else prepare_data(data.reshape(data.shape[0], -1), backend="torch")
     k = _check_k(k, prep.n)
     y = prep.y
     x = x.reshape(x.shape[0], -1).to(dtype=y.dtype, device=y.device)
@@ -225,20 +236,18 @@ def _knn_refine_torch(x, prep: PreparedData, k: int, ci, rest_d2, xsq, chunk_siz
     f64 = torch.float64
     y = prep.y
     diff = x.to(f64)[:, None, :] - y[ci.clamp_min(0)].to(f64)
-    d2 = torch.where(ci >= 0, (diff * diff).sum(2), torch.full_like(xsq[:, None], math.inf))   # exact
+    d2 = torch.where(ci >= 0, (diff * diff).sum(2), torch.full_like(xsq[:, None], math.inf))  # exact
     # sort by (distance, index): stable sort on index order first
     oi = torch.argsort(torch.where(ci >= 0, ci, torch.full_like(ci, prep.n)), dim=1)
     d2s, cis = torch.gather(d2, 1, oi), torch.gather(ci, 1, oi)
     od = torch.argsort(d2s, dim=1, stable=True)
     dist, idx = torch.gather(d2s, 1, od)[:, :k], torch.gather(cis, 1, od)[:, :k]
-    bound = _knn_bound(xsq, prep.ymax, prep.d, _unit_roundoff(np.float32 if y.dtype == torch.float32
-                                                              else np.float64))
+    bound = _knn_bound(xsq, prep.ymax, prep.d, _unit_roundoff(np.float32 if y.dtype == torch.float32 else np.float64))
     ok = dist[:, k - 1] < rest_d2 - bound
     bad = torch.nonzero(~ok).flatten()
     step = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
-    for b in bad.tolist():                                         # brute force, exact differences
-        dd = torch.cat([((x[b].to(f64) - y[c0:c0 + step].to(f64)) ** 2).sum(1)
-                        for c0 in range(0, prep.n, step)])
+    for b in bad.tolist():  # brute force, exact differences
+        dd = torch.cat([((x[b].to(f64) - y[c0 : c0 + step].to(f64)) ** 2).sum(1) for c0 in range(0, prep.n, step)])
         o = torch.argsort(dd, stable=True)[:k]
         dist[b], idx[b] = dd[o], o
     if info is not None:

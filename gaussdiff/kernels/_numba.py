@@ -22,8 +22,19 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._core import (DEFAULT_CHUNK, DEFAULT_RTOL, N_CANDIDATES, _KNN_EXTRA, PreparedData, _certificate,
-                    _check_chunk, _check_k, _knn_bound, _query_terms, _unit_roundoff)
+from ._core import (
+    DEFAULT_CHUNK,
+    DEFAULT_RTOL,
+    N_CANDIDATES,
+    _KNN_EXTRA,
+    PreparedData,
+    _certificate,
+    _check_chunk,
+    _check_k,
+    _knn_bound,
+    _query_terms,
+    _unit_roundoff,
+)
 
 __all__ = ["empirical_posterior_numba", "nearest_neighbors_numba"]
 
@@ -31,6 +42,7 @@ __all__ = ["empirical_posterior_numba", "nearest_neighbors_numba"]
 # =============================================================================================
 # numba kernels
 # =============================================================================================
+
 
 @njit(cache=True, inline="always")
 def _exp_f32(t):
@@ -45,8 +57,27 @@ def _exp_f32(t):
     q = np.int64(t * 1.4426950408889634 + 0.5)
     qf = np.float64(q)
     r = (qf * 0.6931471803691238 - t) + qf * 1.9082149292705877e-10
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
-        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (1.0 / 3628800))))))))))
+    p = 1.0 + r * (
+        1.0
+        + r
+        * (
+            0.5
+            + r
+            * (
+                1.0 / 6
+                + r
+                * (
+                    1.0 / 24
+                    + r
+                    * (
+                        1.0 / 120
+                        + r
+                        * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (1.0 / 3628800)))))
+                    )
+                )
+            )
+        )
+    )
     s = 1.0
     s *= 0.5 if q & 1 else 1.0
     s *= 0.25 if q & 2 else 1.0
@@ -125,14 +156,14 @@ def _update_tile(G, yc, ysq, xsq, inv2s2, c0, m, z, h, acc, cand_l, cand_i, W, b
     for b in range(B):
         a = inv2s2[b]
         xs = xsq[b]
-        mx = _row_logits(G[b], ysq[c0:c0 + n], xs, a, buf, n)
+        mx = _row_logits(G[b], ysq[c0 : c0 + n], xs, a, buf, n)
         thr = cand_l[b, K - 1]
         n_ev = 0
         for j in range(n if mx > thr else 0):  # insertion into the sorted candidate list
             lj = buf[j]
             if lj > thr:
                 out = cand_i[b, K - 1]
-                if 0 <= out < c0:             # a candidate of an earlier chunk drops out
+                if 0 <= out < c0:  # a candidate of an earlier chunk drops out
                     ev_l[n_ev] = cand_l[b, K - 1]
                     ev_i[n_ev] = out
                     n_ev += 1
@@ -146,7 +177,7 @@ def _update_tile(G, yc, ysq, xsq, inv2s2, c0, m, z, h, acc, cand_l, cand_i, W, b
                 thr = cand_l[b, K - 1]
         if not want_mean:
             continue
-        for k in range(K):                    # candidates of this chunk: weight 0 in the sums
+        for k in range(K):  # candidates of this chunk: weight 0 in the sums
             i = cand_i[b, k]
             if i >= c0:
                 buf[i - c0] = -1e300
@@ -213,7 +244,7 @@ def _stream_block_wide(xb64, y, center, yc, ysq, xsq, inv2s2, chunk, m, z, h, ac
     ywide = np.empty((min(chunk, N), d))
     for c0 in range(0, N, chunk):
         c1 = min(N, c0 + chunk)
-        yk = ywide[:c1 - c0]
+        yk = ywide[: c1 - c0]
         for i in range(c1 - c0):
             for j in range(d):
                 yk[i, j] = np.float64(y[c0 + i, j]) - center[j]
@@ -252,15 +283,43 @@ def _stream_kernel(xq, xq64, y, center, yc, ysq, xsq, inv2s2, chunk, qblock, nca
         b0 = blk * qblock
         b1 = min(B, b0 + qblock)
         if wide:
-            _stream_block_wide(xq64[b0:b1], y, center, yc, ysq, xsq[b0:b1], inv2s2[b0:b1], chunk, m[b0:b1], z[b0:b1],
-                               h[b0:b1], acc[b0:b1], cand_l[b0:b1], cand_i[b0:b1], want_mean)
+            _stream_block_wide(
+                xq64[b0:b1],
+                y,
+                center,
+                yc,
+                ysq,
+                xsq[b0:b1],
+                inv2s2[b0:b1],
+                chunk,
+                m[b0:b1],
+                z[b0:b1],
+                h[b0:b1],
+                acc[b0:b1],
+                cand_l[b0:b1],
+                cand_i[b0:b1],
+                want_mean,
+            )
         else:
-            _stream_block(xq[b0:b1], yc, ysq, xsq[b0:b1], inv2s2[b0:b1], chunk, m[b0:b1], z[b0:b1],
-                          h[b0:b1], acc[b0:b1], cand_l[b0:b1], cand_i[b0:b1], want_mean)
+            _stream_block(
+                xq[b0:b1],
+                yc,
+                ysq,
+                xsq[b0:b1],
+                inv2s2[b0:b1],
+                chunk,
+                m[b0:b1],
+                z[b0:b1],
+                h[b0:b1],
+                acc[b0:b1],
+                cand_l[b0:b1],
+                cand_i[b0:b1],
+                want_mean,
+            )
     return m, z, h, acc, cand_l, cand_i
 
 
-_certificate = njit(cache=True)(_certificate)   # the core's formula, compiled
+_certificate = njit(cache=True)(_certificate)  # the core's formula, compiled
 
 
 @njit(parallel=True, cache=True)
@@ -286,16 +345,16 @@ def _refine_kernel(x, y, center, yc, inv2s2, m, z, h, acc, cand_l, cand_i, eps):
             if i < 0:
                 continue
             s = 0.0
-            for j in range(d):                          # exact squared distance
+            for j in range(d):  # exact squared distance
                 t = np.float64(x[b, j]) - np.float64(y[i, j])
                 s += t * t
             lex[k] = -s * a
-        if zr <= 0.0:                                   # every point is a candidate
+        if zr <= 0.0:  # every point is a candidate
             zr = 0.0
             hr = 0.0
             ar[:] = 0.0
             m_ex = lex.max()
-        else:                                           # the rest's log-mass is mb + log(zr)
+        else:  # the rest's log-mass is mb + log(zr)
             m_ex = max(mb + math.log(zr), lex.max())
         sc = math.exp(mb - m_ex) if zr > 0.0 else 0.0
         hr = sc * (hr + (mb - m_ex) * zr)
@@ -342,7 +401,7 @@ def _knn_refine_kernel(x, y, cand_l, cand_i, inv2s2, bound, k):
             for j in range(d):
                 t = np.float64(x[b, j]) - np.float64(y[i, j])
                 s += t * t
-            p = c                                       # insertion sort on (distance, index)
+            p = c  # insertion sort on (distance, index)
             while p > 0 and (dd[p - 1] > s or (dd[p - 1] == s and ii[p - 1] > i)):
                 dd[p] = dd[p - 1]
                 ii[p] = ii[p - 1]
@@ -353,10 +412,10 @@ def _knn_refine_kernel(x, y, cand_l, cand_i, inv2s2, bound, k):
         for r in range(k):
             dist[b, r] = dd[order[r]]
             idx[b, r] = ii[order[r]]
-        if cand_i[b, K - 1] < 0:                        # every training point is a candidate
+        if cand_i[b, K - 1] < 0:  # every training point is a candidate
             ok[b] = True
         else:
-            worst_out = -cand_l[b, K - 1] / inv2s2[b]   # smallest approximate d2 not kept
+            worst_out = -cand_l[b, K - 1] / inv2s2[b]  # smallest approximate d2 not kept
             ok[b] = dist[b, k - 1] < worst_out - bound[b]
     return dist, idx, ok
 
@@ -376,7 +435,7 @@ def _knn_bruteforce_kernel(x, y, k):
                 t = np.float64(x[b, j]) - np.float64(y[i, j])
                 s += t * t
             dd[i] = s
-        order = np.argsort(dd, kind="mergesort")       # stable: ties by index
+        order = np.argsort(dd, kind="mergesort")  # stable: ties by index
         for r in range(k):
             dist[b, r] = dd[order[r]]
             idx[b, r] = order[r]
@@ -398,6 +457,7 @@ def _single_threaded_blas():
         if _BLAS_CTRL is None:
             import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba calls: load it first)
             from threadpoolctl import ThreadpoolController
+
             _BLAS_CTRL = ThreadpoolController()
         return _BLAS_CTRL.limit(limits=1, user_api="blas")
     except Exception:  # pragma: no cover - threadpoolctl missing: run with BLAS as it is
@@ -417,8 +477,7 @@ def _check_array(a, name, shape, dtype=None):
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name}: expected a numpy array, got {type(a).__name__}")
     if a.ndim != len(shape) or any(s is not None and a.shape[i] != s for i, s in enumerate(shape)):
-        raise ValueError(f"{name}: expected shape {tuple('*' if s is None else s for s in shape)}, "
-                         f"got {a.shape}")
+        raise ValueError(f"{name}: expected shape {tuple('*' if s is None else s for s in shape)}, got {a.shape}")
     if dtype is not None and a.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
     if a.dtype not in (np.float32, np.float64):
@@ -440,9 +499,17 @@ def _as_sigma_np(sigma, B):
     return np.ascontiguousarray(s)
 
 
-def empirical_posterior_numba(x, prep: PreparedData, sigma, *, chunk_size: int = DEFAULT_CHUNK,
-                              n_candidates: int = N_CANDIDATES, rtol: float = DEFAULT_RTOL,
-                              kernel=None, info: dict | None = None):
+def empirical_posterior_numba(
+    x,
+    prep: PreparedData,
+    sigma,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    n_candidates: int = N_CANDIDATES,
+    rtol: float = DEFAULT_RTOL,
+    kernel=None,
+    info: dict | None = None,
+):
     """Posterior mean, log-sum-exp and effective count of the empirical distribution (numba, CPU).
 
     Parameters
@@ -477,9 +544,21 @@ def empirical_posterior_numba(x, prep: PreparedData, sigma, *, chunk_size: int =
     def run(rows, xq_, wide, eps_):
         xr = np.ascontiguousarray(xq_[rows])
         with _single_threaded_blas():
-            m, z, h, acc, cl, ci = kernel(xr, np.ascontiguousarray(x64c[rows]), y, prep.center, prep.yc, prep.ysq,
-                                          xsq[rows],
-                                          inv2s2[rows], chunk, _qblock(len(rows)), K, True, wide)
+            m, z, h, acc, cl, ci = kernel(
+                xr,
+                np.ascontiguousarray(x64c[rows]),
+                y,
+                prep.center,
+                prep.yc,
+                prep.ysq,
+                xsq[rows],
+                inv2s2[rows],
+                chunk,
+                _qblock(len(rows)),
+                K,
+                True,
+                wide,
+            )
         return _refine_kernel(x[rows], y, prep.center, prep.yc, inv2s2[rows], m, z, h, acc, cl, ci, eps_[rows])
 
     allr = np.arange(B)
@@ -495,8 +574,9 @@ def empirical_posterior_numba(x, prep: PreparedData, sigma, *, chunk_size: int =
     return mean + prep.center, lse, np.exp(ent)
 
 
-def nearest_neighbors_numba(x, prep: PreparedData, k: int = 1, *, chunk_size: int = DEFAULT_CHUNK,
-                            kernel=None, info: dict | None = None):
+def nearest_neighbors_numba(
+    x, prep: PreparedData, k: int = 1, *, chunk_size: int = DEFAULT_CHUNK, kernel=None, info: dict | None = None
+):
     """Exact ``k`` nearest neighbours (numba, CPU): ``(dist (B, k) float64 ascending, idx (B, k))``.
 
     One streamed GEMM pass keeps ``k + 16`` candidates per query; they are recomputed from exact
@@ -514,8 +594,9 @@ def nearest_neighbors_numba(x, prep: PreparedData, k: int = 1, *, chunk_size: in
     xsq = (x64c * x64c).sum(1)
     inv2s2 = np.ones(B)
     with _single_threaded_blas():
-        _, _, _, _, cl, ci = kernel(xq, x64c, y, prep.center, prep.yc, prep.ysq, xsq, inv2s2, chunk, _qblock(B), K,
-                                    False, False)
+        _, _, _, _, cl, ci = kernel(
+            xq, x64c, y, prep.center, prep.yc, prep.ysq, xsq, inv2s2, chunk, _qblock(B), K, False, False
+        )
     bound = _knn_bound(xsq, prep.ymax, prep.d, _unit_roundoff(y.dtype))
     dist, idx, ok = _knn_refine_kernel(x, y, cl, ci, inv2s2, bound, k)
     bad = np.nonzero(~ok)[0]

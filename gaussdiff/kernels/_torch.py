@@ -16,8 +16,20 @@ import math
 import numpy as np
 import torch
 
-from ._core import (DEFAULT_CHUNK, DEFAULT_RTOL, N_CANDIDATES, PreparedData, _check_chunk, _check_torch_inputs,
-                    _knn_queries_torch, _knn_refine_torch, _query_terms, _tf32, _unit_roundoff, certificate_torch)
+from ._core import (
+    DEFAULT_CHUNK,
+    DEFAULT_RTOL,
+    N_CANDIDATES,
+    PreparedData,
+    _check_chunk,
+    _check_torch_inputs,
+    _knn_queries_torch,
+    _knn_refine_torch,
+    _query_terms,
+    _tf32,
+    _unit_roundoff,
+    certificate_torch,
+)
 
 __all__ = ["empirical_posterior_torch", "nearest_neighbors_torch"]
 
@@ -37,14 +49,14 @@ def _torch_stream(xq, xq64, prep, xsq, inv2s2, chunk, K, want_mean, wide):
     rows = torch.arange(B, device=dev)
     N = prep.n
     for c0 in range(0, N, chunk):
-        yk = prep.yc[c0:c0 + chunk]
+        yk = prep.yc[c0 : c0 + chunk]
         n = yk.shape[0]
-        if wide:                          # exact float64 centring (the stored copy is rounded)
-            yk = prep.y[c0:c0 + chunk].to(f64) - prep.center
+        if wide:  # exact float64 centring (the stored copy is rounded)
+            yk = prep.y[c0 : c0 + chunk].to(f64) - prep.center
             G = xq64 @ yk.T
         else:
             G = xq @ yk.T
-        logit = (G.to(f64).mul_(2.0).sub_(xsq[:, None]).sub_(prep.ysq[None, c0:c0 + n])).mul_(inv2s2[:, None])
+        logit = (G.to(f64).mul_(2.0).sub_(xsq[:, None]).sub_(prep.ysq[None, c0 : c0 + n])).mul_(inv2s2[:, None])
         old_l, old_i = cand_l, cand_i
         cl = torch.cat([old_l, logit], 1)
         ci = torch.cat([old_i, torch.arange(c0, c0 + n, device=dev).expand(B, -1)], 1)
@@ -56,15 +68,16 @@ def _torch_stream(xq, xq64, prep, xsq, inv2s2, chunk, K, want_mean, wide):
         m_new = torch.maximum(m, logit.max(1).values)
         sc = torch.where(z > 0, torch.exp(m - m_new), torch.zeros_like(m))
         lm = logit.sub_(m_new[:, None])
-        new_here = cand_i >= c0                                  # candidates of this chunk: weight 0
+        new_here = cand_i >= c0  # candidates of this chunk: weight 0
         lm[rows[:, None].expand(-1, kk)[new_here], (cand_i - c0)[new_here]] = -torch.inf
         W = torch.exp(lm).to(yk.dtype)
         Wf = W.to(f64)
-        h = torch.where(z > 0, sc * (h + (m - m_new) * z), torch.zeros_like(h)) \
-            + torch.nan_to_num(Wf * lm, nan=0.0).sum(1)
+        h = torch.where(z > 0, sc * (h + (m - m_new) * z), torch.zeros_like(h)) + torch.nan_to_num(
+            Wf * lm, nan=0.0
+        ).sum(1)
         z = z * sc + Wf.sum(1)
         acc = acc * sc[:, None] + (W @ yk).to(f64)
-        if old_i.shape[1]:                                       # earlier candidates that dropped out
+        if old_i.shape[1]:  # earlier candidates that dropped out
             dropped = ~(old_i[:, :, None] == cand_i[:, None, :]).any(2)
             if bool(dropped.any()):
                 bi, ki = torch.nonzero(dropped, as_tuple=True)
@@ -80,8 +93,8 @@ def _torch_stream(xq, xq64, prep, xsq, inv2s2, chunk, K, want_mean, wide):
 def _torch_refine(x, prep, inv2s2, m, z, h, acc, cand_l, cand_i, eps):
     """Exact candidates added to the (candidate-free) running sums, as the numba ``_refine_kernel``."""
     f64 = torch.float64
-    yex = prep.y[cand_i]                                          # (B, K, d) original values
-    diff = x.to(f64)[:, None, :] - yex.to(f64)                    # exact differences
+    yex = prep.y[cand_i]  # (B, K, d) original values
+    diff = x.to(f64)[:, None, :] - yex.to(f64)  # exact differences
     lex = -(diff * diff).sum(2) * inv2s2[:, None]
     empty = z <= 0
     lrest = torch.where(empty, torch.full_like(m, -torch.inf), m + torch.log(z.clamp_min(1e-300)))
@@ -96,14 +109,21 @@ def _torch_refine(x, prep, inv2s2, m, z, h, acc, cand_l, cand_i, eps):
     ht = hr + (w * lm).sum(1)
     at = ar + torch.einsum("bk,bkd->bd", w, yex.to(f64) - prep.center)
     lse = m_ex + torch.log(zt)
-    return at / zt[:, None], lse, torch.log(zt) - ht / zt, certificate_torch(eps, zr / zt, cand_l[:, -1] - lse,
-                                                                           prep.d)
+    return at / zt[:, None], lse, torch.log(zt) - ht / zt, certificate_torch(eps, zr / zt, cand_l[:, -1] - lse, prep.d)
 
 
-def empirical_posterior_torch(x: torch.Tensor, prep: PreparedData, sigma, *,
-                              chunk_size: int = DEFAULT_CHUNK, n_candidates: int = N_CANDIDATES,
-                              rtol: float = DEFAULT_RTOL, allow_tf32: bool = False,
-                              info: dict | None = None, validated: bool = False):
+def empirical_posterior_torch(
+    x: torch.Tensor,
+    prep: PreparedData,
+    sigma,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    n_candidates: int = N_CANDIDATES,
+    rtol: float = DEFAULT_RTOL,
+    allow_tf32: bool = False,
+    info: dict | None = None,
+    validated: bool = False,
+):
     """Torch version of :func:`~gaussdiff.kernels.empirical_posterior_numba` (same algorithm, CPU or CUDA).
 
     ``x`` (B, d) tensor in the data's dtype and on its device; ``prep`` from
@@ -123,8 +143,7 @@ def empirical_posterior_torch(x: torch.Tensor, prep: PreparedData, sigma, *,
     xsq, inv2s2, eps = _query_terms(x64c, prep.ymax, s, prep.d, u)
 
     def run(rows, wide, eps_):
-        m, z, h, acc, cl, ci = _torch_stream(xq[rows], x64c[rows], prep, xsq[rows], inv2s2[rows], chunk, K,
-                                             True, wide)
+        m, z, h, acc, cl, ci = _torch_stream(xq[rows], x64c[rows], prep, xsq[rows], inv2s2[rows], chunk, K, True, wide)
         return _torch_refine(x[rows], prep, inv2s2[rows], m, z, h, acc, cl, ci, eps_[rows])
 
     with _tf32(x.device, allow_tf32 and y.dtype == torch.float32):
@@ -143,8 +162,9 @@ def empirical_posterior_torch(x: torch.Tensor, prep: PreparedData, sigma, *,
     return mean + prep.center, lse, torch.exp(ent)
 
 
-def nearest_neighbors_torch(x: torch.Tensor, data, k: int = 1, *, chunk_size: int | None = None,
-                            info: dict | None = None):
+def nearest_neighbors_torch(
+    x: torch.Tensor, data, k: int = 1, *, chunk_size: int | None = None, info: dict | None = None
+):
     """Exact ``k`` nearest neighbours in torch ops (CPU/CUDA); same certified scheme as
     :func:`~gaussdiff.kernels.nearest_neighbors_numba`. ``data`` is a (N, ...) tensor or a
     :class:`~gaussdiff.kernels.PreparedData`; ``chunk_size=None``: 2048.

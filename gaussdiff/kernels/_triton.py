@@ -50,8 +50,18 @@ import torch
 import triton
 import triton.language as tl
 
-from ._core import (DEFAULT_RTOL, N_CANDIDATES, _LAMBDA, _check_chunk, _check_torch_inputs, _knn_queries_torch,
-                    _knn_refine_torch, _tf32, _unit_roundoff, triton_interpreted)
+from ._core import (
+    DEFAULT_RTOL,
+    N_CANDIDATES,
+    _LAMBDA,
+    _check_chunk,
+    _check_torch_inputs,
+    _knn_queries_torch,
+    _knn_refine_torch,
+    _tf32,
+    _unit_roundoff,
+    triton_interpreted,
+)
 
 __all__ = ["empirical_posterior_triton", "nearest_neighbors_triton", "knn_candidates", "auto_chunk"]
 
@@ -79,10 +89,10 @@ def _interpreter_numpy_shim():
 if triton_interpreted():
     _interpreter_numpy_shim()
 
-_ELEMS = 1 << 25            # default chunk: B * chunk up to this many elements per (B, chunk) tile
-_BLOCK = 1024               # columns per tile in the select / weights kernels
-_MAX_CANDIDATES = 64        # per query, across chunks
-_NEG = tl.constexpr(float("-inf"))   # for the kernels (a plain global is not allowed there)
+_ELEMS = 1 << 25  # default chunk: B * chunk up to this many elements per (B, chunk) tile
+_BLOCK = 1024  # columns per tile in the select / weights kernels
+_MAX_CANDIDATES = 64  # per query, across chunks
+_NEG = tl.constexpr(float("-inf"))  # for the kernels (a plain global is not allowed there)
 
 
 def _next_pow2(n: int) -> int:
@@ -98,6 +108,7 @@ def auto_chunk(B: int, N: int) -> int:
 # =============================================================================================
 # kernels
 # =============================================================================================
+
 
 @triton.jit
 def _prep_kernel(X, sx, C, S, XQ, sxq, XSQ, A, EPS, COEF, d, BLOCK_D: tl.constexpr):
@@ -124,8 +135,9 @@ def _prep_kernel(X, sx, C, S, XQ, sxq, XSQ, A, EPS, COEF, d, BLOCK_D: tl.constex
 
 
 @triton.jit
-def _select_kernel(G, sg, YSQ, A, PMAX, CL, CI, n, c0, span, S,
-                   K: tl.constexpr, BLOCK: tl.constexpr, MARK: tl.constexpr):
+def _select_kernel(
+    G, sg, YSQ, A, PMAX, CL, CI, n, c0, span, S, K: tl.constexpr, BLOCK: tl.constexpr, MARK: tl.constexpr
+):
     """Program (row, split): float64 logits of columns [split*span, (split+1)*span) of the
     chunk, their maximum, and the K largest (values and global indices; -1 where fewer; ties
     go to the lower index). With ``MARK`` the candidates' entries of ``G`` are set to -inf, so
@@ -150,9 +162,9 @@ def _select_kernel(G, sg, YSQ, A, PMAX, CL, CI, n, c0, span, S,
         mx = tl.maximum(mx, lg)
         lmin = tl.min(cv, 0)
         tmax = tl.max(lg, 0)
-        while tmax > lmin:                       # insert the tile's maxima while they beat the list
-            pos = tl.min(tl.where(lg == tmax, cols, hi), 0)           # lowest column among equals
-            out = tl.max(tl.where(cv == lmin, cidx, -2), 0)           # evict the highest index
+        while tmax > lmin:  # insert the tile's maxima while they beat the list
+            pos = tl.min(tl.where(lg == tmax, cols, hi), 0)  # lowest column among equals
+            out = tl.max(tl.where(cv == lmin, cidx, -2), 0)  # evict the highest index
             slot = tl.min(tl.where((cv == lmin) & (cidx == out), kk, K), 0)
             cv = tl.where(kk == slot, tmax, cv)
             cidx = tl.where(kk == slot, (pos + c0).to(tl.int64), cidx)
@@ -164,13 +176,11 @@ def _select_kernel(G, sg, YSQ, A, PMAX, CL, CI, n, c0, span, S,
     tl.store(CL + base + kk, cv)
     tl.store(CI + base + kk, cidx)
     if MARK:
-        tl.store(G + row * sg + (cidx - c0), tl.full([K], _NEG, tl.float64).to(G.dtype.element_ty),
-                 mask=cidx >= 0)
+        tl.store(G + row * sg + (cidx - c0), tl.full([K], _NEG, tl.float64).to(G.dtype.element_ty), mask=cidx >= 0)
 
 
 @triton.jit
-def _weights_kernel(G, sg, YSQ, A, PMAX, W, sw, MC, ZP, HP, n, c0, span, S,
-                    SP: tl.constexpr, BLOCK: tl.constexpr):
+def _weights_kernel(G, sg, YSQ, A, PMAX, W, sw, MC, ZP, HP, n, c0, span, S, SP: tl.constexpr, BLOCK: tl.constexpr):
     """Program (row, split): W = exp(l' - m) rounded to W's dtype (0 for the candidates, whose G
     entries the select kernel set to -inf); partial sums Z and H of the rounded weights. ``m`` is
     the row's chunk maximum (the max of the S split maxima), stored by split 0."""
@@ -202,9 +212,34 @@ def _weights_kernel(G, sg, YSQ, A, PMAX, W, sw, MC, ZP, HP, n, c0, span, S,
 
 
 @triton.jit
-def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M, TOP,
-                   MEAN, smean, LSE, ENT, CERT, d,
-                   SP: tl.constexpr, MP: tl.constexpr, BLOCK_D: tl.constexpr):
+def _refine_kernel(
+    X,
+    sx,
+    Y,
+    sy,
+    C,
+    A,
+    XSQ,
+    EPS,
+    MC,
+    ZP,
+    HP,
+    S,
+    ACC,
+    sacc,
+    CI,
+    M,
+    TOP,
+    MEAN,
+    smean,
+    LSE,
+    ENT,
+    CERT,
+    d,
+    SP: tl.constexpr,
+    MP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """Program per query: exact candidates added to the candidate-free sums (m, Z, H, A), which
     are relative to the shifted logits l' = l + |x_c|^2 / 2 sigma^2; writes the posterior mean
     (uncentred, float64), lse, entropy and the certificate (``TOP``: the largest approximate
@@ -215,19 +250,18 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
     z = tl.sum(tl.load(ZP + row * S + ss, mask=ss < S, other=0.0), 0)
     h = tl.sum(tl.load(HP + row * S + ss, mask=ss < S, other=0.0), 0)
     shift = tl.load(XSQ + row) * a
-    m = tl.load(MC + row) - shift                           # on the true logit scale
+    m = tl.load(MC + row) - shift  # on the true logit scale
     jj = tl.arange(0, MP)
     ci = tl.load(CI + row * M + jj, mask=jj < M, other=-1)
     valid = ci >= 0
     rows_y = tl.where(valid, ci, 0) * sy
     offs = tl.arange(0, BLOCK_D)
     d2 = tl.zeros([MP], tl.float64)
-    for start in range(0, d, BLOCK_D):                      # exact squared distances
+    for start in range(0, d, BLOCK_D):  # exact squared distances
         cols = start + offs
         msk = cols < d
         x = tl.load(X + row * sx + cols, mask=msk, other=0.0).to(tl.float64)
-        yv = tl.load(Y + rows_y[:, None] + cols[None, :], mask=valid[:, None] & msk[None, :],
-                     other=0.0).to(tl.float64)
+        yv = tl.load(Y + rows_y[:, None] + cols[None, :], mask=valid[:, None] & msk[None, :], other=0.0).to(tl.float64)
         t = tl.where(msk[None, :], x[None, :] - yv, 0.0)
         d2 += tl.sum(t * t, 1)
     lex = tl.where(valid, -d2 * a, _NEG)
@@ -251,12 +285,11 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
     cert = eps * (tl.sqrt(omega * rho) + rho / (2.0 * tl.sqrt(tl.cast(d, tl.float64) + 2.0)))
     tl.store(CERT + row, tl.where(rho > 0.0, cert, 0.0))
     inv = 1.0 / zt
-    for start in range(0, d, BLOCK_D):                      # mean = c + (sc A + sum w (y - c)) / Z
+    for start in range(0, d, BLOCK_D):  # mean = c + (sc A + sum w (y - c)) / Z
         cols = start + offs
         msk = cols < d
         c = tl.load(C + cols, mask=msk, other=0.0)
-        yv = tl.load(Y + rows_y[:, None] + cols[None, :], mask=valid[:, None] & msk[None, :],
-                     other=0.0).to(tl.float64)
+        yv = tl.load(Y + rows_y[:, None] + cols[None, :], mask=valid[:, None] & msk[None, :], other=0.0).to(tl.float64)
         out = tl.load(ACC + row * sacc + cols, mask=msk, other=0.0).to(tl.float64) * sc
         out += tl.sum(w[:, None] * (yv - c[None, :]), 0)
         tl.store(MEAN + row * smean + cols, c + out * inv, mask=msk)
@@ -265,6 +298,7 @@ def _refine_kernel(X, sx, Y, sy, C, A, XSQ, EPS, MC, ZP, HP, S, ACC, sacc, CI, M
 # =============================================================================================
 # host side
 # =============================================================================================
+
 
 def _splits(B: int, n: int) -> int:
     """Column splits per query: enough programs to fill a large GPU (~512), spans >= 2 tiles."""
@@ -318,7 +352,7 @@ def _knn_candidates(xq, prep, chunk, K):
     f64 = torch.float64
     KP = _next_pow2(K)
     ones = torch.ones(B, dtype=f64, device=dev)
-    chunk = min(chunk, (2 ** 31 - 1) // max(1, B))
+    chunk = min(chunk, (2**31 - 1) // max(1, B))
     top = torch.full((B,), -math.inf, dtype=f64, device=dev)
     cand_l = torch.empty(B, 0, dtype=f64, device=dev)
     cand_i = torch.empty(B, 0, dtype=torch.long, device=dev)
@@ -331,7 +365,7 @@ def _knn_candidates(xq, prep, chunk, K):
 
     for c0 in range(0, prep.n, chunk):
         n = min(chunk, prep.n - c0)
-        G = xq @ prep.yc[c0:c0 + n].T
+        G = xq @ prep.yc[c0 : c0 + n].T
         S, span, pmax, cl, ci = _select(G, prep, ones, c0, KP, mark=False)
         del G
         top = torch.maximum(top, cl.view(B, S, KP).amin(2).amax(1))
@@ -352,7 +386,7 @@ def _stream(xq, prep, a, chunk, K, dtype):
     N = prep.n
     dev = xq.device
     f64 = torch.float64
-    chunk = min(chunk, (2 ** 31 - 1) // max(1, B))           # int32 offsets inside the kernels
+    chunk = min(chunk, (2**31 - 1) // max(1, B))  # int32 offsets inside the kernels
     state = None
     cand_l = cand_i = None
     for c0 in range(0, N, chunk):
@@ -364,12 +398,28 @@ def _stream(xq, prep, a, chunk, K, dtype):
         mc = torch.empty(B, dtype=f64, device=dev)
         zp = torch.empty(B, S, dtype=f64, device=dev)
         hp = torch.empty(B, S, dtype=f64, device=dev)
-        _weights_kernel[(B, S)](G, G.stride(0), prep.ysq, a, pmax, W, W.stride(0), mc, zp, hp, n, c0, span, S,
-                                SP=_next_pow2(S), BLOCK=_BLOCK)
+        _weights_kernel[(B, S)](
+            G,
+            G.stride(0),
+            prep.ysq,
+            a,
+            pmax,
+            W,
+            W.stride(0),
+            mc,
+            zp,
+            hp,
+            n,
+            c0,
+            span,
+            S,
+            SP=_next_pow2(S),
+            BLOCK=_BLOCK,
+        )
         del G
         Ac = W @ yk
         del W
-        top_c = cl.view(B, S, K).amin(2).amax(1)          # -inf where a list holds a whole split
+        top_c = cl.view(B, S, K).amin(2).amax(1)  # -inf where a list holds a whole split
         if state is None:
             state = [mc, zp, hp, Ac]
             cand_l, cand_i, top = cl, ci, top_c
@@ -385,7 +435,7 @@ def _stream(xq, prep, a, chunk, K, dtype):
         z = so * z + sn * zc
         acc = acc.to(f64) * so + Ac.to(f64) * sn
         cand_l, cand_i = torch.cat([cand_l, cl], 1), torch.cat([cand_i, ci], 1)
-        if cand_l.shape[1] > _MAX_CANDIDATES:                   # drop the weakest, with approx. weights
+        if cand_l.shape[1] > _MAX_CANDIDATES:  # drop the weakest, with approx. weights
             order = torch.argsort(cand_l, dim=1, descending=True, stable=True)
             keep, drop = order[:, :_MAX_CANDIDATES], order[:, _MAX_CANDIDATES:]
             dl, di = torch.gather(cand_l, 1, drop), torch.gather(cand_i, 1, drop)
@@ -414,16 +464,49 @@ def _run(x, xq, prep, a, xsq, eps, chunk, K, dtype):
     ent = torch.empty(B, dtype=f64, device=x.device)
     cert = torch.empty(B, dtype=f64, device=x.device)
     S = zp.shape[1]
-    _refine_kernel[(B,)](x, x.stride(0), prep.y, prep.y.stride(0), prep.center, a, xsq, eps, m, zp, hp, S,
-                         acc, acc.stride(0), ci, M, top.contiguous(), mean, mean.stride(0), lse, ent, cert, d,
-                         SP=_next_pow2(S), MP=_next_pow2(M),
-                         BLOCK_D=max(16, min(256, 8192 // _next_pow2(M), _next_pow2(d))))
+    _refine_kernel[(B,)](
+        x,
+        x.stride(0),
+        prep.y,
+        prep.y.stride(0),
+        prep.center,
+        a,
+        xsq,
+        eps,
+        m,
+        zp,
+        hp,
+        S,
+        acc,
+        acc.stride(0),
+        ci,
+        M,
+        top.contiguous(),
+        mean,
+        mean.stride(0),
+        lse,
+        ent,
+        cert,
+        d,
+        SP=_next_pow2(S),
+        MP=_next_pow2(M),
+        BLOCK_D=max(16, min(256, 8192 // _next_pow2(M), _next_pow2(d))),
+    )
     return mean, lse, ent, cert
 
 
-def empirical_posterior_triton(x: torch.Tensor, prep, sigma, *, chunk_size: int | None = None,
-                               n_candidates: int = N_CANDIDATES, rtol: float = DEFAULT_RTOL,
-                               allow_tf32: bool = False, info: dict | None = None, validated: bool = False):
+def empirical_posterior_triton(
+    x: torch.Tensor,
+    prep,
+    sigma,
+    *,
+    chunk_size: int | None = None,
+    n_candidates: int = N_CANDIDATES,
+    rtol: float = DEFAULT_RTOL,
+    allow_tf32: bool = False,
+    info: dict | None = None,
+    validated: bool = False,
+):
     """Posterior mean, log-sum-exp and effective count with the fused Triton kernels (GPU).
 
     Same contract as :func:`gaussdiff.kernels.empirical_posterior_torch`; ``chunk_size=None``
@@ -457,8 +540,20 @@ def _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info):
     a = torch.empty(B, dtype=f64, device=dev)
     eps = torch.empty(B, dtype=f64, device=dev)
     coef = torch.full((1,), _LAMBDA * math.sqrt(d + 2) * u * prep.ymax, dtype=f64, device=dev)
-    _prep_kernel[(B,)](x, x.stride(0), prep.center, s.contiguous(), xq, xq.stride(0), xsq, a, eps, coef, d,
-                       BLOCK_D=min(1024, _next_pow2(d)))
+    _prep_kernel[(B,)](
+        x,
+        x.stride(0),
+        prep.center,
+        s.contiguous(),
+        xq,
+        xq.stride(0),
+        xsq,
+        a,
+        eps,
+        coef,
+        d,
+        BLOCK_D=min(1024, _next_pow2(d)),
+    )
     with _tf32(dev, allow_tf32 and y.dtype == torch.float32):
         mean, lse, ent, cert = _run(x, xq, prep, a, xsq, eps, chunk, K, y.dtype)
     bad = torch.nonzero(cert > rtol).flatten()
@@ -478,8 +573,9 @@ def _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info):
     return mean, lse, torch.exp(ent)
 
 
-def nearest_neighbors_triton(x: torch.Tensor, data, k: int = 1, *, chunk_size: int | None = None,
-                             info: dict | None = None):
+def nearest_neighbors_triton(
+    x: torch.Tensor, data, k: int = 1, *, chunk_size: int | None = None, info: dict | None = None
+):
     """Exact ``k`` nearest neighbours with the fused candidate pass (:func:`knn_candidates`),
     then the exact refinement and rigorous certificate the torch backend shares (step 6 of
     :mod:`gaussdiff.kernels`). ``data`` is a (N, ...) tensor or a
@@ -490,5 +586,5 @@ def nearest_neighbors_triton(x: torch.Tensor, data, k: int = 1, *, chunk_size: i
     chunk = auto_chunk(x.shape[0], prep.n) if chunk_size is None else _check_chunk(chunk_size)
     with _tf32(x.device, False):
         ci, top = knn_candidates(x64c.to(prep.y.dtype).contiguous(), prep, chunk, K)
-        rest_d2 = xsq - top                                    # +inf where every point is a candidate
+        rest_d2 = xsq - top  # +inf where every point is a candidate
     return _knn_refine_torch(x, prep, k, ci, rest_d2, xsq, chunk_size, info)

@@ -11,8 +11,9 @@ _WORK = torch.float64
 
 def _same_event(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if tuple(a.shape[1:]) != tuple(b.shape[1:]):
-        raise ValueError(f"{name_b}: expected event shape {tuple(a.shape[1:])} to match {name_a}, "
-                         f"got {tuple(b.shape[1:])}")
+        raise ValueError(
+            f"{name_b}: expected event shape {tuple(a.shape[1:])} to match {name_a}, got {tuple(b.shape[1:])}"
+        )
     if a.device != b.device:
         raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}; move one of them")
 

@@ -25,15 +25,25 @@ from .._checks import as_tensor, check_data, check_finite, check_int, check_posi
 from ._common import _WORK, _flat64, _is_number, _same_event
 
 __all__ = [
-    "SigmaProfile", "LinearDistillation", "DistillationComparison", "GeneralizationGap", "OptimumGap",
-    "denoiser_distance", "optimum_gap", "linearity_score", "centred_linearity_score", "linear_distillation",
-    "distillation_distance_to_gaussian", "generalization_gap",
+    "SigmaProfile",
+    "LinearDistillation",
+    "DistillationComparison",
+    "GeneralizationGap",
+    "OptimumGap",
+    "denoiser_distance",
+    "optimum_gap",
+    "linearity_score",
+    "centred_linearity_score",
+    "linear_distillation",
+    "distillation_distance_to_gaussian",
+    "generalization_gap",
 ]
 
 
 # =============================================================================================
 # Result types
 # =============================================================================================
+
 
 @dataclass(frozen=True)
 class SigmaProfile:
@@ -57,7 +67,6 @@ class SigmaProfile:
         if not torch.equal(self.sigmas, other.sigmas):
             raise ValueError("other: profiles on different sigma grids cannot be subtracted")
         return SigmaProfile(self.sigmas, self.values - other.values)
-
 
 
 @dataclass(frozen=True)
@@ -119,10 +128,13 @@ class GeneralizationGap:
 # Validation and evaluation helpers (private)
 # =============================================================================================
 
+
 def _check_generator(generator) -> torch.Generator:
     if not isinstance(generator, torch.Generator):
-        raise ValueError("generator: expected a torch.Generator (randomness is passed in, "
-                         f"never drawn from the global generator), got {type(generator).__name__}")
+        raise ValueError(
+            "generator: expected a torch.Generator (randomness is passed in, "
+            f"never drawn from the global generator), got {type(generator).__name__}"
+        )
     return generator
 
 
@@ -151,12 +163,14 @@ def _evaluate(denoiser: Callable, x: torch.Tensor, sigma: torch.Tensor, batch_si
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size]
-            sb = sigma[start:start + batch_size].to(dtype=x.dtype, device=x.device)
+            xb = x[start : start + batch_size]
+            sb = sigma[start : start + batch_size].to(dtype=x.dtype, device=x.device)
             y = denoiser(xb, sb)
             if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(xb.shape):
-                raise ValueError(f"denoiser: must return a tensor of the input's shape {tuple(xb.shape)}, "
-                                 f"got {getattr(y, 'shape', type(y).__name__)}")
+                raise ValueError(
+                    f"denoiser: must return a tensor of the input's shape {tuple(xb.shape)}, "
+                    f"got {getattr(y, 'shape', type(y).__name__)}"
+                )
             out.append(_flat64(y))
     return torch.cat(out)
 
@@ -167,7 +181,7 @@ def _on_grid(denoiser, points, sigmas, noise, batch_size):
     Returns ``(x, D)``: float64 ``(S, B, d)`` noisy inputs and outputs."""
     S, B = sigmas.shape[0], points.shape[0]
     sig = sigmas.to(dtype=points.dtype, device=points.device)
-    x = points[None] + sig.reshape(S, *([1] * points.ndim)) * noise          # (S, B, *event)
+    x = points[None] + sig.reshape(S, *([1] * points.ndim)) * noise  # (S, B, *event)
     x = x.reshape(S * B, *points.shape[1:])
     sig_rows = sigmas.repeat_interleave(B)
     y = _evaluate(denoiser, x, sig_rows, batch_size)
@@ -186,8 +200,17 @@ def _cosine_rows(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 # Denoisers compared on a sigma grid
 # =============================================================================================
 
-def denoiser_distance(d1: Callable, d2: Callable, points, sigmas, *, generator: torch.Generator,
-                      normalize: str = "data", batch_size: int = 4096) -> SigmaProfile:
+
+def denoiser_distance(
+    d1: Callable,
+    d2: Callable,
+    points,
+    sigmas,
+    *,
+    generator: torch.Generator,
+    normalize: str = "data",
+    batch_size: int = 4096,
+) -> SigmaProfile:
     r"""Relative mean squared difference of two denoisers on noisy points, per noise level.
 
     At each :math:`\sigma`, with :math:`x = x_0 + \sigma n`, :math:`x_0` the given points and
@@ -236,16 +259,18 @@ def denoiser_distance(d1: Callable, d2: Callable, points, sigmas, *, generator: 
         flat = _flat64(points)
         z = float(((flat - flat.mean(0)) ** 2).sum(1).mean())
         if z <= 0:
-            raise ValueError("points: all points are equal, their variance cannot normalise the distance "
-                             "(use normalize='reference' or 'none')")
+            raise ValueError(
+                "points: all points are equal, their variance cannot normalise the distance "
+                "(use normalize='reference' or 'none')"
+            )
     noise = _noise((sig.shape[0], *points.shape), gen, points)
     _, y1 = _on_grid(d1, points, sig, noise, batch_size)
     _, y2 = _on_grid(d2, points, sig, noise, batch_size)
-    mse = ((y1 - y2) ** 2).sum(-1).mean(-1)                                   # (S,)
+    mse = ((y1 - y2) ** 2).sum(-1).mean(-1)  # (S,)
     if normalize == "data":
         vals = mse / z
     elif normalize == "reference":
-        ref = (y2 ** 2).sum(-1).mean(-1)
+        ref = (y2**2).sum(-1).mean(-1)
         if bool((ref <= 0).any()):
             raise ValueError("d2: its output is zero at some level, normalize='reference' is undefined")
         vals = mse / ref
@@ -281,9 +306,17 @@ class OptimumGap:
         return self.excess / (self.loss_gaussian - self.loss_optimum)
 
 
-def optimum_gap(denoiser: Callable, train, *, generator: torch.Generator, n_draws: int = 4096,
-                p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float | None = None,
-                batch_size: int = 4096) -> OptimumGap:
+def optimum_gap(
+    denoiser: Callable,
+    train,
+    *,
+    generator: torch.Generator,
+    n_draws: int = 4096,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    sigma_data: float | None = None,
+    batch_size: int = 4096,
+) -> OptimumGap:
     r"""How far a denoiser's *training* loss is from the smallest possible, the exact empirical
     optimum's: a measured "sufficiently trained".
 
@@ -323,14 +356,15 @@ def optimum_gap(denoiser: Callable, train, *, generator: torch.Generator, n_draw
         raise ValueError(f"p_mean: must be finite, got {p_mean!r}")
     sd = float(train.to(_WORK).std()) if sigma_data is None else check_positive(sigma_data, "sigma_data")
     if not sd > 0:
-        raise ValueError("train: all its entries are equal, so sigma_data (its standard deviation) is 0; "
-                         "pass sigma_data")
+        raise ValueError(
+            "train: all its entries are equal, so sigma_data (its standard deviation) is 0; pass sigma_data"
+        )
     idx = torch.randint(train.shape[0], (n_draws,), generator=gen, device=gen.device).cpu()
     sigma = torch.exp(p_mean + p_std * torch.randn(n_draws, generator=gen, dtype=_WORK, device=gen.device)).cpu()
     noise = _noise((n_draws, *train.shape[1:]), gen, train).cpu()
     x0 = train.cpu()[idx]
     x = x0 + sigma.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1))) * noise
-    lam = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
+    lam = (sigma**2 + sd**2) / (sigma * sd) ** 2
     d = math.prod(train.shape[1:])
     train64 = train.cpu().to(_WORK)
     x64 = x.to(_WORK)
@@ -343,8 +377,14 @@ def optimum_gap(denoiser: Callable, train, *, generator: torch.Generator, n_draw
     l_opt = per_draw(EmpiricalDenoiser(train64), x64)
     l_gau = per_draw(GaussianDenoiser.fit(train64), x64)
     diff = l_net - l_opt
-    return OptimumGap(float(l_net.mean()), float(l_opt.mean()), float(l_gau.mean()), float(diff.mean()),
-                      float(diff.std() / math.sqrt(n_draws)), n_draws)
+    return OptimumGap(
+        float(l_net.mean()),
+        float(l_opt.mean()),
+        float(l_gau.mean()),
+        float(diff.mean()),
+        float(diff.std() / math.sqrt(n_draws)),
+        n_draws,
+    )
 
 
 def _linearity(denoiser, points, sigmas, generator, alpha, beta, batch_size, centred):
@@ -387,9 +427,16 @@ def _linearity(denoiser, points, sigmas, generator, alpha, beta, batch_size, cen
     return SigmaProfile(sig, cos.mean(-1).cpu())
 
 
-def linearity_score(denoiser: Callable, points, sigmas, *, generator: torch.Generator,
-                    alpha: float = 1 / math.sqrt(2), beta: float = 1 / math.sqrt(2),
-                    batch_size: int = 4096) -> SigmaProfile:
+def linearity_score(
+    denoiser: Callable,
+    points,
+    sigmas,
+    *,
+    generator: torch.Generator,
+    alpha: float = 1 / math.sqrt(2),
+    beta: float = 1 / math.sqrt(2),
+    batch_size: int = 4096,
+) -> SigmaProfile:
     r"""Linearity score of Li, Dai & Qu (NeurIPS 2024, "Understanding generalizability of
     diffusion models requires rethinking the hidden Gaussian structure"), per noise level:
 
@@ -426,9 +473,16 @@ def linearity_score(denoiser: Callable, points, sigmas, *, generator: torch.Gene
     return _linearity(denoiser, points, sigmas, generator, alpha, beta, batch_size, centred=False)
 
 
-def centred_linearity_score(denoiser: Callable, points, sigmas, *, generator: torch.Generator,
-                            alpha: float = 1 / math.sqrt(2), beta: float = 1 / math.sqrt(2),
-                            batch_size: int = 4096) -> SigmaProfile:
+def centred_linearity_score(
+    denoiser: Callable,
+    points,
+    sigmas,
+    *,
+    generator: torch.Generator,
+    alpha: float = 1 / math.sqrt(2),
+    beta: float = 1 / math.sqrt(2),
+    batch_size: int = 4096,
+) -> SigmaProfile:
     r"""Linearity score on differences, exactly 1 for every affine denoiser.
 
     With a third noisy point :math:`x_3` as the origin, compare the response to a combination
@@ -453,8 +507,10 @@ def centred_linearity_score(denoiser: Callable, points, sigmas, *, generator: to
 # Linear distillation and the hidden Gaussian structure
 # =============================================================================================
 
-def linear_distillation(denoiser: Callable, points, sigmas, *, generator: torch.Generator,
-                        n_noise: int = 1, batch_size: int = 4096) -> LinearDistillation:
+
+def linear_distillation(
+    denoiser: Callable, points, sigmas, *, generator: torch.Generator, n_noise: int = 1, batch_size: int = 4096
+) -> LinearDistillation:
     r"""The best affine approximation of a denoiser at each noise level, by least squares.
 
     At each :math:`\sigma`, on :math:`M = B \cdot n_{noise}` noisy inputs :math:`x_m = x_0 +
@@ -489,16 +545,16 @@ def linear_distillation(denoiser: Callable, points, sigmas, *, generator: torch.
     n_noise = check_int(n_noise, "n_noise", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     S = sig.shape[0]
-    base = points.repeat(n_noise, *([1] * (points.ndim - 1)))                 # (M, *event)
+    base = points.repeat(n_noise, *([1] * (points.ndim - 1)))  # (M, *event)
     x, y = _on_grid(denoiser, base, sig, _noise((S, *base.shape), gen, base), batch_size)  # (S, M, d)
     xm, ym = x.mean(1, keepdim=True), y.mean(1, keepdim=True)
     xc, yc = x - xm, y - ym
     driver = "gelsd" if xc.device.type == "cpu" else None
-    sol = torch.linalg.lstsq(xc, yc, driver=driver).solution                   # (S, d, d) = W^T
+    sol = torch.linalg.lstsq(xc, yc, driver=driver).solution  # (S, d, d) = W^T
     weight = sol.transpose(1, 2)
     bias = ym[:, 0] - torch.einsum("sij,sj->si", weight, xm[:, 0])
     res = ((yc - xc @ sol) ** 2).sum((1, 2))
-    tot = (yc ** 2).sum((1, 2))
+    tot = (yc**2).sum((1, 2))
     residual = torch.where(tot > 0, res / tot.clamp_min(torch.finfo(_WORK).tiny), torch.zeros_like(res))
     return LinearDistillation(sigmas=sig, weight=weight.cpu(), bias=bias.cpu(), residual=residual.cpu())
 
@@ -557,16 +613,17 @@ def distillation_distance_to_gaussian(distillation: LinearDistillation, gaussian
         out_d.append((quad + float(((delta_w @ mu + delta_b) ** 2).sum())) / tr)
     sig = distillation.sigmas
     t = lambda v: torch.tensor(v, dtype=_WORK)  # noqa: E731
-    return DistillationComparison(SigmaProfile(sig, t(w_d)), SigmaProfile(sig, t(o_d)),
-                                  SigmaProfile(sig, t(out_d)))
+    return DistillationComparison(SigmaProfile(sig, t(w_d)), SigmaProfile(sig, t(o_d)), SigmaProfile(sig, t(out_d)))
 
 
 # =============================================================================================
 # Generalization gap
 # =============================================================================================
 
-def generalization_gap(denoiser: Callable, train, heldout, sigmas, *, generator: torch.Generator,
-                       batch_size: int = 4096) -> GeneralizationGap:
+
+def generalization_gap(
+    denoiser: Callable, train, heldout, sigmas, *, generator: torch.Generator, batch_size: int = 4096
+) -> GeneralizationGap:
     r"""Denoising error on training points against held-out points, per noise level.
 
     .. math:: \mathrm{MSE}(\sigma) = \frac1d\,E_{x_0}\,E_n\,\|D(x_0 + \sigma n, \sigma) - x_0\|^2

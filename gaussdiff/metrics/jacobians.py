@@ -20,7 +20,7 @@ from ._common import _WORK
 __all__ = ["denoiser_jacobian", "jacobian_spectrum", "effective_rank", "effective_dimension"]
 
 
-def denoiser_jacobian(denoiser: Callable, x: torch.Tensor, sigma, *, max_elements: int = 2 ** 22) -> torch.Tensor:
+def denoiser_jacobian(denoiser: Callable, x: torch.Tensor, sigma, *, max_elements: int = 2**22) -> torch.Tensor:
     r"""Jacobians :math:`J_b = \partial D(x_b, \sigma) / \partial x_b` of any differentiable
     denoiser (network or closed form), by reverse-mode autograd: ``(B, d, d)`` in ``x``'s dtype.
 
@@ -63,14 +63,15 @@ def denoiser_jacobian(denoiser: Callable, x: torch.Tensor, sigma, *, max_element
         with torch.enable_grad():
             y = denoiser(xin, s_in).reshape(cj, B, d)
             rows = torch.arange(cj, device=x.device)
-            picked = y[rows, :, j0 + rows]                     # (cj, B): output coord j0+k of copy k
+            picked = y[rows, :, j0 + rows]  # (cj, B): output coord j0+k of copy k
             (grad,) = torch.autograd.grad(picked.sum(), xin)
-        J[:, j0:j0 + cj, :] = grad.reshape(cj, B, d).transpose(0, 1)
+        J[:, j0 : j0 + cj, :] = grad.reshape(cj, B, d).transpose(0, 1)
     return J
 
 
-def jacobian_spectrum(denoiser: Callable, x: torch.Tensor, sigma, *, return_jacobian: bool = False,
-                      max_elements: int = 2 ** 22):
+def jacobian_spectrum(
+    denoiser: Callable, x: torch.Tensor, sigma, *, return_jacobian: bool = False, max_elements: int = 2**22
+):
     r"""Singular values of the denoiser's Jacobian at each query, descending: ``(B, d)``.
 
     For an exact (MMSE) denoiser the Jacobian is the posterior covariance over
@@ -126,7 +127,7 @@ def effective_rank(singular_values, energy: float = 0.99) -> torch.Tensor:
     return rank.to(torch.int64)
 
 
-def effective_dimension(denoiser: Callable, x: torch.Tensor, sigma, *, max_elements: int = 2 ** 22) -> torch.Tensor:
+def effective_dimension(denoiser: Callable, x: torch.Tensor, sigma, *, max_elements: int = 2**22) -> torch.Tensor:
     r"""Trace of the denoiser's Jacobian at each query, :math:`\mathrm{tr}\,\partial D/\partial x`:
     ``(B,)`` float64.
 

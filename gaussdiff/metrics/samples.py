@@ -24,15 +24,28 @@ from ..kernels import nearest_neighbors
 from ._common import _WORK, _flat64, _is_number, _same_event
 
 __all__ = [
-    "Fraction", "ReproducibilityResult", "bootstrap_fraction", "nearest_training", "memorized",
-    "memorization_fraction", "memorized_within", "generalization_score", "max_similarity", "reproducibility",
-    "Similarity", "CentredCosine", "NormalisedL2", "FeatureCosine", "get_similarity",
+    "Fraction",
+    "ReproducibilityResult",
+    "bootstrap_fraction",
+    "nearest_training",
+    "memorized",
+    "memorization_fraction",
+    "memorized_within",
+    "generalization_score",
+    "max_similarity",
+    "reproducibility",
+    "Similarity",
+    "CentredCosine",
+    "NormalisedL2",
+    "FeatureCosine",
+    "get_similarity",
 ]
 
 
 # =============================================================================================
 # Result types
 # =============================================================================================
+
 
 @dataclass(frozen=True)
 class Fraction:
@@ -58,9 +71,13 @@ class Fraction:
     def as_dict(self, prefix: str) -> dict:
         """Flat columns for a results table: ``prefix``, ``prefix_se``, ``prefix_ci_low``,
         ``prefix_ci_high``, ``prefix_n``."""
-        return {prefix: self.value, f"{prefix}_se": self.se, f"{prefix}_ci_low": self.ci_low,
-                f"{prefix}_ci_high": self.ci_high, f"{prefix}_n": self.n}
-
+        return {
+            prefix: self.value,
+            f"{prefix}_se": self.se,
+            f"{prefix}_ci_low": self.ci_low,
+            f"{prefix}_ci_high": self.ci_high,
+            f"{prefix}_n": self.n,
+        }
 
 
 @dataclass(frozen=True)
@@ -79,7 +96,6 @@ class ReproducibilityResult:
     similarities: torch.Tensor
 
 
-
 def _seed_rng(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
@@ -88,9 +104,9 @@ def _seed_rng(seed) -> np.random.Generator:
     return np.random.default_rng(int(seed))
 
 
-
 # Bootstrap
 # =============================================================================================
+
 
 def bootstrap_fraction(indicators, *, n_boot: int = 1000, seed=0) -> Fraction:
     r"""A share of 0/1 indicators with its seeded bootstrap standard error and 95 % interval.
@@ -138,6 +154,7 @@ def bootstrap_fraction(indicators, *, n_boot: int = 1000, seed=0) -> Fraction:
 # Similarities
 # =============================================================================================
 
+
 class Similarity:
     """A similarity between two batches of points, pluggable into the sample metrics.
 
@@ -168,10 +185,11 @@ class Similarity:
             raise ValueError(f"threshold: expected a finite number, got {threshold!r}")
         t = float(threshold)
         if not self.low <= t <= self.high:
-            raise ValueError(f"threshold: must lie in [{self.low:.4g}, {self.high:.4g}] for the "
-                             f"{self.name} similarity, got {threshold!r}")
+            raise ValueError(
+                f"threshold: must lie in [{self.low:.4g}, {self.high:.4g}] for the "
+                f"{self.name} similarity, got {threshold!r}"
+            )
         return t
-
 
 
 class _UnitCosine(Similarity):
@@ -230,8 +248,9 @@ class FeatureCosine(_UnitCosine):
         with torch.no_grad():
             f = self.feature_map(x)
         if not isinstance(f, torch.Tensor) or f.ndim < 1 or f.shape[0] != x.shape[0]:
-            raise ValueError(f"feature_map: must return a tensor with {x.shape[0]} rows, "
-                             f"got {getattr(f, 'shape', type(f).__name__)}")
+            raise ValueError(
+                f"feature_map: must return a tensor with {x.shape[0]} rows, got {getattr(f, 'shape', type(f).__name__)}"
+            )
         f = f.reshape(f.shape[0], -1).to(_WORK)
         return check_finite(f, "feature_map output")
 
@@ -257,14 +276,13 @@ class NormalisedL2(Similarity):
     @staticmethod
     def _sim(d2, n2):
         tiny = torch.finfo(_WORK).tiny
-        return torch.where(n2 > 0, 1.0 - torch.sqrt(d2.clamp_min(0.0) / n2.clamp_min(tiny)),
-                           torch.ones_like(d2))
+        return torch.where(n2 > 0, 1.0 - torch.sqrt(d2.clamp_min(0.0) / n2.clamp_min(tiny)), torch.ones_like(d2))
 
     def score(self, ea, eb):
-        return self._sim(((ea - eb) ** 2).sum(1), (ea ** 2).sum(1) + (eb ** 2).sum(1))
+        return self._sim(((ea - eb) ** 2).sum(1), (ea**2).sum(1) + (eb**2).sum(1))
 
     def cross(self, ea, eb):
-        na, nb = (ea ** 2).sum(1), (eb ** 2).sum(1)
+        na, nb = (ea**2).sum(1), (eb**2).sum(1)
         d2 = na[:, None] + nb[None] - 2.0 * (ea @ eb.T)
         return self._sim(d2, na[:, None] + nb[None])
 
@@ -277,8 +295,10 @@ def get_similarity(similarity) -> Similarity:
     if isinstance(similarity, str):
         table = {"cosine": CentredCosine, "l2": NormalisedL2}
         if similarity not in table:
-            raise ValueError(f"similarity: expected one of {sorted(table)}, a Similarity or a feature "
-                             f"map callable, got {similarity!r}")
+            raise ValueError(
+                f"similarity: expected one of {sorted(table)}, a Similarity or a feature "
+                f"map callable, got {similarity!r}"
+            )
         return table[similarity]()
     if callable(similarity):
         return FeatureCosine(similarity)
@@ -288,6 +308,7 @@ def get_similarity(similarity) -> Similarity:
 # =============================================================================================
 # Samples against a training set
 # =============================================================================================
+
 
 def nearest_training(samples, train, k: int = 2):
     """Exact ``k`` nearest training points of each sample (Euclidean), streamed over ``train``.
@@ -348,14 +369,16 @@ def memorized(samples, train, *, ratio: float = 1 / 3, neighbors=None) -> torch.
     else:
         dist = torch.as_tensor(neighbors[0])
         if dist.ndim != 2 or dist.shape[0] != samples.shape[0] or dist.shape[1] < 2:
-            raise ValueError(f"neighbors: expected distances of shape ({samples.shape[0]}, k >= 2), "
-                             f"got {tuple(dist.shape)}")
+            raise ValueError(
+                f"neighbors: expected distances of shape ({samples.shape[0]}, k >= 2), got {tuple(dist.shape)}"
+            )
     d1, d2 = dist[:, 0].to(_WORK), dist[:, 1].to(_WORK)
     return (d1 < r * d2) | (d1 == 0)
 
 
-def memorization_fraction(samples, train, *, ratio: float = 1 / 3, n_boot: int = 1000, seed=0,
-                          neighbors=None) -> Fraction:
+def memorization_fraction(
+    samples, train, *, ratio: float = 1 / 3, n_boot: int = 1000, seed=0, neighbors=None
+) -> Fraction:
     """Share of samples that copy a training point (:func:`memorized`), with its bootstrap
     uncertainty (:func:`bootstrap_fraction` with ``n_boot`` and ``seed``).
 
@@ -363,8 +386,7 @@ def memorization_fraction(samples, train, *, ratio: float = 1 / 3, n_boot: int =
     -------
     :class:`Fraction`
     """
-    return bootstrap_fraction(memorized(samples, train, ratio=ratio, neighbors=neighbors),
-                              n_boot=n_boot, seed=seed)
+    return bootstrap_fraction(memorized(samples, train, ratio=ratio, neighbors=neighbors), n_boot=n_boot, seed=seed)
 
 
 def max_similarity(samples, train, *, similarity="cosine", chunk_size: int = 2048):
@@ -392,7 +414,7 @@ def max_similarity(samples, train, *, similarity="cosine", chunk_size: int = 204
     best = torch.full((samples.shape[0],), -math.inf, dtype=_WORK, device=samples.device)
     best_i = torch.zeros(samples.shape[0], dtype=torch.long, device=samples.device)
     for start in range(0, train.shape[0], chunk_size):
-        block = sim.cross(ea, sim.embed(train[start:start + chunk_size]))     # (B, c)
+        block = sim.cross(ea, sim.embed(train[start : start + chunk_size]))  # (B, c)
         val, pos = block.max(1)
         better = val > best
         best = torch.where(better, val, best)
@@ -412,8 +434,7 @@ def _within(samples, train, threshold, similarity) -> torch.Tensor:
     return values >= t
 
 
-def memorized_within(samples, train, threshold: float, *, similarity="cosine", n_boot: int = 1000,
-                     seed=0) -> Fraction:
+def memorized_within(samples, train, threshold: float, *, similarity="cosine", n_boot: int = 1000, seed=0) -> Fraction:
     r"""Share of samples within a similarity threshold of some training point:
     :math:`\max_i s(x, x_i) \ge \text{threshold}`.
 
@@ -438,8 +459,9 @@ def memorized_within(samples, train, threshold: float, *, similarity="cosine", n
     return bootstrap_fraction(_within(samples, train, threshold, similarity), n_boot=n_boot, seed=seed)
 
 
-def generalization_score(samples, train, threshold: float, *, similarity="cosine", n_boot: int = 1000,
-                         seed=0) -> Fraction:
+def generalization_score(
+    samples, train, threshold: float, *, similarity="cosine", n_boot: int = 1000, seed=0
+) -> Fraction:
     r"""Share of samples *not* within the threshold of any training point:
     :math:`\max_i s(x, x_i) < \text{threshold}` (Zhang et al. 2023, "The emergence of
     reproducibility and consistency in diffusion models", use it with SSCD similarity and
@@ -457,8 +479,9 @@ def generalization_score(samples, train, threshold: float, *, similarity="cosine
     return bootstrap_fraction(~_within(samples, train, threshold, similarity), n_boot=n_boot, seed=seed)
 
 
-def reproducibility(samples_a, samples_b, *, similarity="cosine", threshold: float = 0.6,
-                    n_boot: int = 1000, seed=0) -> ReproducibilityResult:
+def reproducibility(
+    samples_a, samples_b, *, similarity="cosine", threshold: float = 0.6, n_boot: int = 1000, seed=0
+) -> ReproducibilityResult:
     r"""Reproducibility of two samplers run from the same noise: the share of pairs
     :math:`(x^A_j, x^B_j)` (row ``j`` of each, same initial noise) with
     :math:`s(x^A_j, x^B_j) \ge \text{threshold}`.
@@ -484,8 +507,9 @@ def reproducibility(samples_a, samples_b, *, similarity="cosine", threshold: flo
     a = check_data(samples_a, "samples_a")
     b = check_data(samples_b, "samples_b")
     if tuple(a.shape) != tuple(b.shape):
-        raise ValueError(f"samples_b: expected shape {tuple(a.shape)} to pair row by row with samples_a, "
-                         f"got {tuple(b.shape)}")
+        raise ValueError(
+            f"samples_b: expected shape {tuple(a.shape)} to pair row by row with samples_a, got {tuple(b.shape)}"
+        )
     _same_event(a, b, "samples_a", "samples_b")
     sim = get_similarity(similarity)
     t = sim.check_threshold(threshold)

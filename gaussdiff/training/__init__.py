@@ -52,5 +52,14 @@ from .loop import TrainResult, denoising_loss, training_sigmas
 from .single import train_denoiser, load_denoiser, weights_fingerprint
 from .ensemble import train_ensemble
 
-__all__ = ["train_denoiser", "train_ensemble", "load_denoiser", "TrainResult", "TrainSettings", "denoising_loss",
-           "training_sigmas", "TRAIN_DEFAULTS", "weights_fingerprint"]
+__all__ = [
+    "train_denoiser",
+    "train_ensemble",
+    "load_denoiser",
+    "TrainResult",
+    "TrainSettings",
+    "denoising_loss",
+    "training_sigmas",
+    "TRAIN_DEFAULTS",
+    "weights_fingerprint",
+]

@@ -14,21 +14,47 @@ import torch
 from .._checks import check_data, check_int
 from ..data import load_dataset
 from ..networks import NetworkDenoiser, build_network
-from .loop import (TrainResult, _adam, _auto_sigma_data, _check_checkpoints, _LossLog, _optimise, _resolve_device,
-                   _run_config, _with_threads, training_sigmas)
+from .loop import (
+    TrainResult,
+    _adam,
+    _auto_sigma_data,
+    _check_checkpoints,
+    _LossLog,
+    _optimise,
+    _resolve_device,
+    _run_config,
+    _with_threads,
+    training_sigmas,
+)
 from .settings import _DEFAULT, TrainSettings
 
 __all__ = ["train_ensemble"]
 
 
-def train_ensemble(datasets, *, seeds, steps: int = _DEFAULT.steps, net: str = _DEFAULT.net,
-                   width: int | None = _DEFAULT.width, depth: int | None = _DEFAULT.depth,
-                   framework: str = _DEFAULT.framework, batch_size: int = _DEFAULT.batch_size, lr: float = _DEFAULT.lr,
-                   warmup: int = _DEFAULT.warmup, ema: float = _DEFAULT.ema, grad_clip: float | None = _DEFAULT.grad_clip,
-                   sigma_data=_DEFAULT.sigma_data, p_mean: float = _DEFAULT.p_mean, p_std: float = _DEFAULT.p_std,
-                   device=_DEFAULT.device, checkpoint_steps: Sequence[int] = (), callback: Callable | None = None,
-                   progress: bool = True, log_every: int = _DEFAULT.log_every,
-                   num_threads: int | None = None) -> list[TrainResult]:
+def train_ensemble(
+    datasets,
+    *,
+    seeds,
+    steps: int = _DEFAULT.steps,
+    net: str = _DEFAULT.net,
+    width: int | None = _DEFAULT.width,
+    depth: int | None = _DEFAULT.depth,
+    framework: str = _DEFAULT.framework,
+    batch_size: int = _DEFAULT.batch_size,
+    lr: float = _DEFAULT.lr,
+    warmup: int = _DEFAULT.warmup,
+    ema: float = _DEFAULT.ema,
+    grad_clip: float | None = _DEFAULT.grad_clip,
+    sigma_data=_DEFAULT.sigma_data,
+    p_mean: float = _DEFAULT.p_mean,
+    p_std: float = _DEFAULT.p_std,
+    device=_DEFAULT.device,
+    checkpoint_steps: Sequence[int] = (),
+    callback: Callable | None = None,
+    progress: bool = True,
+    log_every: int = _DEFAULT.log_every,
+    num_threads: int | None = None,
+) -> list[TrainResult]:
     r"""Train ``K = len(datasets)`` networks of one architecture, one per data set, as one
     vectorised model, and return one :class:`TrainResult` per data set.
 
@@ -75,22 +101,38 @@ def train_ensemble(datasets, *, seeds, steps: int = _DEFAULT.steps, net: str = _
     ``.denoiser`` (final EMA), ``.loss_history``, ``.config`` (with ``ensemble`` = K and
     ``ensemble_index`` = k) and ``.model``; ``wall_time_s`` is the whole ensemble's.
     """
-    shared = dict(steps=steps, net=net, width=width, depth=depth, framework=framework, batch_size=batch_size,
-                  lr=lr, warmup=warmup, ema=ema, grad_clip=grad_clip, p_mean=p_mean, p_std=p_std, device=device,
-                  log_every=log_every)
-    return _with_threads(num_threads, lambda: _train_ensemble(
-        datasets, seeds, sigma_data, shared, checkpoint_steps=checkpoint_steps, callback=callback,
-        progress=progress))
+    shared = dict(
+        steps=steps,
+        net=net,
+        width=width,
+        depth=depth,
+        framework=framework,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        ema=ema,
+        grad_clip=grad_clip,
+        p_mean=p_mean,
+        p_std=p_std,
+        device=device,
+        log_every=log_every,
+    )
+    return _with_threads(
+        num_threads,
+        lambda: _train_ensemble(
+            datasets, seeds, sigma_data, shared, checkpoint_steps=checkpoint_steps, callback=callback, progress=progress
+        ),
+    )
 
 
-def _train_ensemble(datasets, seeds, sigma_data, shared: dict, *, checkpoint_steps, callback,
-                    progress) -> list[TrainResult]:
+def _train_ensemble(
+    datasets, seeds, sigma_data, shared: dict, *, checkpoint_steps, callback, progress
+) -> list[TrainResult]:
     from torch.func import functional_call, stack_module_state
 
     t_start = time.perf_counter()
     if isinstance(datasets, torch.Tensor) or not isinstance(datasets, Sequence) or isinstance(datasets, str):
-        raise ValueError("datasets: expected a list of K training sets (one per model), got "
-                         f"{type(datasets).__name__}")
+        raise ValueError(f"datasets: expected a list of K training sets (one per model), got {type(datasets).__name__}")
     if len(datasets) < 1:
         raise ValueError("datasets: give at least one training set")
     K = len(datasets)
@@ -109,8 +151,10 @@ def _train_ensemble(datasets, seeds, sigma_data, shared: dict, *, checkpoint_ste
     event_shape = tuple(data[0].shape[1:])
     for i, d in enumerate(data):
         if tuple(d.shape[1:]) != event_shape:
-            raise ValueError(f"datasets: every data set needs the same event shape; datasets[0] has "
-                             f"{event_shape}, datasets[{i}] has {tuple(d.shape[1:])}")
+            raise ValueError(
+                f"datasets: every data set needs the same event shape; datasets[0] has "
+                f"{event_shape}, datasets[{i}] has {tuple(d.shape[1:])}"
+            )
     s = TrainSettings(**shared)
     checkpoint_steps = _check_checkpoints(checkpoint_steps, s.steps)
     if checkpoint_steps and callback is None:
@@ -125,13 +169,27 @@ def _train_ensemble(datasets, seeds, sigma_data, shared: dict, *, checkpoint_ste
         sds = list(sigma_data)
     else:
         sds = [sigma_data] * K
-    per_model = [s.replace(seed=seed, sigma_data=sd) for seed, sd in zip(seeds, sds)]   # validates each
+    per_model = [s.replace(seed=seed, sigma_data=sd) for seed, sd in zip(seeds, sds)]  # validates each
     dev = _resolve_device(s.device)
 
-    models = [build_network(m.net, event_shape, width=m.width, depth=m.depth, framework=m.framework,
-                            sigma_data=m.sigma_data, seed=m.seed) for m in per_model]
-    configs = [_run_config(m, data[k], specs[k], models[k], dev, checkpoint_steps, save_every=None, ensemble=K,
-                           ensemble_index=k) for k, m in enumerate(per_model)]
+    models = [
+        build_network(
+            m.net,
+            event_shape,
+            width=m.width,
+            depth=m.depth,
+            framework=m.framework,
+            sigma_data=m.sigma_data,
+            seed=m.seed,
+        )
+        for m in per_model
+    ]
+    configs = [
+        _run_config(
+            m, data[k], specs[k], models[k], dev, checkpoint_steps, save_every=None, ensemble=K, ensemble_index=k
+        )
+        for k, m in enumerate(per_model)
+    ]
 
     # The stacked weights (K, ...) as leaves, a weightless copy of the network to call them.
     params, buffers = stack_module_state([m.net for m in models])
@@ -146,17 +204,19 @@ def _train_ensemble(datasets, seeds, sigma_data, shared: dict, *, checkpoint_ste
         return functional_call(shell, (p, b), (x, c_noise))
 
     batched = torch.vmap(one)
-    try:   # a layer without a vmap rule would fail here, before any training
+    try:  # a layer without a vmap rule would fail here, before any training
         with torch.no_grad():
             batched(params, buffers, torch.zeros((K, 1) + event_shape, device=dev), torch.zeros(K, 1, device=dev))
     except Exception as exc:  # pragma: no cover - every built-in network vectorises
-        raise ValueError(f"net: {s.net!r} cannot be vectorised with torch.vmap ({exc}); "
-                         "train the models separately with train_denoiser") from exc
+        raise ValueError(
+            f"net: {s.net!r} cannot be vectorised with torch.vmap ({exc}); "
+            "train the models separately with train_denoiser"
+        ) from exc
 
     opt = _adam(plist, s.lr)
     gens = [torch.Generator(device=dev).manual_seed(seed) for seed in seeds]
     sizes = [int(d.shape[0]) for d in data]
-    offsets = torch.tensor([0] + sizes[:-1], device=dev).cumsum(0)[:, None]       # (K, 1)
+    offsets = torch.tensor([0] + sizes[:-1], device=dev).cumsum(0)[:, None]  # (K, 1)
     data_all = torch.cat(data).to(dev)
     # per-model sigma_data, (K, 1) float64: Preconditioned.scalings rounds it to float32 as it
     # rounds a single model's Python float
@@ -181,11 +241,16 @@ def _train_ensemble(datasets, seeds, sigma_data, shared: dict, *, checkpoint_ste
             idx.append(torch.randint(sizes[j], (s.batch_size,), generator=gens[j], device=dev))
             sig.append(training_sigmas(s.framework, s.batch_size, generator=gens[j], p_mean=s.p_mean, p_std=s.p_std))
             noi.append(torch.randn((s.batch_size,) + event_shape, generator=gens[j], device=dev))
-        x0 = data_all[torch.stack(idx) + offsets]                      # (K, B, *event)
-        return models[0].loss(x0, torch.stack(sig), torch.stack(noi), sigma_data=sd,
-                              f=lambda x, c_noise: batched(params, buffers, x, c_noise))   # (K,)
+        x0 = data_all[torch.stack(idx) + offsets]  # (K, B, *event)
+        return models[0].loss(
+            x0,
+            torch.stack(sig),
+            torch.stack(noi),
+            sigma_data=sd,
+            f=lambda x, c_noise: batched(params, buffers, x, c_noise),
+        )  # (K,)
 
-    def clip(max_norm):                  # clip_grad_norm_, each model over its own slices
+    def clip(max_norm):  # clip_grad_norm_, each model over its own slices
         views = [[p.grad[j] for p in plist] for j in range(K)]
         norms = torch.stack(torch._foreach_norm([v for vs in views for v in vs])).reshape(K, -1)
         coef = torch.clamp(max_norm / (torch.linalg.vector_norm(norms, dim=1) + 1e-6), max=1.0)
@@ -198,11 +263,19 @@ def _train_ensemble(datasets, seeds, sigma_data, shared: dict, *, checkpoint_ste
         if step in ckpt_set:
             callback(step, denoisers())
 
-    log = _LossLog(histories, dev, progress=progress, total=s.steps, start=0,
-                   desc=f"train {K} x {s.net}/{s.framework}")
+    log = _LossLog(histories, dev, progress=progress, total=s.steps, start=0, desc=f"train {K} x {s.net}/{s.framework}")
     try:
-        _optimise(s, opt, plist, [ema_params[n] for n in names], start=0, batch_loss=batch_loss, clip=clip,
-                  log=log, after_step=after_step)
+        _optimise(
+            s,
+            opt,
+            plist,
+            [ema_params[n] for n in names],
+            start=0,
+            batch_loss=batch_loss,
+            clip=clip,
+            log=log,
+            after_step=after_step,
+        )
     finally:
         log.close()
 
@@ -214,6 +287,15 @@ def _train_ensemble(datasets, seeds, sigma_data, shared: dict, *, checkpoint_ste
         with torch.no_grad():
             for n, p in raw.net.named_parameters():
                 p.copy_(params[n][k].detach())
-        results.append(TrainResult(denoiser=final[k], loss_history=histories[k], config=configs[k],
-                                   step=s.steps, outdir=None, wall_time_s=wall, model=raw.to(dev).eval()))
+        results.append(
+            TrainResult(
+                denoiser=final[k],
+                loss_history=histories[k],
+                config=configs[k],
+                step=s.steps,
+                outdir=None,
+                wall_time_s=wall,
+                model=raw.to(dev).eval(),
+            )
+        )
     return results

@@ -20,8 +20,15 @@ from .settings import _DEFAULT, TrainSettings
 __all__ = ["TrainResult", "denoising_loss", "training_sigmas"]
 
 
-def training_sigmas(framework: str, batch: int, *, generator: torch.Generator,
-                    p_mean: float = _DEFAULT.p_mean, p_std: float = _DEFAULT.p_std, device=None) -> torch.Tensor:
+def training_sigmas(
+    framework: str,
+    batch: int,
+    *,
+    generator: torch.Generator,
+    p_mean: float = _DEFAULT.p_mean,
+    p_std: float = _DEFAULT.p_std,
+    device=None,
+) -> torch.Tensor:
     r"""Noise levels of one training batch, ``(batch,)`` float32.
 
     ``"edm"``: :math:`\ln\sigma \sim N(P_{mean}, P_{std}^2)` (EDM Table 1);
@@ -39,8 +46,9 @@ def training_sigmas(framework: str, batch: int, *, generator: torch.Generator,
     raise ValueError(f"framework: must be one of {FRAMEWORKS}, got {framework!r}")
 
 
-def denoising_loss(model: Preconditioned, x0: torch.Tensor, sigma: torch.Tensor,
-                   noise: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+def denoising_loss(
+    model: Preconditioned, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, label: torch.Tensor | None = None
+) -> torch.Tensor:
     r"""The training loss of ``model`` on one batch: :meth:`Preconditioned.loss
     <gaussdiff.networks.Preconditioned.loss>` (module docstring), the mean over the batch and
     entries of :math:`\|F(c_{in} x, c_{noise}) - (x_0 - c_{skip} x)/c_{out}\|^2`, ``x = x0 + sigma noise``.
@@ -125,6 +133,7 @@ class _LossLog:
         self.bar = None
         if progress and start < total:
             from tqdm.auto import tqdm
+
             self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=True)
 
     def add(self, loss: torch.Tensor):
@@ -150,8 +159,18 @@ class _LossLog:
             self.bar.close()
 
 
-def _optimise(s: TrainSettings, opt: torch.optim.Optimizer, params: list, ema_params: list, *, start: int,
-              batch_loss: Callable, clip: Callable, log: _LossLog, after_step: Callable):
+def _optimise(
+    s: TrainSettings,
+    opt: torch.optim.Optimizer,
+    params: list,
+    ema_params: list,
+    *,
+    start: int,
+    batch_loss: Callable,
+    clip: Callable,
+    log: _LossLog,
+    after_step: Callable,
+):
     """The loop both trainers run, for steps ``start + 1 .. s.steps``: the learning rate of the
     warm-up ramp (linear over ``s.warmup`` steps, then constant, so a run can be extended), one
     Adam step on ``batch_loss(k)`` (one loss, or K losses whose sum is minimised: the models share
@@ -178,18 +197,55 @@ def _optimise(s: TrainSettings, opt: torch.optim.Optimizer, params: list, ema_pa
         after_step(k + 1)
 
 
-def _run_config(s: TrainSettings, data: torch.Tensor, spec, model: Preconditioned, dev, checkpoint_steps, *,
-                save_every, num_classes=None, label_dropout=None, labels_fingerprint=None, init_fingerprint=None,
-                init_from=None, **extra) -> dict:
+def _run_config(
+    s: TrainSettings,
+    data: torch.Tensor,
+    spec,
+    model: Preconditioned,
+    dev,
+    checkpoint_steps,
+    *,
+    save_every,
+    num_classes=None,
+    label_dropout=None,
+    labels_fingerprint=None,
+    init_fingerprint=None,
+    init_from=None,
+    **extra,
+) -> dict:
     """The JSON-able configuration of one trained model (what ``config.json`` and
     :attr:`TrainResult.config` hold): the settings as resolved for this model and its data."""
     mod = model.net
-    return dict(data=spec, data_fingerprint=data_fingerprint(data), data_shape=list(data.shape),
-                n=int(data.shape[0]), event_shape=list(data.shape[1:]), net=s.net, width=int(mod.width),
-                depth=int(getattr(mod, "depth", 0)) or None, framework=s.framework, seed=s.seed,
-                batch_size=s.batch_size, lr=s.lr, warmup=s.warmup, ema=s.ema, grad_clip=s.grad_clip,
-                sigma_data=s.sigma_data, p_mean=s.p_mean, p_std=s.p_std, device=str(dev), steps=s.steps,
-                checkpoint_steps=checkpoint_steps, save_every=save_every, log_every=s.log_every,
-                parameters=sum(p.numel() for p in model.parameters()), num_classes=num_classes,
-                label_dropout=label_dropout, labels_fingerprint=labels_fingerprint,
-                init_fingerprint=init_fingerprint, init_from=init_from, version=__version__, **extra)
+    return dict(
+        data=spec,
+        data_fingerprint=data_fingerprint(data),
+        data_shape=list(data.shape),
+        n=int(data.shape[0]),
+        event_shape=list(data.shape[1:]),
+        net=s.net,
+        width=int(mod.width),
+        depth=int(getattr(mod, "depth", 0)) or None,
+        framework=s.framework,
+        seed=s.seed,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        warmup=s.warmup,
+        ema=s.ema,
+        grad_clip=s.grad_clip,
+        sigma_data=s.sigma_data,
+        p_mean=s.p_mean,
+        p_std=s.p_std,
+        device=str(dev),
+        steps=s.steps,
+        checkpoint_steps=checkpoint_steps,
+        save_every=save_every,
+        log_every=s.log_every,
+        parameters=sum(p.numel() for p in model.parameters()),
+        num_classes=num_classes,
+        label_dropout=label_dropout,
+        labels_fingerprint=labels_fingerprint,
+        init_fingerprint=init_fingerprint,
+        init_from=init_from,
+        version=__version__,
+        **extra,
+    )

@@ -21,16 +21,45 @@ from .._io import atomic_torch_save, atomic_write
 from ..conditional import _check_labels
 from ..data import load_dataset
 from ..networks import NetworkDenoiser, Preconditioned, build_network
-from .loop import (TrainResult, _adam, _auto_sigma_data, _check_checkpoints, _LossLog, _optimise, _resolve_device,
-                   _run_config, _with_threads, training_sigmas)
+from .loop import (
+    TrainResult,
+    _adam,
+    _auto_sigma_data,
+    _check_checkpoints,
+    _LossLog,
+    _optimise,
+    _resolve_device,
+    _run_config,
+    _with_threads,
+    training_sigmas,
+)
 from .settings import _DEFAULT, TrainSettings
 
 __all__ = ["train_denoiser", "load_denoiser", "weights_fingerprint"]
 
 # Settings that define the run: resuming requires them unchanged (steps may grow).
-_IDENTITY = ("data_fingerprint", "data_shape", "net", "width", "depth", "framework", "seed",
-             "batch_size", "lr", "warmup", "ema", "grad_clip", "sigma_data", "p_mean", "p_std",
-             "device", "num_classes", "label_dropout", "labels_fingerprint", "init_fingerprint")
+_IDENTITY = (
+    "data_fingerprint",
+    "data_shape",
+    "net",
+    "width",
+    "depth",
+    "framework",
+    "seed",
+    "batch_size",
+    "lr",
+    "warmup",
+    "ema",
+    "grad_clip",
+    "sigma_data",
+    "p_mean",
+    "p_std",
+    "device",
+    "num_classes",
+    "label_dropout",
+    "labels_fingerprint",
+    "init_fingerprint",
+)
 _FORMAT = 1
 
 
@@ -38,16 +67,37 @@ def _ema_name(step: int) -> str:
     return f"ema_{step:07d}.pt"
 
 
-def train_denoiser(data, *, steps: int = _DEFAULT.steps, net: str = _DEFAULT.net, width: int | None = _DEFAULT.width,
-                   depth: int | None = _DEFAULT.depth, framework: str = _DEFAULT.framework, seed: int = _DEFAULT.seed,
-                   batch_size: int = _DEFAULT.batch_size, lr: float = _DEFAULT.lr, warmup: int = _DEFAULT.warmup,
-                   ema: float = _DEFAULT.ema, grad_clip: float | None = _DEFAULT.grad_clip,
-                   sigma_data=_DEFAULT.sigma_data, p_mean: float = _DEFAULT.p_mean, p_std: float = _DEFAULT.p_std,
-                   device=_DEFAULT.device, outdir=None, checkpoint_steps: Sequence[int] = (),
-                   save_every: int = _DEFAULT.save_every, callback: Callable | None = None, progress: bool = True,
-                   log_every: int = _DEFAULT.log_every, num_threads: int | None = None, labels=None,
-                   num_classes: int | None = None, label_dropout: float = _DEFAULT.label_dropout,
-                   init_from=None, settings: TrainSettings | None = None) -> TrainResult:
+def train_denoiser(
+    data,
+    *,
+    steps: int = _DEFAULT.steps,
+    net: str = _DEFAULT.net,
+    width: int | None = _DEFAULT.width,
+    depth: int | None = _DEFAULT.depth,
+    framework: str = _DEFAULT.framework,
+    seed: int = _DEFAULT.seed,
+    batch_size: int = _DEFAULT.batch_size,
+    lr: float = _DEFAULT.lr,
+    warmup: int = _DEFAULT.warmup,
+    ema: float = _DEFAULT.ema,
+    grad_clip: float | None = _DEFAULT.grad_clip,
+    sigma_data=_DEFAULT.sigma_data,
+    p_mean: float = _DEFAULT.p_mean,
+    p_std: float = _DEFAULT.p_std,
+    device=_DEFAULT.device,
+    outdir=None,
+    checkpoint_steps: Sequence[int] = (),
+    save_every: int = _DEFAULT.save_every,
+    callback: Callable | None = None,
+    progress: bool = True,
+    log_every: int = _DEFAULT.log_every,
+    num_threads: int | None = None,
+    labels=None,
+    num_classes: int | None = None,
+    label_dropout: float = _DEFAULT.label_dropout,
+    init_from=None,
+    settings: TrainSettings | None = None,
+) -> TrainResult:
     r"""Train a small network as a denoiser of ``data`` and return its EMA as a denoiser.
 
     Each step draws ``batch_size`` training rows uniformly (with replacement), a sigma per row
@@ -101,13 +151,40 @@ def train_denoiser(data, *, steps: int = _DEFAULT.steps, net: str = _DEFAULT.net
     -------
     TrainResult with ``.denoiser``, ``.loss_history``, ``.config``.
     """
-    given = dict(steps=steps, net=net, width=width, depth=depth, framework=framework, seed=seed,
-                 batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, grad_clip=grad_clip, sigma_data=sigma_data,
-                 p_mean=p_mean, p_std=p_std, label_dropout=label_dropout, device=device, log_every=log_every,
-                 save_every=save_every)
-    return _with_threads(num_threads, lambda: _train(
-        data, _settings(settings, given), outdir=outdir, checkpoint_steps=checkpoint_steps, callback=callback,
-        progress=progress, labels=labels, num_classes=num_classes, init_from=init_from))
+    given = dict(
+        steps=steps,
+        net=net,
+        width=width,
+        depth=depth,
+        framework=framework,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        ema=ema,
+        grad_clip=grad_clip,
+        sigma_data=sigma_data,
+        p_mean=p_mean,
+        p_std=p_std,
+        label_dropout=label_dropout,
+        device=device,
+        log_every=log_every,
+        save_every=save_every,
+    )
+    return _with_threads(
+        num_threads,
+        lambda: _train(
+            data,
+            _settings(settings, given),
+            outdir=outdir,
+            checkpoint_steps=checkpoint_steps,
+            callback=callback,
+            progress=progress,
+            labels=labels,
+            num_classes=num_classes,
+            init_from=init_from,
+        ),
+    )
 
 
 def _settings(settings: TrainSettings | None, given: dict) -> TrainSettings:
@@ -119,13 +196,15 @@ def _settings(settings: TrainSettings | None, given: dict) -> TrainSettings:
         raise ValueError(f"settings: expected a TrainSettings, got {type(settings).__name__}")
     changed = [k for k, v in given.items() if v != getattr(_DEFAULT, k)]
     if changed:
-        raise ValueError(f"settings: given together with {', '.join(changed)}; put them in the settings "
-                         "(settings.replace(...))")
+        raise ValueError(
+            f"settings: given together with {', '.join(changed)}; put them in the settings (settings.replace(...))"
+        )
     return settings
 
 
-def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progress, labels, num_classes,
-           init_from) -> TrainResult:
+def _train(
+    data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progress, labels, num_classes, init_from
+) -> TrainResult:
     t_start = time.perf_counter()
     spec = None
     if isinstance(data, (str, os.PathLike)):
@@ -141,23 +220,29 @@ def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progre
         source, source_name = _source_model(init_from)
         s = _fine_tuning_settings(s, source, event_shape)
         if num_classes is not None and num_classes != source.num_classes:
-            raise ValueError(f"num_classes: fine-tuning keeps the source model's num_classes = "
-                             f"{source.num_classes!r}; got {num_classes!r} (leave it unset)")
+            raise ValueError(
+                f"num_classes: fine-tuning keeps the source model's num_classes = "
+                f"{source.num_classes!r}; got {num_classes!r} (leave it unset)"
+            )
         num_classes = source.num_classes
         if num_classes is not None and labels is None:
-            raise ValueError(f"labels: the source model is class-conditional ({num_classes} classes); "
-                             "fine-tuning it needs labels")
+            raise ValueError(
+                f"labels: the source model is class-conditional ({num_classes} classes); fine-tuning it needs labels"
+            )
         if num_classes is None and labels is not None:
-            raise ValueError("labels: the source model is unconditional; a class-conditional network "
-                             "cannot be fine-tuned from it (train one from scratch with labels)")
+            raise ValueError(
+                "labels: the source model is unconditional; a class-conditional network "
+                "cannot be fine-tuned from it (train one from scratch with labels)"
+            )
     label_dropout = None
     if labels is not None:
         lab = torch.as_tensor(labels)
         if lab.ndim != 1 or lab.shape[0] != data.shape[0]:
-            raise ValueError(f"labels: expected ({data.shape[0]},) labels, one per row of data, got "
-                             f"shape {tuple(lab.shape)}")
+            raise ValueError(
+                f"labels: expected ({data.shape[0]},) labels, one per row of data, got shape {tuple(lab.shape)}"
+            )
         if num_classes is None:
-            lab = _check_labels(lab, 2 ** 62, data.shape[0], "labels")   # integers >= 0
+            lab = _check_labels(lab, 2**62, data.shape[0], "labels")  # integers >= 0
             num_classes = int(lab.max()) + 1
         num_classes = check_int(num_classes, "num_classes")
         labels = _check_labels(lab, num_classes, data.shape[0], "labels")
@@ -168,15 +253,33 @@ def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progre
         s = s.replace(sigma_data=_auto_sigma_data(data))
     dev = _resolve_device(s.device)
 
-    model = build_network(s.net, event_shape, width=s.width, depth=s.depth, framework=s.framework,
-                          sigma_data=s.sigma_data, seed=s.seed, num_classes=num_classes)
+    model = build_network(
+        s.net,
+        event_shape,
+        width=s.width,
+        depth=s.depth,
+        framework=s.framework,
+        sigma_data=s.sigma_data,
+        seed=s.seed,
+        num_classes=num_classes,
+    )
     if source is not None:
         model.load_state_dict(source.state_dict())
         init_fp = weights_fingerprint(model)
-    config = _run_config(s, data, spec, model, dev, checkpoint_steps, save_every=s.save_every,
-                         num_classes=num_classes, label_dropout=label_dropout,
-                         labels_fingerprint=None if labels is None else _labels_fingerprint(labels),
-                         init_fingerprint=init_fp, init_from=source_name)
+    config = _run_config(
+        s,
+        data,
+        spec,
+        model,
+        dev,
+        checkpoint_steps,
+        save_every=s.save_every,
+        num_classes=num_classes,
+        label_dropout=label_dropout,
+        labels_fingerprint=None if labels is None else _labels_fingerprint(labels),
+        init_fingerprint=init_fp,
+        init_from=source_name,
+    )
 
     model.to(dev)
     ema_model = copy.deepcopy(model)
@@ -198,10 +301,13 @@ def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progre
             if diff:
                 raise ValueError(
                     f"outdir: {outdir} holds a different run ({', '.join(f'{k}: {old.get(k)!r} there, {config.get(k)!r} here' for k in diff)}); "
-                    "use another outdir or remove it")
+                    "use another outdir or remove it"
+                )
             if state["step"] > s.steps:
-                raise ValueError(f"steps: {outdir} already holds {state['step']} steps, more than "
-                                 f"steps = {s.steps}; load an earlier checkpoint with load_denoiser(DIR, step=...)")
+                raise ValueError(
+                    f"steps: {outdir} already holds {state['step']} steps, more than "
+                    f"steps = {s.steps}; load an earlier checkpoint with load_denoiser(DIR, step=...)"
+                )
             model.load_state_dict(state["model"])
             ema_model.load_state_dict(state["ema"])
             opt.load_state_dict(state["opt"])
@@ -222,11 +328,27 @@ def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progre
     def write_outputs(step):
         if outdir is None:
             return
-        meta = {"format": _FORMAT, "config": config, "step": step, "loss_history": history,
-                "checkpoints": saved_ckpts, "files": {"final": "model.pt", "state": "state.pt"}}
-        atomic_torch_save({"step": step, "model": model.state_dict(), "ema": ema_model.state_dict(),
-                           "opt": opt.state_dict(), "gen": gen.get_state(), "history": history,
-                           "config": config, "checkpoints": saved_ckpts}, outdir / "state.pt")
+        meta = {
+            "format": _FORMAT,
+            "config": config,
+            "step": step,
+            "loss_history": history,
+            "checkpoints": saved_ckpts,
+            "files": {"final": "model.pt", "state": "state.pt"},
+        }
+        atomic_torch_save(
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "ema": ema_model.state_dict(),
+                "opt": opt.state_dict(),
+                "gen": gen.get_state(),
+                "history": history,
+                "config": config,
+                "checkpoints": saved_ckpts,
+            },
+            outdir / "state.pt",
+        )
         atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()}, outdir / "model.pt")
         atomic_write(outdir / "config.json", json.dumps(meta, indent=2))
 
@@ -236,7 +358,7 @@ def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progre
         sigma = training_sigmas(s.framework, s.batch_size, generator=gen, p_mean=s.p_mean, p_std=s.p_std)
         noise = torch.randn(x0.shape, generator=gen, device=dev)
         label = None
-        if labels_dev is not None:         # label dropout: the "no label" token num_classes
+        if labels_dev is not None:  # label dropout: the "no label" token num_classes
             drop = torch.rand(s.batch_size, generator=gen, device=dev) < label_dropout
             label = torch.where(drop, num_classes, labels_dev[idx])
         return model.loss(x0, sigma, noise, label)
@@ -246,8 +368,9 @@ def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progre
             log.flush(step)
         if step in ckpt_set:
             if outdir is not None:
-                atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()},
-                                  outdir / _ema_name(step))
+                atomic_torch_save(
+                    {"step": step, "config": config, "ema": ema_model.state_dict()}, outdir / _ema_name(step)
+                )
                 saved_ckpts.append(step)
                 write_outputs(step)
             if callback is not None:
@@ -255,42 +378,58 @@ def _train(data, s: TrainSettings, *, outdir, checkpoint_steps, callback, progre
         elif step % s.save_every == 0 and step != s.steps:
             write_outputs(step)
 
-    log = _LossLog([history], dev, progress=progress, total=s.steps, start=done,
-                   desc=f"train {s.net}/{s.framework}")
+    log = _LossLog([history], dev, progress=progress, total=s.steps, start=done, desc=f"train {s.net}/{s.framework}")
     model.train()
     try:
-        _optimise(s, opt, params, list(ema_model.parameters()), start=done, batch_loss=batch_loss,
-                  clip=lambda max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm), log=log,
-                  after_step=after_step)
+        _optimise(
+            s,
+            opt,
+            params,
+            list(ema_model.parameters()),
+            start=done,
+            batch_loss=batch_loss,
+            clip=lambda max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm),
+            log=log,
+            after_step=after_step,
+        )
         if done < s.steps or not (outdir is not None and (outdir / "model.pt").exists()):
             write_outputs(s.steps)
     finally:
         log.close()
     model.eval()
-    return TrainResult(denoiser=ema_denoiser(), loss_history=history, config=config, step=s.steps,
-                       outdir=outdir, wall_time_s=time.perf_counter() - t_start, model=model)
+    return TrainResult(
+        denoiser=ema_denoiser(),
+        loss_history=history,
+        config=config,
+        step=s.steps,
+        outdir=outdir,
+        wall_time_s=time.perf_counter() - t_start,
+        model=model,
+    )
 
 
 def _fine_tuning_settings(s: TrainSettings, source: Preconditioned, event_shape) -> TrainSettings:
     """The settings of a run fine-tuned from ``source``: its architecture (a setting left at its
     default yields to the source's value; one given otherwise must equal it)."""
     sm = source.net
-    src = dict(net="mlp" if type(sm).__name__ == "MLP" else "unet", width=int(sm.width),
-               depth=int(getattr(sm, "depth", 0)) or None, framework=source.framework,
-               sigma_data=source.sigma_data)
+    src = dict(
+        net="mlp" if type(sm).__name__ == "MLP" else "unet",
+        width=int(sm.width),
+        depth=int(getattr(sm, "depth", 0)) or None,
+        framework=source.framework,
+        sigma_data=source.sigma_data,
+    )
     if src["net"] == "mlp":
         fits = math.prod(event_shape) == sm.dim
     else:
         fits = len(event_shape) == 3 and event_shape[0] == sm.channels and min(event_shape[1:]) == sm.size
     if not fits:
         what = f"{sm.dim} values" if src["net"] == "mlp" else f"{sm.channels}-channel {sm.size} px images"
-        raise ValueError(f"init_from: the source model was built for {what}, the data have event "
-                         f"shape {event_shape}")
+        raise ValueError(f"init_from: the source model was built for {what}, the data have event shape {event_shape}")
     for k, v in src.items():
         given = getattr(s, k)
         if given != getattr(_DEFAULT, k) and given != v:
-            raise ValueError(f"{k}: fine-tuning keeps the source model's {k} = {v!r}; got {given!r} "
-                             "(leave it unset)")
+            raise ValueError(f"{k}: fine-tuning keeps the source model's {k} = {v!r}; got {given!r} (leave it unset)")
     return s.replace(**src)
 
 
@@ -307,14 +446,21 @@ def load_denoiser(outdir, step: int | None = None, *, device="cpu") -> NetworkDe
     else:
         f = outdir / _ema_name(check_int(step, "step"))
         if not f.exists():
-            raise ValueError(f"step: no checkpoint at step {step} in {outdir}; saved steps: "
-                             f"{meta.get('checkpoints', [])} (and the final model, step=None)")
+            raise ValueError(
+                f"step: no checkpoint at step {step} in {outdir}; saved steps: "
+                f"{meta.get('checkpoints', [])} (and the final model, step=None)"
+            )
     saved = torch.load(f, map_location="cpu", weights_only=False)
     cfg = saved["config"]
-    model = build_network(cfg["net"], cfg["event_shape"], width=cfg["width"],
-                          depth=cfg["depth"] if cfg["net"] == "mlp" else None,
-                          framework=cfg["framework"], sigma_data=cfg["sigma_data"],
-                          num_classes=cfg.get("num_classes"))
+    model = build_network(
+        cfg["net"],
+        cfg["event_shape"],
+        width=cfg["width"],
+        depth=cfg["depth"] if cfg["net"] == "mlp" else None,
+        framework=cfg["framework"],
+        sigma_data=cfg["sigma_data"],
+        num_classes=cfg.get("num_classes"),
+    )
     model.load_state_dict(saved["ema"])
     model.to(_resolve_device(device))
     cfg = dict(cfg, loaded_step=int(saved["step"]))
@@ -348,5 +494,7 @@ def _source_model(init_from):
         return copy.deepcopy(init_from.model).cpu(), repr(init_from)
     if isinstance(init_from, Preconditioned):
         return copy.deepcopy(init_from).cpu(), "Preconditioned module"
-    raise ValueError(f"init_from: expected an outdir of train_denoiser, a NetworkDenoiser, a TrainResult "
-                     f"or a Preconditioned module, got {type(init_from).__name__}")
+    raise ValueError(
+        f"init_from: expected an outdir of train_denoiser, a NetworkDenoiser, a TrainResult "
+        f"or a Preconditioned module, got {type(init_from).__name__}"
+    )

@@ -37,7 +37,7 @@ def _per_step(fn, short, long, repeats, device):
         _sync(device)
         return time.perf_counter() - t0
 
-    run(short)                                                       # warm-up
+    run(short)  # warm-up
     diffs = [run(long) - run(short) for _ in range(repeats)]
     return statistics.median(diffs) / (long - short)
 
@@ -64,17 +64,31 @@ def main(argv=None) -> dict:
     rows = []
     for K in a.k:
         sets = [gdata.disjoint_split(data, a.n, s)[s % 2] for s in range(K)]
-        ens = _per_step(lambda st: gd.train_ensemble(sets, seeds=list(range(K)), steps=st, **kw),
-                        short, long, a.repeats, a.device)
-        sep = _per_step(lambda st: [gd.train_denoiser(d, seed=s, steps=st, **kw) for s, d in enumerate(sets)],
-                        short, long, a.repeats, a.device)
-        rows.append(dict(k=K, ensemble_ms_per_step=1e3 * ens, separate_ms_per_step=1e3 * sep,
-                         speedup=sep / ens))
-    res = dict(device=a.device, device_name=(torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"),
-               torch=torch.__version__, threads=a.threads, width=a.width, batch_size=a.batch_size, n=a.n,
-               rows=rows)
-    print(f"device {res['device_name']}, torch {torch.__version__}, {a.threads} thread(s), "
-          f"MLP width {a.width}, batch {a.batch_size}")
+        ens = _per_step(
+            lambda st: gd.train_ensemble(sets, seeds=list(range(K)), steps=st, **kw), short, long, a.repeats, a.device
+        )
+        sep = _per_step(
+            lambda st: [gd.train_denoiser(d, seed=s, steps=st, **kw) for s, d in enumerate(sets)],
+            short,
+            long,
+            a.repeats,
+            a.device,
+        )
+        rows.append(dict(k=K, ensemble_ms_per_step=1e3 * ens, separate_ms_per_step=1e3 * sep, speedup=sep / ens))
+    res = dict(
+        device=a.device,
+        device_name=(torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"),
+        torch=torch.__version__,
+        threads=a.threads,
+        width=a.width,
+        batch_size=a.batch_size,
+        n=a.n,
+        rows=rows,
+    )
+    print(
+        f"device {res['device_name']}, torch {torch.__version__}, {a.threads} thread(s), "
+        f"MLP width {a.width}, batch {a.batch_size}"
+    )
     print(f"{'K':>3} {'ensemble ms/step':>17} {'K separate ms/step':>19} {'speed-up':>9}")
     for r in rows:
         print(f"{r['k']:>3} {r['ensemble_ms_per_step']:17.2f} {r['separate_ms_per_step']:19.2f} {r['speedup']:9.2f}")

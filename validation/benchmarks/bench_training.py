@@ -37,11 +37,12 @@ def _time_full(data, steps_short, steps_long, batch_size, width, threads):
 
     def run(steps):
         t0 = time.perf_counter()
-        gd.train_denoiser(data, steps=steps, batch_size=batch_size, width=width, progress=False,
-                          num_threads=threads, seed=0)
+        gd.train_denoiser(
+            data, steps=steps, batch_size=batch_size, width=width, progress=False, num_threads=threads, seed=0
+        )
         return time.perf_counter() - t0
 
-    run(10)                                                   # warm-up (allocator, kernels)
+    run(10)  # warm-up (allocator, kernels)
     # per-step cost as the difference of two run lengths (the fixed setup cancels); each length
     # best of three, since a single pair of wall times can even give a negative difference
     long_, short = min(run(steps_long) for _ in range(3)), min(run(steps_short) for _ in range(3))
@@ -89,10 +90,15 @@ def _phase(mode: str, outdir: Path) -> dict:
     wall = time.perf_counter() - t0
     meta = json.loads((target / "config.json").read_text())
     cells = meta.get("cell_seconds", float("nan"))
-    return {"mode": mode, "wall_seconds": wall, "workers": meta.get("workers"),
-            "train_seconds_summed": meta.get("train_seconds"), "eval_seconds_summed": meta.get("eval_seconds"),
-            "cell_seconds_summed": cells,
-            "other_seconds_summed": cells - meta.get("train_seconds", 0) - meta.get("eval_seconds", 0)}
+    return {
+        "mode": mode,
+        "wall_seconds": wall,
+        "workers": meta.get("workers"),
+        "train_seconds_summed": meta.get("train_seconds"),
+        "eval_seconds_summed": meta.get("eval_seconds"),
+        "cell_seconds_summed": cells,
+        "other_seconds_summed": cells - meta.get("train_seconds", 0) - meta.get("eval_seconds", 0),
+    }
 
 
 def main(argv=None):
@@ -102,17 +108,27 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--threads", type=int, default=1, help="torch threads (a sweep worker uses 1)")
     p.add_argument("--steps", type=int, default=300, help="steps timed per measurement")
-    p.add_argument("--phase", choices=["none", "quick", "default"], default="none",
-                   help="also time gaussdiff phase-curve (--quick or the default run)")
+    p.add_argument(
+        "--phase",
+        choices=["none", "quick", "default"],
+        default="none",
+        help="also time gaussdiff phase-curve (--quick or the default run)",
+    )
     args = p.parse_args(argv)
     import gaussdiff as gd
 
     data = gd.load_dataset("digits")[0][:256]
     full = _time_full(data, 20, 20 + args.steps, args.batch_size, args.width, args.threads)
     bare = _time_bare(data, args.steps, args.batch_size, args.width, args.threads)
-    result = {"batch_size": args.batch_size, "width": args.width, "threads": args.threads,
-              "full_ms_per_step": full * 1e3, "bare_ms_per_step": bare * 1e3, "ratio_full_over_bare": full / bare,
-              "torch_version": torch.__version__}
+    result = {
+        "batch_size": args.batch_size,
+        "width": args.width,
+        "threads": args.threads,
+        "full_ms_per_step": full * 1e3,
+        "bare_ms_per_step": bare * 1e3,
+        "ratio_full_over_bare": full / bare,
+        "torch_version": torch.__version__,
+    }
     print(f"MLP width {args.width}, batch {args.batch_size}, {args.threads} thread(s), digits (d = 64)")
     print(f"  full training loop : {full * 1e3:7.2f} ms/step")
     print(f"  bare fwd+bwd+Adam  : {bare * 1e3:7.2f} ms/step")
@@ -120,9 +136,11 @@ def main(argv=None):
     if args.phase != "none":
         ph = _phase(args.phase, args.outdir)
         result["phase_curve"] = ph
-        print(f"phase-curve ({args.phase}): wall {ph['wall_seconds']:.1f} s with {ph['workers']} worker(s); "
-              f"summed over cells: training {ph['train_seconds_summed']:.1f} s, evaluation "
-              f"{ph['eval_seconds_summed']:.1f} s, other {ph['other_seconds_summed']:.1f} s")
+        print(
+            f"phase-curve ({args.phase}): wall {ph['wall_seconds']:.1f} s with {ph['workers']} worker(s); "
+            f"summed over cells: training {ph['train_seconds_summed']:.1f} s, evaluation "
+            f"{ph['eval_seconds_summed']:.1f} s, other {ph['other_seconds_summed']:.1f} s"
+        )
     args.outdir.mkdir(parents=True, exist_ok=True)
     (args.outdir / "bench_training.json").write_text(json.dumps(result, indent=1))
     return result

@@ -21,7 +21,7 @@ def autograd_score(denoiser, x, sigma):
 
 
 def tweedie_score(denoiser, x, sigma):
-    return (denoiser(x, sigma) - x) / sigma ** 2
+    return (denoiser(x, sigma) - x) / sigma**2
 
 
 def solve():
@@ -29,10 +29,12 @@ def solve():
     d = 3
     A = torch.randn(d, d, generator=g, dtype=F64)
     gauss = gd.GaussianDenoiser(torch.randn(d, generator=g, dtype=F64), A @ A.T + 0.2 * torch.eye(d, dtype=F64))
-    mix = gd.GaussianMixtureDenoiser(torch.tensor([0.3, 0.7], dtype=F64),
-                                     torch.tensor([[2.0, 0.0, 0.0], [-1.0, 1.0, 0.5]], dtype=F64),
-                                     torch.tensor([[0.5, 0.2, 0.1], [0.1, 1.0, 0.3]], dtype=F64),
-                                     cov_type="diag")
+    mix = gd.GaussianMixtureDenoiser(
+        torch.tensor([0.3, 0.7], dtype=F64),
+        torch.tensor([[2.0, 0.0, 0.0], [-1.0, 1.0, 0.5]], dtype=F64),
+        torch.tensor([[0.5, 0.2, 0.1], [0.1, 1.0, 0.3]], dtype=F64),
+        cov_type="diag",
+    )
     x = 2 * torch.randn(32, d, generator=g, dtype=F64)
     rel = {}
     for name, den in (("gaussian", gauss), ("mixture", mix)):
@@ -44,16 +46,23 @@ def solve():
 
     # second order: the Jacobian of D by autograd, its trace = effective dimension
     sigma = 0.7
-    J = gd.denoiser_jacobian(gauss, x[:4], sigma)                  # (4, d, d) by autograd
+    J = gd.denoiser_jacobian(gauss, x[:4], sigma)  # (4, d, d) by autograd
     trace = torch.diagonal(J, dim1=1, dim2=2).sum(1)
     eff = float(gauss.effective_dim(sigma))
     # symmetric 1-d mixture: by symmetry D(0, sigma) = 0 exactly
-    sym = gd.GaussianMixtureDenoiser(torch.tensor([0.5, 0.5], dtype=F64), torch.tensor([[-1.0], [1.0]], dtype=F64),
-                                     torch.tensor([0.2, 0.2], dtype=F64), cov_type="isotropic")
-    return {"tweedie_rel_err_gaussian": rel["gaussian"], "tweedie_rel_err_mixture": rel["mixture"],
-            "jacobian_trace_vs_effective_dim": float((trace - eff).abs().max()),
-            "effective_dim": eff,
-            "symmetric_mixture_D_at_0": float(sym(torch.zeros(1, 1, dtype=F64), 0.5).abs())}
+    sym = gd.GaussianMixtureDenoiser(
+        torch.tensor([0.5, 0.5], dtype=F64),
+        torch.tensor([[-1.0], [1.0]], dtype=F64),
+        torch.tensor([0.2, 0.2], dtype=F64),
+        cov_type="isotropic",
+    )
+    return {
+        "tweedie_rel_err_gaussian": rel["gaussian"],
+        "tweedie_rel_err_mixture": rel["mixture"],
+        "jacobian_trace_vs_effective_dim": float((trace - eff).abs().max()),
+        "effective_dim": eff,
+        "symmetric_mixture_D_at_0": float(sym(torch.zeros(1, 1, dtype=F64), 0.5).abs()),
+    }
 
 
 if __name__ == "__main__":

@@ -16,15 +16,15 @@ STEPS = (16, 32, 64, 128)
 def gaussian(d=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     Q = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64)).Q
-    lam = torch.logspace(0.5, -1.0, d, dtype=F64)                 # eigenvalues 3.16 ... 0.1
+    lam = torch.logspace(0.5, -1.0, d, dtype=F64)  # eigenvalues 3.16 ... 0.1
     return gd.GaussianDenoiser(torch.randn(d, generator=g, dtype=F64), (Q * lam) @ Q.T)
 
 
 def errors(sampler, den, x, sigma_max=80.0, sigma_min=0.002):
-    exact = den.flow(x, sigma_max, sigma_min)                     # (G4), no steps
+    exact = den.flow(x, sigma_max, sigma_min)  # (G4), no steps
     out = []
     for n in STEPS:
-        sigmas = gd.karras_sigmas(n, sigma_min, sigma_max)[:-1]   # stop at sigma_min
+        sigmas = gd.karras_sigmas(n, sigma_min, sigma_max)[:-1]  # stop at sigma_min
         out.append(float((sampler(den, x, sigmas) - exact).norm(dim=1).max()))
     return out
 
@@ -41,9 +41,13 @@ def solve():
     # the exact flow agrees with an adaptive high-accuracy ODE solve
     ref = gd.solve_flow(den, x, 80.0, 0.002)
     flow_vs_solver = float((ref - den.flow(x, 80.0, 0.002)).abs().max())
-    return {"order_euler": order(e_euler), "order_heun": order(e_heun),
-            "errors_euler": e_euler, "errors_heun": e_heun,
-            "exact_flow_vs_solve_ivp": flow_vs_solver}
+    return {
+        "order_euler": order(e_euler),
+        "order_heun": order(e_heun),
+        "errors_euler": e_euler,
+        "errors_heun": e_heun,
+        "exact_flow_vs_solve_ivp": flow_vs_solver,
+    }
 
 
 if __name__ == "__main__":

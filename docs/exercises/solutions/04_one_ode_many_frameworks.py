@@ -20,7 +20,7 @@ def ddim(den, x_hat, ts, schedule):
     x = s[0] * x_hat
     for i in range(len(ts) - 1):
         x0_pred = den(x / s[i], float(sig[i]))
-        eps_pred = (x / s[i] - x0_pred) / sig[i]                      # (C3)
+        eps_pred = (x / s[i] - x0_pred) / sig[i]  # (C3)
         abar_next = s[i + 1] ** 2
         x = abar_next.sqrt() * x0_pred + (1 - abar_next).sqrt() * eps_pred
     return x / s[-1]
@@ -31,7 +31,7 @@ def solve(n_steps=(8, 64, 512)):
     d = 3
     A = torch.randn(d, d, generator=g, dtype=F64)
     den = gd.GaussianDenoiser(torch.zeros(d, dtype=F64), A @ A.T + 0.3 * torch.eye(d, dtype=F64))
-    x = gd.seeded_noise(8, d, seed=3) * 80.0                      # the shared noise, unscaled
+    x = gd.seeded_noise(8, d, seed=3) * 80.0  # the shared noise, unscaled
     exact = den.flow(x, 80.0, 0.0)
     vp, rf = gd.VP(), gd.RectifiedFlow()
     runs = {
@@ -46,8 +46,9 @@ def solve(n_steps=(8, 64, 512)):
     }
     err = {name: [float((run(n) - exact).norm(dim=1).max()) for n in n_steps] for name, run in runs.items()}
     # DDIM's own update equals Euler on the sigma grid, to rounding
-    ddim_vs_euler = max(float((ddim(den, x, vp.time_grid(n, sigma_max=80.0), vp) - runs["vp_ddim"](n)).abs().max())
-                        for n in n_steps)
+    ddim_vs_euler = max(
+        float((ddim(den, x, vp.time_grid(n, sigma_max=80.0), vp) - runs["vp_ddim"](n)).abs().max()) for n in n_steps
+    )
     return {"errors": err, "n_steps": list(n_steps), "ddim_vs_euler_in_sigma": ddim_vs_euler}
 
 

@@ -21,9 +21,12 @@ def solve(n_train=16, dim=2, n_samples=128, steps=32):
         x = gd.sample_heun(den, noise, sigmas)
         dist, idx = gd.nearest_training(x, train, k=2)
         mem = gd.memorization_fraction(x, train, neighbors=(dist, idx))
-        out[name] = {"memorization": mem.value, "memorization_se": mem.se,
-                     "max_nn_distance": float(dist[:, 0].max()),
-                     "distinct_points_hit": int(torch.unique(idx[:, 0]).numel())}
+        out[name] = {
+            "memorization": mem.value,
+            "memorization_se": mem.se,
+            "max_nn_distance": float(dist[:, 0].max()),
+            "distinct_points_hit": int(torch.unique(idx[:, 0]).numel()),
+        }
     # at the last noise level the empirical posterior is carried by one training point
     emp = gd.EmpiricalDenoiser(train)
     x_small = train + 1e-3 * gd.seeded_noise(n_train, dim, seed=2)

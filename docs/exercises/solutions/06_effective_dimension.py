@@ -17,12 +17,12 @@ F64 = torch.float64
 def solve():
     d = 16
     iso = gd.GaussianDenoiser(torch.zeros(d, dtype=F64), torch.eye(d, dtype=F64))
-    eff_iso = float(iso.effective_dim(1.0))                        # 16 * 1/(1+1) = 8
+    eff_iso = float(iso.effective_dim(1.0))  # 16 * 1/(1+1) = 8
 
     g = torch.Generator().manual_seed(0)
     B = torch.randn(d, 3, generator=g, dtype=F64)
     rank3 = gd.GaussianDenoiser(torch.zeros(d, dtype=F64), B @ B.T)
-    eff_rank3 = float(rank3.effective_dim(1e-4))                   # -> rank = 3 as sigma -> 0
+    eff_rank3 = float(rank3.effective_dim(1e-4))  # -> rank = 3 as sigma -> 0
 
     # autograd trace of the Jacobian equals the closed form
     x = torch.randn(5, d, generator=g, dtype=F64)
@@ -36,10 +36,14 @@ def solve():
     profile = {}
     for s in sigmas:
         q = train[:20] + s * torch.randn(20, 4, generator=g, dtype=F64)
-        J = emp.jacobian(q, s)                                     # (E3) posterior covariance / s^2
+        J = emp.jacobian(q, s)  # (E3) posterior covariance / s^2
         profile[s] = (float(torch.diagonal(J, dim1=1, dim2=2).sum(1).mean()), float(gau.effective_dim(s)))
-    return {"isotropic_d16_sigma1": eff_iso, "rank3_small_sigma": eff_rank3,
-            "autograd_trace_err": trace_err, "empirical_vs_gaussian": profile}
+    return {
+        "isotropic_d16_sigma1": eff_iso,
+        "rank3_small_sigma": eff_rank3,
+        "autograd_trace_err": trace_err,
+        "empirical_vs_gaussian": profile,
+    }
 
 
 if __name__ == "__main__":

@@ -27,14 +27,16 @@ def curvature_sign_at_zero(mix, direction, sigma):
 
 def solve(d=16, mu=1.0, v=1.0, n_samples=20_000):
     m = torch.full((d,), mu, dtype=F64)
-    mix = gd.GaussianMixtureDenoiser(torch.tensor([0.5, 0.5], dtype=F64), torch.stack([m, -m]),
-                                     torch.tensor([v, v], dtype=F64), cov_type="isotropic")
+    mix = gd.GaussianMixtureDenoiser(
+        torch.tensor([0.5, 0.5], dtype=F64), torch.stack([m, -m]), torch.tensor([v, v], dtype=F64), cov_type="isotropic"
+    )
     u = m / m.norm()
     # the root in log sigma of the curvature: unimodal above, bimodal below
-    log_sigma = brentq(lambda ls: curvature_sign_at_zero(mix, u, math.exp(ls)), math.log(0.05), math.log(50.0),
-                       xtol=1e-14)
+    log_sigma = brentq(
+        lambda ls: curvature_sign_at_zero(mix, u, math.exp(ls)), math.log(0.05), math.log(50.0), xtol=1e-14
+    )
     ou = gd.OU()
-    t_star_numeric = float(ou.t_of_sigma(math.exp(log_sigma)))     # sigma^2 = e^{2t} - 1
+    t_star_numeric = float(ou.t_of_sigma(math.exp(log_sigma)))  # sigma^2 = e^{2t} - 1
     m2 = float(m @ m)
     t_star_formula = gd.symmetry_breaking_time(m2, v)
     # speciation time from the exact covariance m m^T + v I (top eigenvalue |m|^2 + v) ...
@@ -43,8 +45,13 @@ def solve(d=16, mu=1.0, v=1.0, n_samples=20_000):
     # ... and from a sample of the data, as one would on a real data set
     x, _ = mix.sample(n_samples, generator=torch.Generator().manual_seed(0))
     t_s_sample = gd.speciation_time(torch.cov(x.T))
-    return {"t_star_numeric": t_star_numeric, "t_star_formula": t_star_formula,
-            "t_S": t_s, "t_S_from_samples": t_s_sample, "Lambda": m2 + v}
+    return {
+        "t_star_numeric": t_star_numeric,
+        "t_star_formula": t_star_formula,
+        "t_S": t_s,
+        "t_S_from_samples": t_s_sample,
+        "Lambda": m2 + v,
+    }
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def solve():
     den = gd.GaussianDenoiser(torch.zeros(d, dtype=F64), (U * lam) @ U.T)
     # start from the true noisy law p_80 = N(0, Sigma + 80^2 I): the error is then the
     # discretisation alone (the exact flow has W2 = 0)
-    v0 = lam + 80.0 ** 2
+    v0 = lam + 80.0**2
     w2 = {"euler": [], "heun": []}
     agree = 0.0
     for n in STEPS:
@@ -48,10 +48,17 @@ def solve():
     # the usual start N(0, 80^2 I) instead of p_80 costs a small W2 even for the exact flow:
     # sqrt(sum_k (80 sqrt(l_k / (l_k + 80^2)) - sqrt(l_k))^2)
     start = gd.gaussian_sampler_w2(lam, gd.karras_sigmas(8), "exact")
-    start_predicted = math.sqrt(float(((80.0 * (lam / (lam + 80.0 ** 2)).sqrt() - lam.sqrt()) ** 2).sum()))
-    return {"w2_euler": w2["euler"], "w2_heun": w2["heun"], "order_euler": orders["euler"],
-            "order_heun": orders["heun"], "closed_vs_measured_rel": agree, "w2_exact_flow": exact,
-            "w2_start_mismatch": start, "w2_start_mismatch_predicted": start_predicted}
+    start_predicted = math.sqrt(float(((80.0 * (lam / (lam + 80.0**2)).sqrt() - lam.sqrt()) ** 2).sum()))
+    return {
+        "w2_euler": w2["euler"],
+        "w2_heun": w2["heun"],
+        "order_euler": orders["euler"],
+        "order_heun": orders["heun"],
+        "closed_vs_measured_rel": agree,
+        "w2_exact_flow": exact,
+        "w2_start_mismatch": start,
+        "w2_start_mismatch_predicted": start_predicted,
+    }
 
 
 if __name__ == "__main__":
@@ -61,5 +68,7 @@ if __name__ == "__main__":
     print("W2 Heun ", ["%.2e" % v for v in r["w2_heun"]], "order %.2f" % r["order_heun"])
     print("closed form vs measured (relative): %.1e" % r["closed_vs_measured_rel"])
     print("exact flow from p_80: %.1e" % r["w2_exact_flow"])
-    print("exact flow from N(0, 80^2 I): %.4e (predicted %.4e)" % (r["w2_start_mismatch"],
-                                                                  r["w2_start_mismatch_predicted"]))
+    print(
+        "exact flow from N(0, 80^2 I): %.4e (predicted %.4e)"
+        % (r["w2_start_mismatch"], r["w2_start_mismatch_predicted"])
+    )

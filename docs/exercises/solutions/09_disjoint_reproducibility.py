@@ -16,7 +16,7 @@ F64 = torch.float64
 
 
 def solve(sizes=(8, 32, 128, 512, 1024), n_samples=128, steps=18, threshold=0.9):
-    data, _ = gd.gaussian_data(2048, 16, alpha=1.0, seed=0)        # (2048, 16), eigenvalues 1/k
+    data, _ = gd.gaussian_data(2048, 16, alpha=1.0, seed=0)  # (2048, 16), eigenvalues 1/k
     sigmas = gd.karras_sigmas(steps)
     noise = gd.seeded_noise(n_samples, data.shape[1:], seed=0) * sigmas[0]
     out = {"sizes": list(sizes), "gaussian": [], "empirical": [], "empirical_memorization": []}

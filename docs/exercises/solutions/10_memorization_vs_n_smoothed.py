@@ -39,12 +39,17 @@ def solve(sizes=(8, 32, 128, 512, 2048), h=0.05, dim=2, n_samples=256, n_direct=
     # the identity, against the mixture form, on a small problem
     check = pool[:64]
     q = torch.randn(32, dim, generator=g, dtype=F64)
-    identity_err = max(float((SmoothedEmpirical(check, h)(q, s) -
-                              gd.GaussianMixtureDenoiser.smoothed_empirical(check, h)(q, s)).abs().max())
-                       for s in (0.01, 0.1, 1.0, 10.0))
+    identity_err = max(
+        float(
+            (SmoothedEmpirical(check, h)(q, s) - gd.GaussianMixtureDenoiser.smoothed_empirical(check, h)(q, s))
+            .abs()
+            .max()
+        )
+        for s in (0.01, 0.1, 1.0, 10.0)
+    )
     rows = []
     for n in sizes:
-        train = pool[:n]                                           # nested subsets of one pool
+        train = pool[:n]  # nested subsets of one pool
         exact = gd.sample_heun(gd.EmpiricalDenoiser(train), noise, sigmas)
         kde = gd.sample_heun(SmoothedEmpirical(train, h), noise, sigmas)
         idx = torch.randint(n, (n_direct,), generator=g)
@@ -52,8 +57,16 @@ def solve(sizes=(8, 32, 128, 512, 2048), h=0.05, dim=2, n_samples=256, n_direct=
         m_exact = gd.memorization_fraction(exact, train)
         m_kde = gd.memorization_fraction(kde, train)
         m_direct = gd.memorization_fraction(direct, train)
-        rows.append({"n": n, "exact": m_exact.value, "smoothed_flow": m_kde.value, "smoothed_flow_se": m_kde.se,
-                     "smoothed_direct": m_direct.value, "smoothed_direct_se": m_direct.se})
+        rows.append(
+            {
+                "n": n,
+                "exact": m_exact.value,
+                "smoothed_flow": m_kde.value,
+                "smoothed_flow_se": m_kde.se,
+                "smoothed_direct": m_direct.value,
+                "smoothed_direct_se": m_direct.se,
+            }
+        )
     return {"h": h, "rows": rows, "identity_err": identity_err}
 
 
@@ -62,6 +75,14 @@ if __name__ == "__main__":
     print(f"h = {r['h']}; smoothed identity vs mixture form: {r['identity_err']:.1e}")
     print("     N  exact   smoothed flow    smoothed, sampled directly")
     for row in r["rows"]:
-        print("%6d  %5.3f   %5.3f +- %5.3f   %5.3f +- %5.3f" % (row["n"], row["exact"], row["smoothed_flow"],
-                                                            row["smoothed_flow_se"], row["smoothed_direct"],
-                                                            row["smoothed_direct_se"]))
+        print(
+            "%6d  %5.3f   %5.3f +- %5.3f   %5.3f +- %5.3f"
+            % (
+                row["n"],
+                row["exact"],
+                row["smoothed_flow"],
+                row["smoothed_flow_se"],
+                row["smoothed_direct"],
+                row["smoothed_direct_se"],
+            )
+        )

@@ -25,9 +25,9 @@ def n_half(sizes, mem, level=0.5):
 
 def solve(widths=(16, 32, 64), sizes=(4, 16, 64), steps=2000, n_samples=128, seed=0):
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)                    # small networks: one thread is fastest on a busy CPU
+    torch.set_num_threads(1)  # small networks: one thread is fastest on a busy CPU
     try:
-        data, _ = gd.gaussian_data(1024, 2, alpha=0.0, seed=0)     # N(0, I) in 2-d
+        data, _ = gd.gaussian_data(1024, 2, alpha=0.0, seed=0)  # N(0, I) in 2-d
         sigmas = gd.karras_sigmas(18, dtype=torch.float32)
         noise = gd.seeded_noise(n_samples, 2, seed=seed, dtype=torch.float32) * sigmas[0]
         mem = {}
