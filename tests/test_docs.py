@@ -56,6 +56,13 @@ def test_mkdocs_build_strict(tmp_path):
     warnings = [l for l in (proc.stdout + proc.stderr).splitlines() if "WARNING" in l or "ERROR" in l]
     assert proc.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(warnings or [proc.stderr[-3000:]])
     assert (tmp_path / "site" / "api" / "gaussdiff.denoisers" / "index.html").exists()
+    # every exercise page shows its solution file: the snippet line was expanded, not printed
+    pages = sorted((tmp_path / "site" / "exercises").glob("*/index.html"))
+    assert len(pages) == len(list((ROOT / "docs" / "exercises").glob("[0-9][0-9]_*.md"))) > 0
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        assert "--8&lt;--" not in html and "--8 &lt;" not in html, page
+        assert "solve" in html, page
 
 
 def test_api_reference_lists_every_module():
