@@ -29,25 +29,31 @@ def test_check_int_refuses_with_the_argument_named(value, minimum, message):
         check_int(value, "n", minimum=minimum)
 
 
-def test_public_surface_is_explicit_and_complete():
-    """``gaussdiff/__init__.py`` imports every public name of its modules by name (no star
-    import), and ``gd.__all__`` is exactly their ``__all__`` lists, in order, without repeats: a
-    name added to a module's ``__all__`` but not to the package face fails here."""
+@pytest.mark.parametrize(
+    "face", ["gaussdiff", "gaussdiff.data", "gaussdiff.training", "gaussdiff.metrics", "gaussdiff.inverse"]
+)
+def test_public_surface_is_explicit_and_complete(face):
+    """A package face imports every public name of its modules by name (no star import), module by
+    module in the order of each module's ``__all__``, and its ``__all__`` is exactly those lists
+    summed in the same order (``from . import a, b`` then ``__all__ += a.__all__``), without
+    repeats: a name added to a module's ``__all__`` but not to the face fails here."""
     import ast
     import importlib
     from pathlib import Path
 
-    import gaussdiff as gd
-
-    src = Path(gd.__file__).read_text()
-    tree = ast.parse(src)
-    imported, modules = [], []
+    pkg = importlib.import_module(face)
+    tree = ast.parse(Path(pkg.__file__).read_text())
+    imported, modules, summed = [], [], []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module != "_version":
             assert all(a.name != "*" for a in node.names), f"star import from .{node.module}"
-            modules.append(node.module)
-            imported += [a.name for a in node.names]
-    expected = [n for m in modules for n in importlib.import_module(f"gaussdiff.{m}").__all__]
-    assert imported == expected == list(gd.__all__)
-    assert len(set(gd.__all__)) == len(gd.__all__)
-    assert all(hasattr(gd, n) for n in gd.__all__)
+            if node.module is None:  # from . import a, b: the modules whose lists are summed
+                summed += [a.name for a in node.names]
+            else:
+                modules.append(node.module)
+                imported += [a.name for a in node.names]
+    assert summed == modules
+    expected = [n for m in modules for n in importlib.import_module(f"{face}.{m}").__all__]
+    assert imported == expected == list(pkg.__all__)
+    assert len(set(pkg.__all__)) == len(pkg.__all__)
+    assert all(hasattr(pkg, n) for n in pkg.__all__)
