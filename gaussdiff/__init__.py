@@ -28,7 +28,15 @@ from .schedules import (
 )
 from .denoisers import Denoiser, GaussianDenoiser, GaussianMixtureDenoiser
 from .empirical import EmpiricalDenoiser
-from .sampling import sample_euler, sample_heun, sample_edm_stochastic, sample_euler_ancestral, solve_flow, seeded_noise
+from .sampling import (
+    sample_euler,
+    sample_heun,
+    sample_edm_stochastic,
+    sample_euler_ancestral,
+    ancestral_step,
+    solve_flow,
+    seeded_noise,
+)
 from .data import (
     load_dataset,
     available_datasets,

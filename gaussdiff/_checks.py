@@ -140,3 +140,23 @@ def check_sigma_grid(sigmas, name: str = "sigmas") -> torch.Tensor:
     if bool((s[1:] >= s[:-1]).any()):
         raise ValueError(f"{name}: must be strictly decreasing")
     return s
+
+
+def check_labels(labels, n_classes: int, n_rows: int | None, name: str = "label") -> torch.Tensor:
+    """Integer class labels in ``0..n_classes-1`` as an int64 ``(n_rows,)`` tensor (a scalar is
+    broadcast to ``n_rows``; integral floats are accepted)."""
+    t = torch.as_tensor(labels)
+    if t.is_floating_point():
+        if not bool((t == t.round()).all()):
+            raise ValueError(f"{name}: expected integer class labels, got non-integer values")
+        t = t.round()
+    t = t.to(torch.int64)
+    if t.ndim == 0 and n_rows is not None:
+        t = t.expand(n_rows)
+    if t.ndim != 1 or (n_rows is not None and t.shape[0] != n_rows):
+        raise ValueError(f"{name}: expected an integer or a ({n_rows},) tensor of labels, got shape {tuple(t.shape)}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
+        raise ValueError(
+            f"{name}: labels must be in [0, {n_classes - 1}], got values from {int(t.min())} to {int(t.max())}"
+        )
+    return t

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_data, check_finite, check_int, check_positive
+from ._checks import as_tensor, check_data, check_finite, check_int, check_labels, check_positive
 from .denoisers import GaussianDenoiser, GaussianMixtureDenoiser
 from .empirical import EmpiricalDenoiser
 
@@ -36,24 +36,6 @@ __all__ = [
 ]
 
 KINDS = ("empirical", "gaussian", "mixture")
-
-
-def _check_labels(labels, n_classes: int, n_rows: int | None, name: str = "label") -> torch.Tensor:
-    t = torch.as_tensor(labels)
-    if t.is_floating_point():
-        if not bool((t == t.round()).all()):
-            raise ValueError(f"{name}: expected integer class labels, got non-integer values")
-        t = t.round()
-    t = t.to(torch.int64)
-    if t.ndim == 0 and n_rows is not None:
-        t = t.expand(n_rows)
-    if t.ndim != 1 or (n_rows is not None and t.shape[0] != n_rows):
-        raise ValueError(f"{name}: expected an integer or a ({n_rows},) tensor of labels, got shape {tuple(t.shape)}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
-        raise ValueError(
-            f"{name}: labels must be in [0, {n_classes - 1}], got values from {int(t.min())} to {int(t.max())}"
-        )
-    return t
 
 
 class ClassConditionalDenoiser:
@@ -164,7 +146,7 @@ class ClassConditionalDenoiser:
             return self.unconditional(x, sigma)
         if not isinstance(x, torch.Tensor) or x.ndim < 1:
             raise ValueError("x: expected a (B, *event_shape) tensor")
-        lab = _check_labels(label, self.num_classes, x.shape[0])
+        lab = check_labels(label, self.num_classes, x.shape[0])
         out = torch.empty_like(x)
         sig = sigma if isinstance(sigma, torch.Tensor) and sigma.ndim == 1 and sigma.shape[0] > 1 else None
         for c in torch.unique(lab).tolist():
@@ -175,7 +157,7 @@ class ClassConditionalDenoiser:
 
     def conditioned(self, label) -> Callable:
         """The denoiser ``D(., ., label)`` of a fixed label (int or ``(B,)`` tensor)."""
-        _check_labels(label, self.num_classes, None if torch.as_tensor(label).ndim else 1)
+        check_labels(label, self.num_classes, None if torch.as_tensor(label).ndim else 1)
         return lambda x, sigma: self(x, sigma, label)
 
 
@@ -231,7 +213,7 @@ def classifier_free_guidance(model, label, w: float, *, unconditional: Callable 
             "guidance needs a class-conditional denoiser D(x, sigma, label)"
         )
     lab = torch.as_tensor(label)
-    _check_labels(lab, model.num_classes, None if lab.ndim else 1)
+    check_labels(lab, model.num_classes, None if lab.ndim else 1)
     unc = unconditional if unconditional is not None else (lambda x, sigma: model(x, sigma, None))
     return GuidedDenoiser(unc, lambda x, sigma: model(x, sigma, label), w)
 

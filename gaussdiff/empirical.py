@@ -8,7 +8,9 @@ import torch
 
 from . import kernels
 from ._checks import check_data, check_int
-from .denoisers import Denoiser, _LOG_2PI
+from .denoisers import Denoiser
+
+_LOG_2PI = math.log(2 * math.pi)
 
 __all__ = ["EmpiricalDenoiser"]
 
@@ -74,7 +76,7 @@ class EmpiricalDenoiser(Denoiser):
                 raise ValueError(
                     f"backend: 'triton' runs on CUDA data (or under TRITON_INTERPRET=1), data is on {data.device}"
                 )
-        self._stream_chunk = None if chunk_size is None else kernels._check_chunk(chunk_size)
+        self._stream_chunk = None if chunk_size is None else check_int(chunk_size, "chunk_size")
         self.chunk_size = kernels.DEFAULT_CHUNK if chunk_size is None else self._stream_chunk
         check_int(n_candidates, "n_candidates")
         if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol >= 0):

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_batch, check_int, check_sigma
+from ._checks import check_batch, check_int, check_labels, check_sigma
 from .denoisers import Denoiser
 from .schedules import VP
 
@@ -435,9 +435,7 @@ class NetworkDenoiser(Denoiser):
             return None
         if self.num_classes is None:
             raise ValueError("label: this network is unconditional (trained without labels); call it as D(x, sigma)")
-        from .conditional import _check_labels
-
-        return _check_labels(label, self.num_classes, batch).to(self.device)
+        return check_labels(label, self.num_classes, batch).to(self.device)
 
     def __call__(self, x: torch.Tensor, sigma, label=None) -> torch.Tensor:
         """``D(x, sigma[, label])``: same shape, dtype and device as ``x``."""
@@ -452,10 +450,8 @@ class NetworkDenoiser(Denoiser):
         batches of ``B`` rows), for the samplers."""
         if self.num_classes is None:
             raise ValueError("label: this network is unconditional (trained without labels)")
-        from .conditional import _check_labels
-
         lab = torch.as_tensor(label)
-        _check_labels(lab, self.num_classes, None if lab.ndim else 1)
+        check_labels(lab, self.num_classes, None if lab.ndim else 1)
         return lambda x, sigma: self(x, sigma, label)
 
     def raw(self, x: torch.Tensor, sigma, label=None) -> torch.Tensor:

@@ -36,6 +36,7 @@ __all__ = [
     "sample_heun",
     "sample_edm_stochastic",
     "sample_euler_ancestral",
+    "ancestral_step",
     "solve_flow",
     "seeded_noise",
 ]
@@ -254,7 +255,17 @@ def sample_edm_stochastic(
     return x
 
 
-def _ancestral_step(x, denoised, s_cur: float, s_next: float, eta: float, *, seed: int, start: int, step: int):
+def ancestral_step(
+    x: torch.Tensor,
+    denoised: torch.Tensor,
+    s_cur: float,
+    s_next: float,
+    eta: float,
+    *,
+    seed: int,
+    start: int = 0,
+    step: int,
+) -> torch.Tensor:
     r"""One ancestral step on the unscaled state from ``s_cur`` to ``s_next`` (k-diffusion's
     ancestral step; the one step of :func:`sample_euler_ancestral` and of the DPS and PiGDM
     samplers of :mod:`gaussdiff.inverse`): a deterministic Euler step down to
@@ -297,7 +308,7 @@ def sample_euler_ancestral(
     for i in range(len(sig) - 1):
         s_cur, s_next = sig[i], sig[i + 1]
         denoised = denoiser(x, s_cur)
-        x_next = _ancestral_step(x, denoised, s_cur, s_next, eta, seed=seed, start=start, step=i + 1)
+        x_next = ancestral_step(x, denoised, s_cur, s_next, eta, seed=seed, start=start, step=i + 1)
         if callback is not None:  # the state at sigma = s_cur, as in the other samplers
             callback({"i": i, "t": s_cur, "sigma": s_cur, "x": x, "denoised": denoised})
         x = x_next

@@ -169,6 +169,9 @@ def test_settings_are_the_one_home_of_the_defaults():
         ({"log_every": 0}, "^log_every:"),
         ({"save_every": 0}, "^save_every:"),
         ({"seed": True}, "^seed:"),
+        ({"width": 0}, "^width:"),
+        ({"depth": 2.5}, "^depth:"),
+        ({"device": "tpu"}, "^device:"),
     ],
 )
 def test_settings_refuse_bad_values(kw, msg):

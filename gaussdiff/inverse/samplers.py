@@ -18,7 +18,7 @@ import torch
 
 from .._checks import check_positive, check_sigma_grid
 from ..empirical import EmpiricalDenoiser
-from ..sampling import _ancestral_step, sample_heun, seeded_noise
+from ..sampling import ancestral_step, sample_heun, seeded_noise
 from ..schedules import karras_sigmas
 from .operators import as_operator, check_measurement, check_sigma_y
 from .posteriors import PosteriorDenoiser, empirical_logits, training_points
@@ -140,7 +140,7 @@ def sample_dps(
             return -op.adjoint(r) / norm  # grad of |y - A D| wrt D
 
         den, grad = _denoise_vjp(denoiser, x, s_cur, v_of)
-        x_next = _ancestral_step(x, den, s_cur, s_next, 1.0, seed=seed, start=start, step=i + 1)
+        x_next = ancestral_step(x, den, s_cur, s_next, 1.0, seed=seed, start=start, step=i + 1)
         scale = math.sqrt((1 + s_cur**2) * (1 + s_next**2))  # VP variable -> unscaled state
         x_next = x_next - (zeta * scale * grad).reshape(x.shape)
         if callback is not None:
@@ -200,7 +200,7 @@ def sample_pigdm(
 
         den, g = _denoise_vjp(denoiser, x, s_cur, v_of)
         den_y = den + s_cur**2 * g.reshape(den.shape)
-        x_next = _ancestral_step(x, den_y, s_cur, s_next, eta, seed=seed, start=start, step=i + 1)
+        x_next = ancestral_step(x, den_y, s_cur, s_next, eta, seed=seed, start=start, step=i + 1)
         if callback is not None:
             callback({"i": i, "sigma": s_cur, "x": x, "denoised": den_y})
         x = x_next

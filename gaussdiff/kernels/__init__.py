@@ -108,7 +108,6 @@ from ._core import (
     prepare_data,
     triton_interpreted,
 )
-from ._core import _check_chunk  # noqa: F401  (gaussdiff.empirical checks chunk_size with it)
 from ._numba import empirical_posterior_numba, nearest_neighbors_numba
 from ._torch import empirical_posterior_torch, nearest_neighbors_torch
 

@@ -155,12 +155,6 @@ def _knn_bound(xsq, ymax, d, u):
 # =============================================================================================
 
 
-def _check_chunk(chunk_size):
-    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
-        raise ValueError(f"chunk_size: must be a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
-
-
 def _check_k(k, n):
     if isinstance(k, bool) or int(k) != k or not 1 <= int(k) <= n:
         raise ValueError(f"k: must be an integer in [1, {n}], got {k!r}")

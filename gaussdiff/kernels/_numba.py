@@ -22,6 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._checks import check_int
 from ._core import (
     DEFAULT_CHUNK,
     DEFAULT_RTOL,
@@ -29,7 +30,6 @@ from ._core import (
     _KNN_EXTRA,
     PreparedData,
     _certificate,
-    _check_chunk,
     _check_k,
     _knn_bound,
     _query_terms,
@@ -534,7 +534,7 @@ def empirical_posterior_numba(
     if B < 1:
         raise ValueError("x: needs at least one query")
     s = _as_sigma_np(sigma, B)
-    chunk = _check_chunk(chunk_size)
+    chunk = check_int(chunk_size, "chunk_size")
     K = max(1, min(int(n_candidates), prep.n))
     kernel = _stream_kernel if kernel is None else kernel
     x64c = x.astype(np.float64) - prep.center
@@ -585,7 +585,7 @@ def nearest_neighbors_numba(
     y = prep.y
     _check_array(x, "x", (None, prep.d), y.dtype)
     k = _check_k(k, prep.n)
-    chunk = _check_chunk(chunk_size)
+    chunk = check_int(chunk_size, "chunk_size")
     kernel = _stream_kernel if kernel is None else kernel
     B = x.shape[0]
     K = min(prep.n, k + _KNN_EXTRA)

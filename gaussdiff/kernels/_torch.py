@@ -16,12 +16,12 @@ import math
 import numpy as np
 import torch
 
+from .._checks import check_int
 from ._core import (
     DEFAULT_CHUNK,
     DEFAULT_RTOL,
     N_CANDIDATES,
     PreparedData,
-    _check_chunk,
     _check_torch_inputs,
     _knn_queries_torch,
     _knn_refine_torch,
@@ -135,7 +135,7 @@ def empirical_posterior_torch(
     s = _check_torch_inputs(x, prep, sigma, validated=validated)
     B = x.shape[0]
     f64 = torch.float64
-    chunk = _check_chunk(chunk_size)
+    chunk = check_int(chunk_size, "chunk_size")
     K = max(1, min(int(n_candidates), prep.n))
     x64c = x.to(f64) - prep.center
     xq = x64c.to(y.dtype)
@@ -173,7 +173,7 @@ def nearest_neighbors_torch(
     prep, k, x, x64c, xsq, K = _knn_queries_torch(x, data, k)
     y = prep.y
     B = x.shape[0]
-    chunk = DEFAULT_CHUNK if chunk_size is None else _check_chunk(chunk_size)
+    chunk = DEFAULT_CHUNK if chunk_size is None else check_int(chunk_size, "chunk_size")
     with _tf32(x.device, False):
         inv2s2 = torch.ones(B, dtype=torch.float64, device=x.device)
         _, _, _, _, cl, ci = _torch_stream(x64c.to(y.dtype), x64c, prep, xsq, inv2s2, chunk, K, False, False)

@@ -50,11 +50,11 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import check_int
 from ._core import (
     DEFAULT_RTOL,
     N_CANDIDATES,
     _LAMBDA,
-    _check_chunk,
     _check_torch_inputs,
     _knn_queries_torch,
     _knn_refine_torch,
@@ -529,7 +529,7 @@ def _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info):
     """The body of :func:`empirical_posterior_triton` (on the right device, inputs checked)."""
     B, d = x.shape
     y = prep.y
-    chunk = auto_chunk(B, prep.n) if chunk_size is None else _check_chunk(chunk_size)
+    chunk = auto_chunk(B, prep.n) if chunk_size is None else check_int(chunk_size, "chunk_size")
     K = _next_pow2(max(1, int(n_candidates)))
     f64 = torch.float64
     dev = x.device
@@ -583,7 +583,7 @@ def nearest_neighbors_triton(
 
     Returns ``(dist (B, k) float64 ascending, idx (B, k) int64)``."""
     prep, k, x, x64c, xsq, K = _knn_queries_torch(x, data, k)
-    chunk = auto_chunk(x.shape[0], prep.n) if chunk_size is None else _check_chunk(chunk_size)
+    chunk = auto_chunk(x.shape[0], prep.n) if chunk_size is None else check_int(chunk_size, "chunk_size")
     with _tf32(x.device, False):
         ci, top = knn_candidates(x64c.to(prep.y.dtype).contiguous(), prep, chunk, K)
         rest_d2 = xsq - top  # +inf where every point is a candidate

@@ -31,7 +31,7 @@ ensemble      K networks as one vectorised model: :func:`train_ensemble`
 ============  ==================================================================================
 
 The layers point down: ``settings`` <- ``loop`` <- ``single``, ``ensemble``; this face imports
-them all and nothing imports it.
+them all and none of them imports it.
 
 ``train_denoiser(data, steps=..., outdir=DIR)`` writes ``DIR/config.json`` (configuration, loss
 history, checkpoints), ``DIR/model.pt`` (final EMA weights), ``DIR/ema_XXXXXXX.pt`` at the

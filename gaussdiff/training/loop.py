@@ -63,7 +63,8 @@ def denoising_loss(
 
 @dataclass
 class TrainResult:
-    """What :func:`train_denoiser` returns.
+    """What :func:`~gaussdiff.training.train_denoiser` returns (and
+    :func:`~gaussdiff.training.train_ensemble`, one per model).
 
     Attributes
     ----------

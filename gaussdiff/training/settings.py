@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import torch
+
 from .._checks import check_int, check_positive
 from ..networks import FRAMEWORKS, NETS
 
@@ -24,7 +26,9 @@ class TrainSettings:
     """Every setting of a training run, with its default: the one place they are written.
 
     Construction validates and normalises each value (a bad one raises ``ValueError`` naming
-    it), so an instance is always a valid run. ``settings.replace(lr=2e-3)`` gives a changed copy.
+    it). What depends on the data or the machine is checked when training starts: the
+    network's fit to the data (e.g. ``depth`` is for the MLP only) and that a CUDA device is
+    present. ``settings.replace(lr=2e-3)`` gives a changed copy.
     Each field's ``metadata["help"]`` is its one-line description (the command line's help).
     """
 
@@ -58,6 +62,15 @@ class TrainSettings:
             object.__setattr__(self, name, value)
 
         put("steps", check_int(self.steps, "steps", minimum=0))
+        for name in ("width", "depth"):
+            if getattr(self, name) is not None:
+                put(name, check_int(getattr(self, name), name))
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(
+                f"device: not a torch device ('cpu', 'cuda', 'cuda:0', ...), got {self.device!r}"
+            ) from None
         if self.net not in NETS:
             raise ValueError(f"net: must be one of {NETS}, got {self.net!r}")
         if self.framework not in FRAMEWORKS:

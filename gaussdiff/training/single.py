@@ -16,11 +16,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from .._checks import check_data, check_int
+from .._checks import check_data, check_int, check_labels
 from .._io import atomic_torch_save, atomic_write
-from ..conditional import _check_labels
 from ..data import load_dataset
-from ..networks import NetworkDenoiser, Preconditioned, build_network
+from ..networks import MLP, NetworkDenoiser, Preconditioned, build_network
 from .loop import (
     TrainResult,
     _adam,
@@ -141,6 +140,13 @@ def train_denoiser(
         model's when fine-tuning); labels must lie in ``0..num_classes-1``.
     label_dropout : probability in ``[0, 1)`` that a row's label is replaced by the "no label"
         token, which trains the unconditional branch ``D(x, sigma)`` used by classifier-free
+        guidance (ignored without labels).
+    init_from : fine-tune: start from a trained model, given as an ``outdir`` of
+        :func:`train_denoiser` (its final EMA), a :class:`~gaussdiff.networks.NetworkDenoiser`,
+        a :class:`TrainResult` (its EMA denoiser) or a :class:`~gaussdiff.networks.Preconditioned`
+        module. The architecture (``net``, ``width``, ``depth``, ``framework``, ``sigma_data``,
+        ``num_classes``) is the source's: leave them at their defaults or give the same values.
+        Model and EMA start from the source's weights, Adam from zero; ``seed`` seeds the batches.
         A source with labels needs ``labels`` and one without refuses them. Resuming checks that
         the source is the same (a fingerprint of its weights).
     settings : a :class:`TrainSettings` to train with instead of the keyword settings above
@@ -242,10 +248,10 @@ def _train(
                 f"labels: expected ({data.shape[0]},) labels, one per row of data, got shape {tuple(lab.shape)}"
             )
         if num_classes is None:
-            lab = _check_labels(lab, 2**62, data.shape[0], "labels")  # integers >= 0
+            lab = check_labels(lab, 2**62, data.shape[0], "labels")  # integers >= 0
             num_classes = int(lab.max()) + 1
         num_classes = check_int(num_classes, "num_classes")
-        labels = _check_labels(lab, num_classes, data.shape[0], "labels")
+        labels = check_labels(lab, num_classes, data.shape[0], "labels")
         label_dropout = s.label_dropout
     elif num_classes is not None:
         raise ValueError("num_classes: given without labels; pass labels= to train a class-conditional network")
@@ -413,7 +419,7 @@ def _fine_tuning_settings(s: TrainSettings, source: Preconditioned, event_shape)
     default yields to the source's value; one given otherwise must equal it)."""
     sm = source.net
     src = dict(
-        net="mlp" if type(sm).__name__ == "MLP" else "unet",
+        net="mlp" if isinstance(sm, MLP) else "unet",
         width=int(sm.width),
         depth=int(getattr(sm, "depth", 0)) or None,
         framework=source.framework,
