@@ -376,13 +376,13 @@ class GaussianMixtureDenoiser(Denoiser):
     # -- the components, for code that builds on them (e.g. the posteriors of gaussdiff.inverse) --
     @property
     def component_means(self) -> torch.Tensor:
-        """The means ``mu_k`` flattened: ``(K, d)``."""
-        return self._mu
+        """The means ``mu_k`` flattened: ``(K, d)`` (a copy: the mixture keeps its own)."""
+        return self._mu.clone()
 
     @property
     def log_weights(self) -> torch.Tensor:
-        """``log pi_k``: ``(K,)`` (``-inf`` for a component of weight 0)."""
-        return self._log_w
+        """``log pi_k``: ``(K,)`` (``-inf`` for a component of weight 0; a copy)."""
+        return self._log_w.clone()
 
     def component_covariances(self, *, dtype=None) -> torch.Tensor:
         """The covariances ``S_k`` as dense matrices, whatever ``cov_type``: ``(K, d, d)``, assembled

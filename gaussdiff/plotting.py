@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_write
+from .experiments import read_results, tau_mem
+
 __all__ = ["plot_results", "plot_phase_curves", "plot_phase_diagram", "plot_samples", "plot_inverse"]
 
 
@@ -115,7 +118,6 @@ def plot_phase_curves(rows, path):
 
 
 def plot_phase_diagram(rows, path):
-    from .experiments import tau_mem
 
     plt = _plt()
     groups = _groups(rows)
@@ -199,7 +201,6 @@ def plot_samples(outdir, path, *, columns: int = 8):
 
 def plot_results(outdir) -> list[Path]:
     """Redraw every figure of a results folder; returns the paths written."""
-    from .experiments import read_results
 
     outdir = Path(outdir)
     if not (outdir / "cells").is_dir():
@@ -222,7 +223,6 @@ def plot_inverse(result, path) -> None:
     one row per measurement with ``A^T y``, the truth, the exact posterior mean and one sample of
     each sampler, and below them the posterior-mean error of every sampler and ``sigma_y``
     against the steps, with the Monte-Carlo floor."""
-    from ._io import atomic_write
 
     plt = _plt()
     shown, rows = result.shown, result.rows

@@ -36,7 +36,9 @@ import torch
 from torch import nn
 
 from ._checks import as_tensor, check_data, check_finite, check_int
+from .data import data_fingerprint, load_dataset
 from ._io import atomic_torch_save
+from ._threads import cpu_threads
 
 __all__ = [
     "FeatureStats",
@@ -239,7 +241,6 @@ def feature_classifier(
     :class:`FeatureClassifier` in eval mode, ``.accuracy`` its held-out accuracy, ``.spec`` the
     data's name, ``.info`` the settings and the data fingerprint.
     """
-    from .data import data_fingerprint, load_dataset
 
     if isinstance(data, str):
         images, labels, info = load_dataset(data)
@@ -293,13 +294,8 @@ def feature_classifier(
         except Exception as exc:
             raise ValueError(f"cache: {path} is unreadable ({exc}); delete it to retrain") from exc
     else:
-        old = torch.get_num_threads()
-        if num_threads:
-            torch.set_num_threads(int(num_threads))
-        try:
+        with cpu_threads(num_threads or None):
             accuracy = _fit_classifier(model, images, labels, settings)
-        finally:
-            torch.set_num_threads(old)
         if cache:
             atomic_torch_save({"state": model.state_dict(), "accuracy": accuracy, "settings": settings}, path)
     model.eval()

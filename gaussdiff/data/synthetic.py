@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int, check_positive
+from ..denoisers import GaussianDenoiser, GaussianMixtureDenoiser
 
 __all__ = ["gaussian_data", "gmm_data", "molrg_data", "two_gaussians_data", "sphere_data"]
 
@@ -32,7 +33,6 @@ def gaussian_data(n: int, d: int, *, spectrum=None, alpha: float = 1.0, rotate: 
     law ``l_k = k^{-alpha}``, ``k = 1..d``), in a random orthonormal basis when ``rotate``.
 
     Returns ``(samples (n, d) float32, truth GaussianDenoiser float64)``."""
-    from ..denoisers import GaussianDenoiser
 
     d = check_int(d, "d")
     if spectrum is None:
@@ -52,7 +52,6 @@ def gmm_data(n: int, d: int, k: int, *, sep: float = 3.0, std: float = 1.0, seed
     with means drawn as ``sep`` times random unit vectors of ``R^d``.
 
     Returns ``(samples (n, d), component labels (n,), truth GaussianMixtureDenoiser)``."""
-    from ..denoisers import GaussianMixtureDenoiser
 
     d, k = check_int(d, "d"), check_int(k, "k")
     g = _gen(seed)
@@ -71,7 +70,6 @@ def gmm_data(n: int, d: int, k: int, *, sep: float = 3.0, std: float = 1.0, seed
 def molrg_data(n: int, d: int, r: int, k: int, *, seed: int = 0):
     """``n`` samples of a mixture of ``k`` low-rank Gaussians (random ``r``-dim subspaces of
     ``R^d``, Wang et al. 2024). Returns ``(samples, labels, truth)``."""
-    from ..denoisers import GaussianMixtureDenoiser
 
     g = _gen(seed)
     truth = GaussianMixtureDenoiser.random_molrg(check_int(d, "d"), check_int(r, "r"), check_int(k, "k"), generator=g)
@@ -84,7 +82,6 @@ def two_gaussians_data(n: int, d: int, *, mu: float = 1.0, std: float = 1.0, see
     weights, ``m = mu * (1, ..., 1)`` (so ``|m|^2 = mu^2 d``) and ``z ~ N(0, I_d)``.
 
     Returns ``(samples (n, d), sign labels in {0, 1} (n,), truth GaussianMixtureDenoiser)``."""
-    from ..denoisers import GaussianMixtureDenoiser
 
     d = check_int(d, "d")
     m = torch.full((d,), float(mu), dtype=torch.float64)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
+from .._threads import cpu_threads
 from ..data import disjoint_split, load_dataset
 from ..denoisers import GaussianDenoiser
 from ..empirical import EmpiricalDenoiser
@@ -55,15 +56,15 @@ def run_cell(
     (:func:`_closed_form_references`), the two networks trained with every checkpoint evaluated
     as it comes (:func:`_train_pair`, :class:`_CheckpointEvaluator`), one table row per
     checkpoint (:func:`_cell_rows`), and the figures' material (:func:`_write_cell_images`).
+    ``threads``: torch and numba CPU threads for the cell (restored afterwards); None keeps them.
     """
     if isinstance(config, dict):
         config = PhaseConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-    if threads:
-        torch.set_num_threads(int(threads))
-        import numba
+    with cpu_threads(threads or None, numba=True):
+        return _run_cell(config, cell, Path(outdir), progress=progress)
 
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    outdir = Path(outdir)
+
+def _run_cell(config: PhaseConfig, cell: dict, outdir: Path, *, progress: bool) -> dict:
     key = cell_key(cell)
     path = outdir / "cells" / f"{key}.json"
     chash = config.cell_hash()

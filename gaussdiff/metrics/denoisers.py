@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 
 from .._checks import as_tensor, check_data, check_finite, check_int, check_positive
+from ..denoisers import GaussianDenoiser
+from ..empirical import EmpiricalDenoiser
 from ._common import _WORK, _flat64, _is_number, _same_event
 
 __all__ = [
@@ -344,8 +346,6 @@ def optimum_gap(
     sigma_data : EDM's :math:`\sigma_d` (default: the standard deviation of ``train``).
     batch_size : rows per denoiser call.
     """
-    from ..denoisers import GaussianDenoiser
-    from ..empirical import EmpiricalDenoiser
 
     train = check_data(train, "train", min_rows=2)
     gen = _check_generator(generator)
@@ -585,7 +585,6 @@ def distillation_distance_to_gaussian(distillation: LinearDistillation, gaussian
     -------
     :class:`DistillationComparison`
     """
-    from ..denoisers import GaussianDenoiser
 
     if not isinstance(distillation, LinearDistillation):
         raise ValueError(f"distillation: expected a LinearDistillation, got {type(distillation).__name__}")

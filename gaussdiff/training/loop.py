@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from .._checks import check_int
+from .._threads import cpu_threads
 from .._version import __version__
 from ..data import data_fingerprint
 from ..networks import FRAMEWORKS, NetworkDenoiser, Preconditioned
@@ -94,14 +95,8 @@ def _resolve_device(device) -> torch.device:
 
 def _with_threads(num_threads, fn):
     """``fn()`` with torch's CPU thread count set to ``num_threads`` (None: unchanged), restored after."""
-    if num_threads is None:
+    with cpu_threads(num_threads):
         return fn()
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(check_int(num_threads, "num_threads"))
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _auto_sigma_data(data: torch.Tensor) -> float:
