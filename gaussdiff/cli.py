@@ -83,7 +83,7 @@ def _run_demo(args):
         }
         samples[name] = x
     args.outdir.mkdir(parents=True, exist_ok=True)
-    (args.outdir / "demo.json").write_text(json.dumps(result, indent=2))
+    atomic_write(args.outdir / "demo.json", json.dumps(result, indent=2))
     for name, r in result.items():
         print(
             f"{name:10s} memorization {r['memorization']:.3f} +- {r['memorization_se']:.3f}   "

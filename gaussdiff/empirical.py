@@ -110,7 +110,7 @@ class EmpiricalDenoiser(Denoiser):
     def _posterior(self, x, s):
         """float64 ``(mean (B, d), lse (B,), neff (B,))`` for flat queries ``x`` (B, d)."""
         info: dict = {}
-        out = kernels.empirical_posterior(
+        out = kernels.stream_posterior(
             x.detach(),
             self._prep,
             s.detach(),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._checks import check_int
+from ._io import atomic_write
 
 __all__ = [
     "ScriptInfo",
@@ -182,7 +183,7 @@ def _adapt(info: ScriptInfo, outdir: Path, mode: str, wall: float) -> dict:
         "reason": "",
         "adapted": True,
     }
-    (outdir / "result.json").write_text(json.dumps(res, indent=1, default=str))
+    atomic_write(outdir / "result.json", json.dumps(res, indent=1, default=str))
     return res
 
 
@@ -297,7 +298,7 @@ def _update_readme(readme: Path, table: str, header: str) -> None:
         raise ValueError(f"update_readme: {readme} lacks the markers {README_START} ... {README_END}")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{header}\n\n{table}{README_END}{tail}")
+    atomic_write(readme, f"{head}{README_START}\n{header}\n\n{table}{README_END}{tail}")
 
 
 def run_validation(
@@ -364,7 +365,7 @@ def run_validation(
         f"on {time.strftime('%Y-%m-%d')}; wall times on the machine that ran it."
     )
     table = format_table(selected)
-    (outdir / "validation_table.md").write_text(header + "\n\n" + table)
+    atomic_write(outdir / "validation_table.md", header + "\n\n" + table)
     summary = [
         {
             "name": i.name,
@@ -377,7 +378,7 @@ def run_validation(
         }
         for i in selected
     ]
-    (outdir / "validation.json").write_text(json.dumps(summary, indent=1, default=str))
+    atomic_write(outdir / "validation.json", json.dumps(summary, indent=1, default=str))
     echo(f"wrote {outdir / 'validation_table.md'} and validation.json")
     if update_readme:
         rows = []

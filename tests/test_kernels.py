@@ -377,7 +377,7 @@ def test_benchmark_quick(tmp_path, capsys):
 
 
 def test_one_dispatch_gives_each_backend_and_refuses_others():
-    """``kernels.empirical_posterior`` and ``kernels.nearest_neighbors`` are the one dispatch
+    """``kernels.stream_posterior`` and ``kernels.nearest_neighbors`` are the one dispatch
     EmpiricalDenoiser uses: torch tensors in for every backend, the same float64 torch triple
     (and the same neighbours) out (numba and torch agree to float32 rounding), and a named error
     for an unknown backend."""
@@ -388,8 +388,7 @@ def test_one_dispatch_gives_each_backend_and_refuses_others():
     x = data[:5] + 0.3 * torch.randn(5, 16, generator=g)
     s = torch.full((5,), 0.7)
     outs = {
-        b: kernels.empirical_posterior(x, kernels.prepare_data(data, backend=b), s, backend=b)
-        for b in ("numba", "torch")
+        b: kernels.stream_posterior(x, kernels.prepare_data(data, backend=b), s, backend=b) for b in ("numba", "torch")
     }
     for b, out in outs.items():
         assert len(out) == 3 and all(isinstance(o, torch.Tensor) and o.dtype == torch.float64 for o in out), b
@@ -398,7 +397,7 @@ def test_one_dispatch_gives_each_backend_and_refuses_others():
     ref = empirical_posterior_naive(x.double().numpy(), data.double().numpy(), s.double().numpy())
     torch.testing.assert_close(outs["numba"][0], torch.as_tensor(ref[0]), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="backend: expected 'numba', 'torch' or 'triton'"):
-        kernels.empirical_posterior(x, kernels.prepare_data(data, backend="torch"), s, backend="cupy")
+        kernels.stream_posterior(x, kernels.prepare_data(data, backend="torch"), s, backend="cupy")
     # nearest neighbours: prepared data for each backend, raw data with an explicit backend and
     # with the automatic one: all exactly the float64 brute force
     dr, ir = nearest_neighbors_naive(x.numpy(), data.numpy(), 3)

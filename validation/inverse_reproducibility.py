@@ -88,6 +88,8 @@ import torch
 
 import gaussdiff as gd
 
+from gaussdiff._io import atomic_write
+
 THRESHOLD, PASS_SHARE = 0.9, 0.95
 PASS_NET, CONTROL_MAX = 0.9, 0.5  # trained networks: PASS share; a control must stay below
 DPS_ZETA = 0.5  # DPS step: the authors' inpainting scale (DPS2022 configs/inpainting_config.yaml)
@@ -394,7 +396,7 @@ def main(argv=None):
         "dps_zeta": DPS_ZETA,
         "wall_time_s": time.time() - t0,
     }
-    (args.outdir / "inverse_reproducibility.json").write_text(json.dumps(result, indent=2, default=float))
+    atomic_write(args.outdir / "inverse_reproducibility.json", json.dumps(result, indent=2, default=float))
     print(f"reproducibility threshold: centred cosine >= {THRESHOLD}; PASS when the share is >= {PASS_SHARE}")
     for n_, v, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {n_}: {v:.4g}")

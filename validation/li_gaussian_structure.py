@@ -112,8 +112,8 @@ Changes from the 2026-11-24 protocol
   denoisers are approximately the optimal denoisers for a multivariate Gaussian", abstract)
   gives no number to check against; the distillation's RMSE to D_G is reported.
 * Check 1 uses the paper's linearity score with alpha = beta = 1/sqrt(2) (Fig. 1 caption) on the
-  paper's sigma range (was the centred score over 0.05..5): DESIGN §10 asks for the paper's
-  observable. The centred score is reported beside it: the paper's score is not 1 for an affine
+  paper's sigma range (was the centred score over 0.05..5): a verdict uses the paper's own
+  observable (validation/README.md). The centred score is reported beside it: the paper's score is not 1 for an affine
   map with an offset (the digits' mean is far from 0), so the centred one says "affine" and the
   paper's says what the paper measured.
 * Training to a measured condition, the same for every model (was a fixed 4000 steps chosen for

@@ -77,7 +77,7 @@ queries. ``triton`` (``gaussdiff.kernels._triton``; CUDA): the same algorithm wi
 between the two cuBLAS GEMMs fused into a few kernels, all candidates recomputed exactly.
 ``torch`` (:func:`empirical_posterior_torch`, :func:`nearest_neighbors_torch`; CPU or CUDA):
 plain torch ops. :func:`auto_backend` picks numba for CPU data and Triton for CUDA data (torch
-where Triton is not installed); :func:`empirical_posterior` and :func:`nearest_neighbors` are
+where Triton is not installed); :func:`stream_posterior` and :func:`nearest_neighbors` are
 the one dispatch to them (:class:`gaussdiff.EmpiricalDenoiser` calls nothing else). TF32 is
 disabled unless asked for. The float64 brute force the tests check every backend against lives
 beside them, in ``tests/_naive_kernels.py``.
@@ -121,7 +121,7 @@ __all__ = [
     "have_triton",
     "triton_interpreted",
     "auto_backend",
-    "empirical_posterior",
+    "stream_posterior",
     "nearest_neighbors",
     "empirical_posterior_numba",
     "nearest_neighbors_numba",
@@ -154,10 +154,12 @@ def _unknown(backend):
     return ValueError(f"backend: expected 'numba', 'torch' or 'triton', got {backend!r}")
 
 
-def empirical_posterior(
+def stream_posterior(
     x: torch.Tensor, prep: PreparedData, sigma: torch.Tensor, *, backend: str, validated: bool = False, **kwargs
 ):
-    """The one dispatch of the streamed posterior: :func:`empirical_posterior_numba`, the torch
+    """The one dispatch of the streamed posterior (named apart from
+    :func:`gaussdiff.empirical_posterior`, the exact posterior of an inverse problem):
+    :func:`empirical_posterior_numba`, the torch
     backend or the fused Triton kernels (``gaussdiff.kernels._triton.empirical_posterior_triton``).
 
     ``x`` (B, d) and ``sigma`` (B,) are torch tensors for every backend (numpy is made here for

@@ -34,6 +34,7 @@ import torch
 
 import gaussdiff as gd
 from gaussdiff import kernels
+from gaussdiff._io import atomic_write
 
 SIZES = [(1797, 64, 1024), (60000, 784, 256), (50000, 3072, 256)]
 QUICK_SIZES = [(300, 16, 64), (2000, 48, 32)]
@@ -205,7 +206,7 @@ def bench_size(N, d, B, sigma_rel, *, device, backends, repeats, naive_repeats, 
         be = backends[0]
         prep = dens[be]._prep
         sig = torch.full((B,), sigma, dtype=torch.float64, device=device)
-        run = lambda: kernels.empirical_posterior(xt, prep, sig, backend=be, allow_tf32=True)  # noqa: E731
+        run = lambda: kernels.stream_posterior(xt, prep, sig, backend=be, allow_tf32=True)  # noqa: E731
         run()
         t = min(_timed(run, device)[0] for _ in range(repeats))
         out = run()[0].cpu().numpy()
@@ -312,10 +313,7 @@ def main(argv=None):
         flops="4 B N d",
         data="uniform [0, 255] float32, queries = train + sigma n",
     )
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(dict(meta=meta, compile=compile_info, rows=rows), f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(dict(meta=meta, compile=compile_info, rows=rows), indent=1))
     print(f"wrote {path}")
     return rows
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from gaussdiff._io import atomic_write
+
 
 def _sync(device):
     if str(device).startswith("cuda"):
@@ -94,7 +96,7 @@ def main(argv=None) -> dict:
         print(f"{r['k']:>3} {r['ensemble_ms_per_step']:17.2f} {r['separate_ms_per_step']:19.2f} {r['speedup']:9.2f}")
     if a.outdir is not None:
         a.outdir.mkdir(parents=True, exist_ok=True)
-        (a.outdir / "bench_ensemble.json").write_text(json.dumps(res, indent=1))
+        atomic_write(a.outdir / "bench_ensemble.json", json.dumps(res, indent=1))
     return res
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from gaussdiff._io import atomic_write
+
 
 def _time_full(data, steps_short, steps_long, batch_size, width, threads):
     import gaussdiff as gd
@@ -142,7 +144,7 @@ def main(argv=None):
             f"{ph['eval_seconds_summed']:.1f} s, other {ph['other_seconds_summed']:.1f} s"
         )
     args.outdir.mkdir(parents=True, exist_ok=True)
-    (args.outdir / "bench_training.json").write_text(json.dumps(result, indent=1))
+    atomic_write(args.outdir / "bench_training.json", json.dumps(result, indent=1))
     return result
 
 
