@@ -136,11 +136,7 @@ class EmpiricalDenoiser(Denoiser):
         s64 = s.detach().to(torch.float64)
         xf = x.detach()
         out = torch.zeros_like(mean)
-        step = max(1, self.chunk_size // max(1, x.shape[0]))
-        for start in range(0, self.n, step):
-            y = torch.as_tensor(self._prep.y[start : start + step]).to(device=self.device, dtype=torch.float64)
-            w = torch.exp(-self._exact_d2(xf, start, start + step) / (2 * s64[:, None] ** 2) - lse[:, None])
-            diff = y[None] - mean[:, None, :]  # (B, c, d)
+        for w, diff in self._centred_chunks(xf, s64, mean, lse):
             out += torch.einsum("bc,bcd->bd", w * torch.einsum("bcd,bd->bc", diff, g), diff)
         return out
 
@@ -175,6 +171,16 @@ class EmpiricalDenoiser(Denoiser):
         diff = xf.to(torch.float64)[:, None, :] - y[None]
         return (diff * diff).sum(-1)
 
+    def _centred_chunks(self, xf, s64, mean, lse):
+        """Chunks of training points as ``(w (B, c), y - mean (B, c, d))``: the (E2) weights
+        ``exp(-|x - y_i|^2 / 2 sigma^2 - lse)`` from exact differences (float64) and the points
+        centred on the posterior mean, the two factors of every posterior second moment."""
+        step = max(1, self.chunk_size // max(1, xf.shape[0]))
+        for start in range(0, self.n, step):
+            y = torch.as_tensor(self._prep.y[start : start + step]).to(device=self.device, dtype=torch.float64)
+            w = torch.exp(-self._exact_d2(xf, start, start + step) / (2 * s64[:, None] ** 2) - lse[:, None])
+            yield w, y[None] - mean[:, None, :]
+
     def posterior_weights(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """The full ``(B, N)`` posterior weights ``softmax_i(-|x - x_i|^2 / 2 sigma^2)``.
 
@@ -195,11 +201,7 @@ class EmpiricalDenoiser(Denoiser):
         s64 = s.to(torch.float64)
         B, d = xf.shape
         cov = torch.zeros(B, d, d, dtype=torch.float64, device=self.device)
-        step = max(1, self.chunk_size // max(1, B))
-        for start in range(0, self.n, step):
-            y = torch.as_tensor(self._prep.y[start : start + step]).to(device=self.device, dtype=torch.float64)
-            w = torch.exp(-self._exact_d2(xf, start, start + step) / (2 * s64[:, None] ** 2) - lse[:, None])
-            diff = y[None] - mean[:, None, :]  # (B, c, d)
+        for w, diff in self._centred_chunks(xf, s64, mean, lse):
             cov += torch.einsum("bc,bcd,bce->bde", w, diff, diff)
         return (cov / s64[:, None, None] ** 2).to(self.dtype)
 

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_finite, check_positive, check_sigma_grid
+from ._checks import as_tensor, check_finite, check_int, check_positive, check_sigma_grid
 
 __all__ = [
     "speciation_time",
@@ -134,15 +134,15 @@ def collapse_time(n_train: int, eigenvalues, *, dim: int | None = None, n_cluste
     -------
     float, the OU time; ``gd.OU().sigma(t)`` gives the EDM noise level.
     """
-    if int(n_train) != n_train or n_train < 1 or int(n_clusters) != n_clusters or n_clusters < 1:
-        raise ValueError(f"n_train, n_clusters: must be positive integers, got {n_train!r}, {n_clusters!r}")
+    n_train, n_clusters = check_int(n_train, "n_train"), check_int(n_clusters, "n_clusters")
     log_n = math.log(n_train) - math.log(n_clusters)
     if log_n <= 0:
         raise ValueError(f"n_train: must exceed n_clusters = {n_clusters}, got {n_train}")
     scalar = isinstance(eigenvalues, (int, float)) or (np.ndim(eigenvalues) == 0)
     if scalar:
-        if dim is None or int(dim) != dim or dim < 1:
+        if dim is None:
             raise ValueError("dim: a positive integer is needed with an isotropic (float) variance")
+        dim = check_int(dim, "dim")
         v = check_positive(float(eigenvalues), "eigenvalues")
         sigma2 = v / math.expm1(2.0 * log_n / int(dim))
     else:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_data
+from .._checks import check_data, check_int
 
 __all__ = ["subset", "disjoint_split", "split_indices", "resize_images", "to_unit_range", "data_fingerprint"]
 
@@ -69,9 +69,7 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def split_indices(n_total: int, n: int, seed: int, *, parts: int = 1) -> list[torch.Tensor]:
     """``parts`` disjoint index blocks of size ``n`` from one seeded permutation of ``n_total``."""
-    if int(n) != n or n < 1:
-        raise ValueError(f"n: must be a positive integer, got {n!r}")
-    n = int(n)
+    n = check_int(n, "n")
     if parts * n > n_total:
         if parts == 1:
             raise ValueError(f"n: asked for {n} rows but the data set has only {n_total}")

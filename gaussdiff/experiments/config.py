@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._checks import check_int
 from ..networks import FRAMEWORKS, NETS
 
 __all__ = ["PhaseConfig", "RESULT_COLUMNS", "log_checkpoints", "default_sizes", "cell_key"]
@@ -140,8 +141,7 @@ class PhaseConfig:
         sizes = list(self.sizes)
         if not sizes:
             raise ValueError("sizes: give at least one training-set size")
-        if any(int(n) != n or n < 2 for n in sizes):
-            raise ValueError(f"sizes: every size must be an integer >= 2, got {sizes}")
+        sizes = [check_int(n, "sizes", minimum=2) for n in sizes]
         if any(b <= a for a, b in zip(sizes, sizes[1:])):
             raise ValueError(f"sizes: must be strictly increasing, got {sizes}")
         if 2 * sizes[-1] > n_total:
@@ -154,8 +154,8 @@ class PhaseConfig:
                 raise ValueError(f"frameworks: unknown framework {f!r}; choose from {FRAMEWORKS}")
         if not self.frameworks or not self.widths or not self.seeds:
             raise ValueError("frameworks, widths, seeds: each needs at least one value")
-        if any(int(w) != w or w < 1 for w in self.widths):
-            raise ValueError(f"widths: must be positive integers, got {list(self.widths)}")
+        for w in self.widths:
+            check_int(w, "widths")
         if self.net not in NETS:
             raise ValueError(f"net: must be one of {NETS}, got {self.net!r}")
         if self.steps < 1 or self.checkpoints < 1:

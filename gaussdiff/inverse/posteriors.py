@@ -173,9 +173,11 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def empirical_logits(x: torch.Tensor, points: torch.Tensor, sigma, log_prior=None) -> torch.Tensor:
-    r"""The logits of the posterior weights over a finite set of points, the one place they are
-    written in this package: :math:`\log\pi_i - |x - x_i|^2 / 2\sigma^2`, ``(B, N)``; their
-    softmax over ``i`` is the weight of point ``i``.
+    r"""The logits of the posterior weights over a finite set of points, the one place
+    :mod:`gaussdiff.inverse` writes them: :math:`\log\pi_i - |x - x_i|^2 / 2\sigma^2`, ``(B, N)``;
+    their softmax over ``i`` is the weight of point ``i``. (The :class:`~gaussdiff.EmpiricalDenoiser`
+    itself streams its weights from exact differences, for its certified accuracy; these dense
+    logits use the expanded square, enough for the small exact posteriors here.)
 
     * (E2) with ``x`` the noisy queries, ``points`` the training points and no ``log_prior``: the
       weights of the empirical denoiser;

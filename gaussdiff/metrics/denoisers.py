@@ -24,7 +24,11 @@ import torch
 from .._checks import as_tensor, check_data, check_finite, check_int, check_positive
 from ..denoisers import GaussianDenoiser
 from ..empirical import EmpiricalDenoiser
+from ..training.settings import TrainSettings
 from ._common import _WORK, _flat64, _is_number, _same_event
+
+
+_TRAIN = TrainSettings()  # the trainer's law of sigma is optimum_gap's default
 
 __all__ = [
     "SigmaProfile",
@@ -314,8 +318,8 @@ def optimum_gap(
     *,
     generator: torch.Generator,
     n_draws: int = 4096,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
+    p_mean: float = _TRAIN.p_mean,
+    p_std: float = _TRAIN.p_std,
     sigma_data: float | None = None,
     batch_size: int = 4096,
 ) -> OptimumGap:
