@@ -123,10 +123,15 @@ def _list_of(parse, what: str):
     return parse_list
 
 
+def _csv(values) -> str:
+    return ",".join(map(str, values))
+
+
 _int_list, _float_list, _str_list = _list_of(int, "integers"), _list_of(float, "numbers"), _list_of(str, "names")
 
 
 def _add_phase_curve(sub):
+    P, Q = PhaseConfig(), PhaseConfig.quick()  # the defaults shown are the library's
     p = sub.add_parser(
         "phase-curve",
         formatter_class=_formatter,
@@ -150,21 +155,27 @@ def _add_phase_curve(sub):
             """),
     )
     p.add_argument("--outdir", type=Path, required=True, help="results folder (created; reused to resume)")
-    p.add_argument("--data", default=None, help="data set spec (default digits; see gaussdiff.available_datasets())")
+    p.add_argument("--data", default=None, help=f"data set spec (default {P.data}; see gaussdiff.available_datasets())")
     p.add_argument(
-        "--sizes", type=_int_list, default=None, help="increasing N, comma-separated (default 8,26,85,276,896)"
+        "--sizes", type=_int_list, default=None, help=f"increasing N, comma-separated (default {_csv(P.sizes)})"
     )
-    p.add_argument("--seeds", type=_int_list, default=None, help="seeds, comma-separated (default 0)")
-    p.add_argument("--widths", type=_int_list, default=None, help="network widths (default 256)")
-    p.add_argument("--frameworks", type=_str_list, default=None, help="edm,vp,flow (default edm)")
-    p.add_argument("--net", choices=NETS, default=None, help="architecture (default mlp)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per network (default 4000)")
-    p.add_argument("--checkpoints", type=int, default=None, help="log-spaced evaluated steps (default 6)")
-    p.add_argument("--samples", type=int, default=None, help="samples per network and checkpoint (default 256)")
+    p.add_argument("--seeds", type=_int_list, default=None, help=f"seeds, comma-separated (default {_csv(P.seeds)})")
+    p.add_argument("--widths", type=_int_list, default=None, help=f"network widths (default {_csv(P.widths)})")
     p.add_argument(
-        "--threshold", type=float, default=None, help="similarity threshold of reproducibility (default 0.9)"
+        "--frameworks", type=_str_list, default=None, help=f"{_csv(FRAMEWORKS)} (default {_csv(P.frameworks)})"
     )
-    p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
+    p.add_argument("--net", choices=NETS, default=None, help=f"architecture (default {P.net})")
+    p.add_argument("--steps", type=int, default=None, help=f"training steps per network (default {P.steps})")
+    p.add_argument(
+        "--checkpoints", type=int, default=None, help=f"log-spaced evaluated steps (default {P.checkpoints})"
+    )
+    p.add_argument(
+        "--samples", type=int, default=None, help=f"samples per network and checkpoint (default {P.n_samples})"
+    )
+    p.add_argument(
+        "--threshold", type=float, default=None, help=f"similarity threshold of reproducibility (default {P.threshold})"
+    )
+    p.add_argument("--device", default=None, help=f"cpu or cuda (default {P.device})")
     p.add_argument(
         "--ensemble",
         action=argparse.BooleanOptionalAction,
@@ -178,16 +189,15 @@ def _add_phase_curve(sub):
         help="parallel processes (spawned); 0 = one per core, at most one per cell (default)",
     )
     p.add_argument("--dask-scheduler", default=None, help="address of a Dask scheduler to run the cells on")
-    p.add_argument("--quick", action="store_true", help="a smaller run of the same shape (4 sizes, 1000 steps)")
+    p.add_argument(
+        "--quick", action="store_true", help=f"a smaller run of the same shape ({len(Q.sizes)} sizes, {Q.steps} steps)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run_phase_curve)
 
 
-QUICK = dict(sizes=(8, 24, 72, 216), steps=1000, checkpoints=4, n_samples=128, dist_points=64)
-
-
 def _run_phase_curve(args):
-    settings = dict(QUICK) if args.quick else {}
+    settings = {}
     for arg, key in (
         ("data", "data"),
         ("sizes", "sizes"),
@@ -205,7 +215,7 @@ def _run_phase_curve(args):
         val = getattr(args, arg)
         if val is not None:
             settings[key] = val
-    config = dataclasses.replace(PhaseConfig(), **settings)
+    config = PhaseConfig.quick(**settings) if args.quick else dataclasses.replace(PhaseConfig(), **settings)
     rows = run_sweep(
         config, args.outdir, workers=args.workers, dask_scheduler=args.dask_scheduler, progress=not args.no_progress
     )
