@@ -57,3 +57,25 @@ def test_public_surface_is_explicit_and_complete(face):
     assert imported == expected == list(pkg.__all__)
     assert len(set(pkg.__all__)) == len(pkg.__all__)
     assert all(hasattr(pkg, n) for n in pkg.__all__)
+
+
+def test_cpu_threads_sets_both_and_restores_in_a_fresh_process():
+    """In a fresh process numba's threading layer starts inside ``cpu_threads`` and resets the
+    OpenMP thread count: torch's setting must still hold in the block (a sweep worker once ran
+    at 2 torch threads per core, 4.5x slower), and both come back afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, numba\n"
+        "from gaussdiff._threads import cpu_threads\n"
+        "before = (torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)\n"
+        "with cpu_threads(1, numba=True):\n"
+        "    inside = (torch.get_num_threads(), numba.get_num_threads())\n"
+        "after = (torch.get_num_threads(), numba.get_num_threads())\n"
+        "print(before, inside, after)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    before, inside, after = (tuple(int(v) for v in part.strip(" ()").split(",")) for part in out.strip().split(") ("))
+    assert inside == (1, 1)
+    assert after == before
