@@ -88,16 +88,20 @@ class Denoiser:
 def _eigh_psd(cov: torch.Tensor, name: str, *, rtol: float = 1e-10):
     """Eigendecomposition of a symmetric positive semi-definite matrix (batched).
 
-    Eigenvalues above ``-rtol * max|l|`` are accepted; anything more negative is refused.
-    Eigenvalues below ``d * eps * max|l|`` (the numerical-rank tolerance of
-    ``numpy.linalg.matrix_rank``) are round-off of a rank-deficient matrix and are set to
-    exactly 0, so that a rank-deficient covariance keeps its rank as ``sigma -> 0``."""
+    Eigenvalues above ``-max(rtol, 4 d eps) * max|l|`` are accepted, with ``eps`` the unit
+    roundoff of the matrix's own dtype: ``eigh`` computes each eigenvalue to about
+    ``d eps max|l|``, so in float32 a rank-deficient covariance (any data with N <= d) has
+    eigenvalues near ``-1e-7 * d * max|l|`` that are rounding, not a negative variance. Anything
+    more negative is refused. Eigenvalues below ``d * eps * max|l|`` (the numerical-rank
+    tolerance of ``numpy.linalg.matrix_rank``) are round-off of a rank-deficient matrix and are
+    set to exactly 0, so that a rank-deficient covariance keeps its rank as ``sigma -> 0``."""
     tol = 1e4 * torch.finfo(cov.dtype).eps * float(cov.abs().max())  # round-off of X^T X, not asymmetry
     if not bool(torch.allclose(cov, cov.transpose(-1, -2), rtol=0.0, atol=tol)):
         raise ValueError(f"{name}: must be symmetric")
     sym = 0.5 * (cov + cov.transpose(-1, -2))
     lam, U = torch.linalg.eigh(sym)
     scale = lam.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(lam.dtype).tiny)
+    rtol = max(rtol, 4 * lam.shape[-1] * torch.finfo(lam.dtype).eps)
     if bool((lam < -rtol * scale).any()):
         raise ValueError(f"{name}: is not positive semi-definite (smallest eigenvalue {float(lam.min()):.3e})")
     tol = lam.shape[-1] * torch.finfo(lam.dtype).eps * scale
@@ -140,13 +144,14 @@ class GaussianDenoiser(Denoiser):
         """The Gaussian with the empirical mean and covariance of ``data`` (N, *event_shape).
 
         The covariance is normalised by ``N`` (the maximum-likelihood estimate) unless
-        ``unbiased=True`` (``N - 1``)."""
+        ``unbiased=True`` (``N - 1``). Mean and covariance are computed in float64 whatever the
+        data's dtype, then stored in it."""
         data = check_data(data, "data", min_rows=2 if unbiased else 1)
-        flat = data.reshape(data.shape[0], -1)
+        flat = data.reshape(data.shape[0], -1).to(torch.float64)
         mu = flat.mean(0)
         centred = flat - mu
         cov = centred.T @ centred / (flat.shape[0] - (1 if unbiased else 0))
-        return cls(mu.reshape(data.shape[1:]), cov)
+        return cls(mu.reshape(data.shape[1:]).to(data.dtype), cov.to(data.dtype))
 
     def to(self, *, dtype=None, device=None) -> "GaussianDenoiser":
         dtype, device = dtype or self.dtype, device or self.device

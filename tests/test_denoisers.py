@@ -417,3 +417,30 @@ def test_bad_input(gen):
     _assert_names(lambda: gd.GaussianMixtureDenoiser.smoothed_empirical(data, -0.1), "h")
     _assert_names(lambda: G.flow(x, 1.0, -1.0), "sigma_to")
     _assert_names(lambda: G.effective_dim(0.0), "sigma")
+
+
+def test_float32_rank_deficient_fits_are_accepted_and_right():
+    """Issue 16, problem 1: float32 data with a rank-deficient covariance (the digits loader's
+    64 pixels include constant ones; any N <= d) have float32 eigenvalues near ``-d eps max|l|``
+    by rounding alone. The fit accepts them and agrees with the float64 fit to float32 rounding;
+    a matrix with a negative eigenvalue beyond rounding is still refused in both dtypes."""
+    data = gd.load_dataset("digits")[0]
+    assert data.dtype == torch.float32
+    g32, g64 = gd.GaussianDenoiser.fit(data), gd.GaussianDenoiser.fit(data.double())
+    x = data[:8] + 0.3 * torch.randn(data[:8].shape, generator=torch.Generator().manual_seed(0))
+    d, eps, lmax = x.shape[-1] * x.shape[-2], torch.finfo(torch.float32).eps, float(g64.eigenvalues.max())
+    spread = float((x.double().reshape(8, -1) - g64.mean.reshape(1, -1)).abs().max())
+    for sigma in (0.05, 0.5, 5.0):
+        # float32 eigenvalues are off by up to ~d eps lmax, which moves the shrinkage
+        # l / (l + sigma^2) of a direction by up to that over sigma^2: the bound below
+        err = float((g32(x, sigma).double() - g64(x.double(), sigma)).abs().max())
+        assert err <= 4 * d * eps * lmax / sigma**2 * spread + 1e-5, (sigma, err)
+    for seed in range(20):
+        few = torch.randn(20, 64, generator=torch.Generator().manual_seed(seed))  # N < d
+        gd.GaussianDenoiser.fit(few)
+    g64.to(dtype=torch.float32)
+    gd.ClassConditionalDenoiser.from_data(*gd.load_dataset("digits")[:2], kind="gaussian")
+    for dtype in (torch.float32, torch.float64):
+        bad = torch.diag(torch.tensor([1.0, -1e-3], dtype=dtype))
+        with pytest.raises(ValueError, match="^cov: is not positive semi-definite"):
+            gd.GaussianDenoiser(torch.zeros(2, dtype=dtype), bad)
