@@ -49,3 +49,19 @@ def atomic_torch_save(obj, path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write(path, buf.getvalue())
+
+
+def make_outdir(path, name: str = "outdir") -> Path:
+    """The output folder ``path``, created with its parents when missing; a clear ``ValueError``
+    naming the argument when it is a file, lies under a file, or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: {path} is a file, not a folder; give a folder (it is created when missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{name}: {path} cannot be created or written ({exc.strerror or exc})") from None
+    return path

@@ -19,7 +19,8 @@ import torch
 
 import gaussdiff as gd
 
-from ._io import atomic_write
+from ._checks import check_int
+from ._io import atomic_write, make_outdir
 from ._version import __version__
 from .experiments import PhaseConfig, run_sweep, tau_mem
 from .inverse import experiment
@@ -66,6 +67,11 @@ def _add_demo(sub):
 
 
 def _run_demo(args):
+    # the memorization gap ratio compares the two nearest training points: N >= 2
+    check_int(args.n_train, "--n-train", minimum=2)
+    for flag, value in (("--dim", args.dim), ("--samples", args.samples), ("--steps", args.steps)):
+        check_int(value, flag)
+    make_outdir(args.outdir, "--outdir")
     g = torch.Generator().manual_seed(args.seed)
     train = torch.randn(args.n_train, args.dim, generator=g, dtype=torch.float64)
     sigmas = gd.karras_sigmas(args.steps)
@@ -82,7 +88,6 @@ def _run_demo(args):
             "median_nn_distance": float(nn[0][:, 0].median()),
         }
         samples[name] = x
-    args.outdir.mkdir(parents=True, exist_ok=True)
     atomic_write(args.outdir / "demo.json", json.dumps(result, indent=2))
     for name, r in result.items():
         print(
@@ -192,6 +197,11 @@ def _add_phase_curve(sub):
     p.add_argument(
         "--quick", action="store_true", help=f"a smaller run of the same shape ({len(Q.sizes)} sizes, {Q.steps} steps)"
     )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="when --outdir holds a run made with other settings, move it into OUTDIR/superseded/ and start anew",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run_phase_curve)
 
@@ -217,7 +227,12 @@ def _run_phase_curve(args):
             settings[key] = val
     config = PhaseConfig.quick(**settings) if args.quick else dataclasses.replace(PhaseConfig(), **settings)
     rows = run_sweep(
-        config, args.outdir, workers=args.workers, dask_scheduler=args.dask_scheduler, progress=not args.no_progress
+        config,
+        args.outdir,
+        workers=args.workers,
+        dask_scheduler=args.dask_scheduler,
+        progress=not args.no_progress,
+        replace=args.replace,
     )
     plot_results(args.outdir)
     last = {}

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._checks import check_int
-from ._io import atomic_write
+from ._io import atomic_write, make_outdir
 
 __all__ = [
     "ScriptInfo",
@@ -198,7 +198,7 @@ def _run_one(
     echo: Callable[[str], None],
 ) -> None:
     mode = "fast" if fast else "full"
-    outdir.mkdir(parents=True, exist_ok=True)
+    make_outdir(outdir)
     result_file = outdir / "result.json"
     info.log = outdir / "log.txt"
     if reuse and result_file.is_file():
@@ -351,7 +351,7 @@ def run_validation(
         selected = infos
     threads = check_int(threads, "threads")
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    make_outdir(outdir)
     mode = "fast" if fast else "full"
     echo(f"gaussdiff validate: {len(selected)} script(s) from {sdir}, mode {mode}, results in {outdir}")
     for info in selected:

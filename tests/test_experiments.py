@@ -87,13 +87,62 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
     assert len(keys) == len(set(keys)) == 6
 
 
-def test_changed_settings_rerun_the_cell(tmp_path):
-    ex.run_sweep(TINY, tmp_path, progress=False)
+def test_changed_settings_are_refused_or_start_a_separate_run(tmp_path):
+    """Issue 16, problem 3: a rerun with settings that change a cell's result is refused, naming
+    them; with replace=True the old run moves to superseded/ and the new one starts clean."""
     import dataclasses
 
-    changed = dataclasses.replace(TINY, steps=50)
-    rows = ex.run_sweep(changed, tmp_path, progress=False)
-    assert max(r["step"] for r in rows) == 50
+    ex.run_sweep(TINY, tmp_path, progress=False)
+    changed = dataclasses.replace(TINY, steps=50, sizes=(4, 12))
+    with pytest.raises(ValueError, match=r"^outdir: .* other settings \(steps: 40 there, 50 here\)"):
+        ex.run_sweep(changed, tmp_path, progress=False)
+    assert max(r["step"] for r in ex.read_results(tmp_path)) == 40  # the old run is untouched
+    rows = ex.run_sweep(changed, tmp_path, progress=False, replace=True)
+    assert max(r["step"] for r in rows) == 50 and {r["n"] for r in rows} == {4, 12}
+    (old,) = (tmp_path / "superseded").iterdir()
+    assert len(list((old / "cells").glob("*.json"))) == 3 and (old / "results.csv").exists()
+    assert {int(r["n"]) for r in _read_csv(tmp_path / "results.csv")} == {4, 12}
+    assert {r["n"] for r in ex.read_results(tmp_path)} == {4, 12}
+
+
+def test_a_new_grid_never_shows_cells_of_the_old_one(tmp_path):
+    """A rerun with another grid (same settings) reuses the cells it shares; tables, figures
+    and read_results show the new grid only, although the old N = 16 cell stays on disk."""
+    import dataclasses
+
+    from gaussdiff.plotting import plot_results
+
+    ex.run_sweep(TINY, tmp_path, progress=False)
+    smaller = dataclasses.replace(TINY, sizes=(4, 8))
+    ex.run_sweep(smaller, tmp_path, progress=False)
+    assert (tmp_path / "cells" / f"{ex.config.cell_key(dict(n=16, seed=0, width=32, framework='edm'))}.json").exists()
+    assert {r["n"] for r in ex.read_results(tmp_path)} == {4, 8}
+    assert {int(r["n"]) for r in _read_csv(tmp_path / "results.csv")} == {4, 8}
+    plot_results(tmp_path)  # draws from read_results: the new grid only
+
+
+def test_an_unreadable_cell_is_recomputed_and_named(tmp_path):
+    """A cell file cut short (a disk error) does not block resume: it is recomputed; reading
+    the folder before that names the file."""
+    rows = ex.run_sweep(TINY, tmp_path, progress=False)
+    bad = sorted((tmp_path / "cells").glob("*.json"))[0]
+    bad.write_text(bad.read_text()[:50])
+    with pytest.raises(ValueError, match=f"^cells: {bad} is unreadable"):
+        ex.read_results(tmp_path)
+    again = ex.run_sweep(TINY, tmp_path, progress=False)
+    assert _strip(again) == _strip(rows)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is unreadable"):
+        ex.read_results(tmp_path)
+
+
+def test_results_files_are_identical_between_two_runs(tmp_path):
+    """Wall times live in timings.csv, so results.csv and tau_mem.csv compare bit for bit."""
+    ex.run_sweep(TINY, tmp_path / "a", progress=False)
+    ex.run_sweep(TINY, tmp_path / "b", progress=False)
+    for name in ("results.csv", "tau_mem.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert len(_read_csv(tmp_path / "a" / "timings.csv")) == 3
 
 
 def test_parallel_workers_give_the_same_table(tmp_path):

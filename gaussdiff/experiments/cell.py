@@ -69,8 +69,11 @@ def _run_cell(config: PhaseConfig, cell: dict, outdir: Path, *, progress: bool) 
     path = outdir / "cells" / f"{key}.json"
     chash = config.cell_hash()
     if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("cell_hash") == chash:
+        try:
+            stored = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            stored = {}  # unreadable (e.g. a disk error): the cell is recomputed and rewritten
+        if isinstance(stored, dict) and stored.get("cell_hash") == chash and "rows" in stored:
             return stored
 
     t_start = time.perf_counter()

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from .._checks import check_data, check_int, check_labels
-from .._io import atomic_torch_save, atomic_write
+from .._io import atomic_torch_save, atomic_write, make_outdir
 from ..data import load_dataset
 from ..networks import MLP, NetworkDenoiser, Preconditioned, build_network
 from .loop import (
@@ -298,7 +298,7 @@ def _train(
 
     outdir = Path(outdir) if outdir is not None else None
     if outdir is not None:
-        outdir.mkdir(parents=True, exist_ok=True)
+        make_outdir(outdir)
         state_file = outdir / "state.pt"
         if state_file.exists():
             state = torch.load(state_file, map_location=dev, weights_only=False)
