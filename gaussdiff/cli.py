@@ -21,6 +21,7 @@ import gaussdiff as gd
 
 from ._checks import check_int
 from ._io import atomic_write, make_outdir
+from ._procs import terminate_as_interrupt
 from ._version import __version__
 from .experiments import PhaseConfig, run_sweep, tau_mem
 from .inverse import experiment
@@ -640,10 +641,16 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        out = args.func(args)
+        with terminate_as_interrupt():
+            out = args.func(args)
     except ValueError as exc:
         print(f"gaussdiff {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = getattr(args, "outdir", None)
+        kept = f"; finished results are kept in {where} and the same command resumes" if where else ""
+        print(f"gaussdiff {args.verb}: interrupted{kept}", file=sys.stderr)
+        return 130
     return int(out or 0)
 
 

@@ -2,14 +2,18 @@ r"""Readers of files: a user's ``.npy``/``.npz`` array or folder of images, MNIS
 files and CIFAR-10 python batches, and the choice of reader for a path given as a data spec.
 
 Each reader returns ``(data, labels or None, info)`` with images ``(N, C, H, W)`` float32 scaled
-to ``[-1, 1]`` (see :func:`~gaussdiff.to_unit_range`) and vectors ``(N, d)`` as given; a file
-that is missing or not in the expected format is refused with a ``ValueError`` naming it.
+to ``[-1, 1]`` (see :func:`~gaussdiff.to_unit_range`) and vectors ``(N, d)`` as given. A file
+that is missing, a folder, unreadable, empty, truncated, corrupt or not in the expected format is
+refused with a one-line ``ValueError`` that names it (every parse of a file's bytes goes through
+one helper, ``_reading``), never an error of zipfile, gzip, pickle, PIL or numpy.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +24,58 @@ from .transforms import to_unit_range
 __all__ = ["read_array", "read_image_folder", "read_idx", "read_mnist_idx", "read_cifar10"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm")
+_NPY = "a NumPy .npy file"
+_NPZ = "a NumPy .npz archive"
+_CIFAR = "a CIFAR-10 python batch"
+_NPY_HINT = "; write it with numpy.save (object arrays and pickles are not read)"
+_NPZ_HINT = "; write it with numpy.savez"
 
 
-def _images_tensor(a: np.ndarray, *, channels_last_ok: bool = True) -> tuple[torch.Tensor, str]:
+@contextmanager
+def _reading(path, what: str, hint: str = ""):
+    """Parse ``path`` as ``what`` inside this block: any error the parser raises (zipfile, gzip,
+    zlib, pickle, PIL, numpy, the OS: a bad, truncated or unreadable file can raise nearly any
+    type) becomes one ``ValueError`` that names the file, says what is wrong and ends with
+    ``hint``. Only third-party parsing belongs in the block; the readers' own checks raise
+    their named errors outside it."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, IsADirectoryError):
+            why = "it is a folder, not a file"
+        elif isinstance(exc, FileNotFoundError):
+            why = "it does not exist (a broken link?)"
+        elif isinstance(exc, PermissionError):
+            why = "permission denied"
+        else:
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever the parser said
+            why = f"it is corrupt, truncated or not {what} ({detail})"
+        raise ValueError(f"data: cannot read {path} as {what}: {why}{hint}") from exc
+
+
+def _checked(a: np.ndarray, source) -> np.ndarray:
+    """``a`` when it holds data (no size 0) whose floats are finite in float32, else a
+    ``ValueError`` naming ``source`` (a damaged file can hold either)."""
+    if 0 in a.shape:
+        raise ValueError(f"data: {source} holds no data (shape {a.shape})")
+    if a.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            finite = bool(np.isfinite(a.astype(np.float32, copy=False)).all())
+        if not finite:
+            raise ValueError(f"data: {source} holds NaN or infinite values (or values beyond float32's range)")
+    return a
+
+
+def _images_tensor(a: np.ndarray, source, *, channels_last_ok: bool = True) -> tuple[torch.Tensor, str]:
     """``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` array -> ``(N, C, H, W)`` in [-1, 1]."""
     if a.ndim == 3:
         a = a[:, None]
     elif a.ndim == 4 and channels_last_ok and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
         a = np.moveaxis(a, -1, 1)
     if a.ndim != 4:
-        raise ValueError(f"data: images need shape (N, H, W), (N, C, H, W) or (N, H, W, C), got {a.shape}")
-    scaled, how = to_unit_range(a)
-    return torch.from_numpy(np.ascontiguousarray(scaled)), how
+        raise ValueError(f"data: images need shape (N, H, W), (N, C, H, W) or (N, H, W, C), got {a.shape} in {source}")
+    scaled, how = to_unit_range(_checked(a, source))
+    return torch.from_numpy(np.ascontiguousarray(_checked(scaled, source))), how
 
 
 def read_array(path, *, key: str | None = None, labels_key: str | None = None):
@@ -45,71 +89,111 @@ def read_array(path, *, key: str | None = None, labels_key: str | None = None):
     path = Path(path)
     if not path.exists():
         raise ValueError(f"data: file not found: {path}")
-    labels = None
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            names = list(z.files)
-            if key is None:
-                key = next(
-                    (k for k in ("x", "data", "images", "X", "arr_0") if k in names),
-                    names[0] if len(names) == 1 else None,
-                )
-            if key is None or key not in names:
-                raise ValueError(f"key: {path} holds arrays {names}; name the data with '{path}:key=NAME'")
-            arr = z[key]
-            lk = labels_key or next((k for k in ("y", "labels", "targets") if k in names), None)
-            if lk is not None:
-                if lk not in names:
-                    raise ValueError(f"labels_key: {path} has no array {lk!r} (it holds {names})")
-                labels = torch.as_tensor(z[lk])
-    elif path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    else:
+    if path.suffix not in (".npy", ".npz"):
         raise ValueError(f"data: {path} is not a .npy or .npz file")
+    npz = path.suffix == ".npz"
+    with ExitStack() as files:  # np.load leaves the file open when a damaged .npz fails to open
+        with _reading(path, _NPZ if npz else _NPY, _NPZ_HINT if npz else _NPY_HINT):
+            arr = np.load(files.enter_context(open(path, "rb")), allow_pickle=False)
+        if npz and isinstance(arr, np.ndarray):
+            raise ValueError(f"data: {path} holds one .npy array, not an .npz archive; rename it to .npy")
+        if not npz and not isinstance(arr, np.ndarray):
+            raise ValueError(f"data: {path} is an .npz archive, not one .npy array; rename it to .npz")
+        arr, labels = _npz_arrays(path, arr, key, labels_key) if npz else (arr, None)
     info = {"name": path.name, "source": str(path)}
     if arr.ndim < 2 or arr.shape[0] == 0:
         raise ValueError(f"data: {path} must hold an (N, ...) array with N >= 1, got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"data: {path} holds a non-numeric array of dtype {arr.dtype}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(
+            f"data: {path} holds a non-numeric array of dtype {arr.dtype} (expected bool, integer or float)"
+        )
     if arr.ndim == 2:
-        x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+        x = torch.as_tensor(np.asarray(_checked(arr, path), dtype=np.float32))
         info.update(kind="vector", scaling="as given")
     else:
-        x, how = _images_tensor(arr)
+        x, how = _images_tensor(arr, path)
         info.update(kind="image", scaling=how)
     if labels is not None and labels.shape[0] != x.shape[0]:
         raise ValueError(f"labels: {labels.shape[0]} labels for {x.shape[0]} rows in {path}")
     return x, labels, info
 
 
+def _npz_arrays(path: Path, z, key: str | None, labels_key: str | None):
+    """``(data, labels or None)`` from the open archive ``z``, by name or by the usual names."""
+    names = list(z.files)
+    if key is None:
+        key = next(
+            (k for k in ("x", "data", "images", "X", "arr_0") if k in names),
+            names[0] if len(names) == 1 else None,
+        )
+    if key is None or key not in names:
+        raise ValueError(f"key: {path} holds arrays {names}; name the data with '{path}:key=NAME'")
+    arr, labels = _npz_array(path, z, key), None
+    lk = labels_key or next((k for k in ("y", "labels", "targets") if k in names), None)
+    if lk is not None:
+        if lk not in names:
+            raise ValueError(f"labels_key: {path} has no array {lk!r} (it holds {names})")
+        labels = _npz_array(path, z, lk)
+        if labels.dtype.kind not in "biuf" or labels.ndim == 0:
+            raise ValueError(
+                f"labels: {lk!r} in {path} is of dtype {labels.dtype} and shape {labels.shape}; "
+                "labels must be an (N,) array of numbers"
+            )
+        labels = torch.as_tensor(labels)
+    return arr, labels
+
+
+def _npz_array(path: Path, z, name: str) -> np.ndarray:
+    """The array ``name`` of the open archive ``z`` (its member is read, and checked, only now)."""
+    with _reading(path, f"{_NPZ} (array {name!r})", _NPZ_HINT):
+        a = z[name]
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"data: {name!r} in {path} is not a .npy array; write the archive with numpy.savez")
+    return a
+
+
+def _image(path: Path, mode: str | None = None):
+    """Open one image file and close it again: ``(mode, (width, height), pixels)``, the first two
+    from its header, ``pixels`` ``np.asarray(image.convert(mode), uint8)`` or None without ``mode``."""
+    from PIL import Image
+
+    with _reading(path, "an image", "; remove it from the folder or replace it"), Image.open(path) as im:
+        return im.mode, im.size, None if mode is None else np.asarray(im.convert(mode), dtype=np.uint8)
+
+
 def read_image_folder(folder, *, mode: str | None = None):
     """Every image under ``folder`` (sorted, recursively): ``(data (N, C, H, W), labels, info)``.
 
-    All images must have one size. ``mode`` is ``"L"`` (grey) or ``"RGB"``; by default grey
-    when every image is grey. With one level of sub-folders (``folder/CLASS/img.png``) the
+    The images are the files whose suffix is one of ``.png .jpg .jpeg .bmp .gif .tif .tiff
+    .pgm .ppm`` (any case); other files (``.DS_Store``, ``README.txt``, ``labels.csv``) are
+    skipped, and a file with an image suffix that is not a readable image (empty, truncated,
+    corrupt, a broken link) is refused by name. Each file is opened and closed before the next,
+    so a folder may hold more files than the open-file limit. All images must have one size.
+    ``mode`` is ``"L"`` (grey) or ``"RGB"``; by default grey when every image is grey (read from
+    the headers in a first pass). With one level of sub-folders (``folder/CLASS/img.png``) the
     labels are class indices in sorted folder-name order (``info["classes"]``), else None."""
-    from PIL import Image
-
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if mode not in (None, "L", "RGB"):
+        raise ValueError(f"mode: must be 'L' or 'RGB', got {mode!r}")
+    if not folder.is_dir():
+        raise ValueError(f"data: {folder} is not a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and not p.is_dir())
     if not files:
         raise ValueError(f"data: no image files ({', '.join(_IMAGE_SUFFIXES)}) under {folder}")
-    imgs = [Image.open(p) for p in files]
     if mode is None:
-        mode = "L" if all(im.mode in ("1", "L", "LA") for im in imgs) else "RGB"
-    if mode not in ("L", "RGB"):
-        raise ValueError(f"mode: must be 'L' or 'RGB', got {mode!r}")
-    arrays = []
-    size0 = imgs[0].size
-    for p, im in zip(files, imgs):
-        if im.size != size0:
+        mode = "L" if all(_image(p)[0] in ("1", "L", "LA") for p in files) else "RGB"
+    arrays, size0 = [], None
+    for p in files:
+        _, size, a = _image(p, mode)
+        size0 = size0 or size
+        if size != size0:
             raise ValueError(
-                f"data: {p} is {im.size[0]}x{im.size[1]} but {files[0]} is "
+                f"data: {p} is {size[0]}x{size[1]} but {files[0]} is "
                 f"{size0[0]}x{size0[1]}; all images in a folder must have one size"
             )
-        arrays.append(np.asarray(im.convert(mode), dtype=np.uint8))
+        arrays.append(a)
     a = np.stack(arrays)
-    x, how = _images_tensor(a)
+    x, how = _images_tensor(a, folder)
     parents = sorted({p.parent for p in files})
     labels, classes = None, None
     if all(p.parent.parent == folder for p in files) and len(parents) >= 1 and parents[0] != folder:
@@ -126,20 +210,36 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 def read_idx(path) -> np.ndarray:
     """Read one IDX file (the MNIST format; ``.gz`` allowed): magic ``0 0 TYPE NDIM``, then
-    ``NDIM`` big-endian uint32 sizes, then the data."""
+    ``NDIM`` big-endian uint32 sizes, then the data. A wrong magic number, a header or data cut
+    short, or a bad ``.gz`` is refused naming the file."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    gz = path.suffix == ".gz"
+    what = "a gzip-compressed IDX file" if gz else "an IDX file"
+    with _reading(path, what), (gzip.open if gz else open)(path, "rb") as f:
         raw = f.read()
+    if not raw:
+        raise ValueError(f"data: {path} is empty, not an IDX file")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"data: {path} is not an IDX file (bad magic number)")
+        hint = "; it is gzip-compressed: name it with .gz" if raw[:2] == b"\x1f\x8b" else ""
+        raise ValueError(
+            f"data: {path} is not an IDX file (bad magic number {raw[:4].hex(' ')}, expected 00 00 TYPE "
+            f"NDIM with TYPE one of {' '.join(f'{t:02x}' for t in _IDX_DTYPES)}){hint}"
+        )
     ndim = raw[3]
+    body = 4 + 4 * ndim
+    if len(raw) < body:
+        raise ValueError(
+            f"data: {path} is truncated: its header needs {body} bytes for {ndim} sizes, the file has {len(raw)}"
+        )
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
     dt = np.dtype(_IDX_DTYPES[raw[2]])
-    count = int(np.prod(dims)) if ndim else 1
-    body = 4 + 4 * ndim
+    count = math.prod(int(n) for n in dims)  # exact: a damaged header may announce 2**32 ** NDIM values
     if len(raw) - body < count * dt.itemsize:
-        raise ValueError(f"data: {path} is truncated (expected {count} values of shape {tuple(dims)})")
+        shape = tuple(int(n) for n in dims) if ndim <= 8 else f"of {ndim} sizes"
+        raise ValueError(
+            f"data: {path} is truncated: its header announces {count} values of shape {shape} "
+            f"({count * dt.itemsize} bytes), the file holds {len(raw) - body} after the header"
+        )
     return np.frombuffer(raw, dtype=dt, count=count, offset=body).reshape(dims).astype(dt.newbyteorder("="))
 
 
@@ -185,13 +285,13 @@ def read_mnist_idx(path, *, split: str = "all"):
         a = read_idx(img)
         if a.ndim != 3:
             raise ValueError(f"data: {img} holds shape {a.shape}, expected images (N, H, W)")
-        images.append(a)
+        images.append(_checked(a, img))
         if lab is not None:
             lb = read_idx(lab)
             if lb.shape != (a.shape[0],):
                 raise ValueError(f"labels: {lab} has shape {lb.shape} for {a.shape[0]} images")
             labels.append(lb)
-    x, how = _images_tensor(np.concatenate(images))
+    x, how = _images_tensor(np.concatenate(images), path)
     y = torch.as_tensor(np.concatenate(labels)).long() if len(labels) == len(images) else None
     return x, y, {"name": path.name, "source": str(path), "kind": "image", "scaling": how}
 
@@ -213,19 +313,18 @@ def read_cifar10(path, *, split: str = "all"):
             raise ValueError(f"data: no CIFAR-10 python batches (data_batch_*, test_batch) in {path}")
     xs, ys = [], []
     for f in files:
-        with open(f, "rb") as fh:
-            try:
-                d = pickle.load(fh, encoding="bytes")
-            except Exception as exc:
-                raise ValueError(f"data: {f} is not a CIFAR-10 python batch ({exc})") from exc
+        with _reading(f, _CIFAR), open(f, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
         if not isinstance(d, dict) or b"data" not in d:
             raise ValueError(f"data: {f} is not a CIFAR-10 python batch (no b'data' entry)")
-        a = np.asarray(d[b"data"], dtype=np.uint8)
+        with _reading(f, _CIFAR):
+            a = np.asarray(d[b"data"], dtype=np.uint8)
+            y = np.asarray(d.get(b"labels", d.get(b"fine_labels", [])), dtype=np.int64)
         if a.ndim != 2 or a.shape[1] != 3072:
             raise ValueError(f"data: {f} has data of shape {a.shape}, expected (n, 3072)")
         xs.append(a.reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(d.get(b"labels", d.get(b"fine_labels", [])), dtype=np.int64))
-    x, how = _images_tensor(np.concatenate(xs), channels_last_ok=False)
+        ys.append(y)
+    x, how = _images_tensor(np.concatenate(xs), path, channels_last_ok=False)
     y = np.concatenate(ys)
     return (
         x,

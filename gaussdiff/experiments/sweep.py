@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from .._io import atomic_write
+from .._io import atomic_write, make_outdir
+from .._procs import die_with_parent
 from .._version import __version__
 from ..data import load_dataset
 from ..training import TrainSettings
@@ -108,12 +109,25 @@ def run_sweep(
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
             ctx = multiprocessing.get_context("spawn")  # never fork: numba kernels are not fork-safe
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+            )
+            try:
                 futs = [pool.submit(_cell_worker, cfg_dict, c, str(outdir), threads) for c in todo]
                 for fut in as_completed(futs):
                     fut.result()
                     bar.update(1)
                     _write_tables(outdir, cells)
+            except BaseException:
+                _stop_pool(pool)
+                raise
+            pool.shutdown()
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: the workers are stopped, every finished cell is kept (and in the
+        # tables), and config.json says so; a rerun resumes from there
+        _write_tables(outdir, cells)
+        atomic_write(cfg_path, json.dumps({**meta, "status": "interrupted"}, indent=1, default=_json_default))
+        raise
     finally:
         bar.close()
     rows = _write_tables(outdir, cells)
@@ -128,6 +142,18 @@ def run_sweep(
     )
     atomic_write(cfg_path, json.dumps(meta, indent=1, default=_json_default))
     return rows
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued cells and end the workers now (a cell being computed is lost; its
+    file is written atomically, so no half cell is left)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
 
 
 def _recorded_run(outdir: Path) -> dict | None:
@@ -212,13 +238,8 @@ def _run_dask(scheduler, cfg_dict, todo, outdir, bar):
 
 
 def _check_outdir(outdir: Path) -> None:
-    try:
-        (outdir / "cells").mkdir(parents=True, exist_ok=True)
-        probe = outdir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"outdir: {outdir} is not writable ({exc.strerror or exc})") from exc
+    make_outdir(outdir)
+    make_outdir(outdir / "cells")
 
 
 def _cell_done(outdir: Path, cell: dict, chash: str) -> bool:
