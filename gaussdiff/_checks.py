@@ -96,6 +96,103 @@ def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma", allow_
     return s
 
 
+def sigma_squared_range(dtype) -> tuple[float, float]:
+    """The sigma whose square is a normal number of ``dtype``: ``(sqrt(tiny), sqrt(max))``.
+
+    Inside it ``sigma**2`` keeps full relative precision and ``1 / sigma**2`` is finite:
+    ``1.1e-19 .. 1.8e19`` in float32, ``1.5e-154 .. 1.3e154`` in float64."""
+    fi = torch.finfo(dtype)
+    return math.sqrt(fi.tiny), math.sqrt(fi.max)
+
+
+def sigma_working_dtype(lo: float, hi: float, dtype, name: str = "sigma") -> torch.dtype:
+    """The dtype a closed form evaluates its ``sigma**2`` terms in, for noise levels in ``[lo, hi]``
+    (the smallest nonzero and the largest; positive and finite, already checked).
+
+    ``dtype`` itself when both squares are normal numbers of it (the ordinary case), float64
+    when one would overflow or underflow ``dtype`` (float64 holds ``sigma**2`` for every sigma
+    a float32 can hold). Where ``sigma**2`` leaves float64's normal range too there is no wider
+    dtype: ``ValueError`` naming ``name`` and saying which way it fails."""
+    lo64, hi64 = sigma_squared_range(torch.float64)
+    if lo < lo64:
+        raise ValueError(
+            f"{name}: {lo:.3g} underflows float64 when squared (the closed forms compute with "
+            f"sigma**2; sigma >= {lo64:.3g} is needed)"
+        )
+    if hi > hi64:
+        raise ValueError(
+            f"{name}: {hi:.3g} overflows float64 when squared (the closed forms compute with "
+            f"sigma**2; sigma <= {hi64:.3g} is needed)"
+        )
+    a, b = sigma_squared_range(dtype)
+    return dtype if a <= lo and hi <= b else torch.float64
+
+
+def check_sigma_float64(lo: float, hi: float, name: str = "sigma") -> None:
+    """For code that forms ``1/(2 sigma^2)`` in float64 (the empirical kernels): refuse noise levels
+    whose square is not a normal float64 (:func:`sigma_working_dtype`'s rule), where that
+    factor would be infinite and the answer NaN. ``lo``, ``hi``: the smallest and largest sigma,
+    positive and finite."""
+    sigma_working_dtype(lo, hi, torch.float64, name)
+
+
+def check_sigma_squared(
+    sigma, batch: int, *, dtype, device, name: str = "sigma", allow_zero: bool = False
+) -> torch.Tensor:
+    """Noise level(s) of a closed form that computes with ``sigma**2``: like :func:`check_sigma`
+    (a positive float or a ``(B,)`` tensor; returns a ``(B,)`` tensor), with one shared
+    treatment of extreme sigma.
+
+    When every nonzero ``sigma**2`` is a normal number of ``dtype`` (:func:`sigma_squared_range`:
+    ``1.1e-19 <= sigma <= 1.8e19`` in float32) the result is in ``dtype``, the very values
+    :func:`check_sigma` gives. Otherwise it is the float64 value of ``sigma`` as given (not
+    rounded through ``dtype``, where ``1e-46`` is 0 and ``1e39`` is inf), and the caller
+    evaluates its sigma-dependent terms in float64 (:meth:`gaussdiff.Denoiser._evaluate`).
+    Sigma whose square is not a normal float64 are refused (:func:`sigma_working_dtype`)."""
+    if isinstance(sigma, torch.Tensor):
+        s = sigma
+        if s.ndim == 0:
+            s = s.reshape(1).expand(batch)
+        elif s.ndim != 1 or s.shape[0] not in (1, batch):
+            raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got shape {tuple(s.shape)}")
+        if s.is_complex():
+            raise ValueError(f"{name}: complex values are not supported")
+        s64 = s.to(dtype=torch.float64, device=device)
+        lo_pos, lo, hi, finite = torch.stack(
+            [torch.where(s64 > 0, s64, torch.inf).min(), s64.min(), s64.max(), torch.isfinite(s64).all()]
+        ).tolist()  # one device sync
+        if not finite:
+            raise ValueError(f"{name}: must be finite, got NaN or inf")
+        if lo < 0 or (lo == 0 and not allow_zero):
+            raise ValueError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got min {lo}")
+        work = dtype if hi == 0 else sigma_working_dtype(lo_pos, hi, dtype, name)
+        return s.to(dtype=work, device=device).expand(batch)
+    try:
+        v = float(sigma)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}") from exc
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: must be finite, got {v}")
+    if v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got min {v}")
+    work = dtype if v == 0 else sigma_working_dtype(v, v, dtype, name)
+    return torch.full((batch,), v, dtype=work, device=device)  # checked on the host: no sync
+
+
+def check_sigma_output(out: torch.Tensor, s: torch.Tensor, what: str, name: str = "sigma") -> torch.Tensor:
+    """A closed form's output ``(B, ...)`` at noise levels ``s`` (B,): returned when finite;
+    otherwise ``ValueError`` naming ``name``, the first offending sigma and the dtype it
+    overflows (the answer is not representable there), never a silent NaN or inf."""
+    bad = ~torch.isfinite(out.reshape(out.shape[0], -1)).all(1) if out.ndim else ~torch.isfinite(out).reshape(1)
+    if not bool(bad.any()):
+        return out
+    b = int(torch.nonzero(bad)[0, 0]) if s.numel() > 1 else 0
+    v = float(s.reshape(-1)[b])
+    dt = str(out.dtype).removeprefix("torch.")
+    hint = "" if out.dtype == torch.float64 else "; use float64"
+    raise ValueError(f"{name}: at sigma = {v:.3g} the {what} is not representable in {dt} (it overflows){hint}")
+
+
 def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
     try:
         v = float(value)

@@ -10,15 +10,34 @@ also gives ``score(x, sigma)`` (the gradient of ``log p_sigma``) and
 Parameters live on one device in one dtype (those of the data given to the constructor); a
 query in another dtype or on another device is refused, use ``.to(dtype=..., device=...)``.
 Theory labels such as (G2) refer to the derivations in ``theory/``.
+
+Extreme sigma (one treatment for every closed form, :meth:`Denoiser._evaluate`): where
+``sigma**2`` is a normal number of the dtype (``1.1e-19 <= sigma <= 1.8e19`` in float32) the
+formulas run in the dtype; beyond it, or where an intermediate overflows the dtype, they run on
+a float64 copy of the parameters and the result is rounded to the dtype. An output that is not
+representable in the dtype (a float32 score ``~ 1/sigma^2`` at ``sigma = 1e-30``) raises
+``ValueError`` naming ``sigma``, as does a sigma whose square is not a normal float64
+(:func:`~gaussdiff._checks.check_sigma_squared`); nothing returns a silent NaN or inf.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 
-from ._checks import as_tensor, check_batch, check_data, check_finite, check_int, check_positive, check_sigma
+from ._checks import (
+    as_tensor,
+    check_batch,
+    check_data,
+    check_finite,
+    check_int,
+    check_positive,
+    check_sigma_output,
+    check_sigma_squared,
+    sigma_working_dtype,
+)
 from .schedules import score_from_denoiser
 
 __all__ = ["Denoiser", "GaussianDenoiser", "GaussianMixtureDenoiser"]
@@ -30,12 +49,17 @@ class Denoiser:
     """Base class: validates and flattens a query batch, then calls ``_denoise`` on ``(B, d)``.
 
     Subclasses set ``event_shape``, ``dtype`` and ``device`` and implement ``_denoise``
-    (and where it exists in closed form ``_log_density``/``_score``).
+    (and where it exists in closed form ``_log_density``/``_score``). At extreme sigma
+    (:meth:`_evaluate`) a subclass either names the parameter tensors its terms need in float64
+    (``_float64_params``), or says that its terms take a float64 sigma as they are
+    (``_sigma_float64``); any other subclass keeps getting sigma in its own dtype.
     """
 
     event_shape: tuple
     dtype: torch.dtype
     device: torch.device
+    _float64_params: tuple = ()  # parameter tensors cast for the float64 evaluation
+    _sigma_float64: bool = False  # the terms compute with a float64 sigma whatever the dtype
 
     @property
     def dim(self) -> int:
@@ -52,26 +76,74 @@ class Denoiser:
             raise ValueError(
                 f"x: has dtype {x.dtype} but this denoiser uses {self.dtype}; cast x or call .to(dtype=...)"
             )
-        s = check_sigma(sigma, x.shape[0], dtype=self.dtype, device=self.device)
+        s = check_sigma_squared(sigma, x.shape[0], dtype=self.dtype, device=self.device)
         return x.reshape(x.shape[0], -1), s
+
+    # -- extreme sigma: one treatment for every closed form ------------------------------------
+    def _evaluate(self, what: str, fn, s: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        """``fn(model, s, *args)`` evaluated where it is exact, with its output checked.
+
+        ``s`` (B,) from :func:`~gaussdiff._checks.check_sigma_squared`: in the model's dtype for
+        ordinary sigma, where ``fn`` runs on this model unchanged (bit for bit the plain call)
+        and its output is returned when finite; in float64 where ``sigma**2`` leaves the dtype's
+        normal range, or when that output overflowed inside the dtype (``|x - mu|^2 / sigma^2``
+        in float32), in which case ``fn`` runs once more on the float64 copy of the model
+        (:meth:`_in_float64`) and the result is rounded to the dtype. An output that still is not
+        finite is not representable: ``ValueError`` naming ``sigma`` (``what`` names the output)."""
+        if s.dtype == self.dtype:
+            out = fn(self, s, *args)
+            if self.dtype == torch.float64:
+                return check_sigma_output(out, s, what)
+            if bool(torch.isfinite(out).all()):
+                return out
+            s = s.to(torch.float64)
+        return check_sigma_output(self._in_float64(fn, s, *args).to(self.dtype), s, what)
+
+    def _in_float64(self, fn, s, *args):
+        """``fn`` on the float64 copy of this model (the tensors of ``_float64_params`` cast, not
+        recomputed: a float32 eigendecomposition keeps its rank) and float64 ``args``; or on this
+        model with the float64 ``s`` (``_sigma_float64``); or, for a denoiser that computes in its
+        own dtype only (a network), with ``s`` rounded to it, refused where that rounding
+        flushes sigma to 0 or inf."""
+        if self._sigma_float64:
+            return fn(self, s, *args)
+        if not self._float64_params:
+            own = s.to(self.dtype)
+            bad = ~((own > 0) & torch.isfinite(own))
+            if bool(bad.any()):
+                v, dt = float(s[torch.nonzero(bad)[0, 0]]), str(self.dtype).removeprefix("torch.")
+                way = "underflows" if v < 1 else "overflows"
+                raise ValueError(f"sigma: {v:.3g} {way} {dt} (this denoiser computes in {dt}); use float64")
+            return fn(self, own, *args)
+        wide = self.__dict__.get("_float64_copy")
+        if wide is None:
+            wide = copy.copy(self)
+            for name in self._float64_params:
+                t = getattr(self, name, None)
+                if t is not None:
+                    setattr(wide, name, t.to(torch.float64))
+            wide.dtype = torch.float64
+            self.__dict__["_float64_copy"] = wide
+        return fn(wide, s, *(a.to(torch.float64) for a in args))
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """The denoiser ``D(x, sigma)``: same shape as ``x``."""
         xf, s = self._prepare(x, sigma)
-        return self._denoise(xf, s).reshape(x.shape)
+        return self._evaluate("denoiser output", lambda m, s, x: m._denoise(x, s), s, xf).reshape(x.shape)
 
     def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
         r"""``grad_x log p_sigma(x)``; by Tweedie (T1) ``(D(x, sigma) - x) / sigma^2``."""
         xf, s = self._prepare(x, sigma)
-        return self._score(xf, s).reshape(x.shape)
+        return self._evaluate("score", lambda m, s, x: m._score(x, s), s, xf).reshape(x.shape)
 
     def log_density(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """``log p_sigma(x)`` for every query: shape ``(B,)``."""
         xf, s = self._prepare(x, sigma)
-        return self._log_density(xf, s)
+        return self._evaluate("log density", lambda m, s, x: m._log_density(x, s), s, xf)
 
     def _score(self, x, s):
-        return score_from_denoiser(self._denoise(x, s), x, s)
+        # (T1); at extreme sigma ``s`` is float64 (_evaluate) and so is the quotient
+        return score_from_denoiser(self._denoise(x, s).to(s.dtype), x.to(s.dtype), s)
 
     def _denoise(self, x, s):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -125,6 +197,8 @@ class GaussianDenoiser(Denoiser):
     cov : (d, d) symmetric positive semi-definite covariance, ``d = prod(event_shape)``.
     """
 
+    _float64_params = ("mean", "cov", "eigenvalues", "eigenvectors")
+
     def __init__(self, mean, cov):
         mean = check_finite(as_tensor(mean, "mean"), "mean")
         if mean.ndim < 1 or mean.numel() == 0:
@@ -155,7 +229,13 @@ class GaussianDenoiser(Denoiser):
 
     def to(self, *, dtype=None, device=None) -> "GaussianDenoiser":
         dtype, device = dtype or self.dtype, device or self.device
-        return GaussianDenoiser(self.mean.to(dtype=dtype, device=device), self.cov.to(dtype=dtype, device=device))
+        cov = self.cov
+        if torch.finfo(dtype).eps < torch.finfo(self.dtype).eps:
+            # to a finer dtype: the stored covariance carries this dtype's rounding (eigenvalues
+            # near -d eps max|l|), which the finer check would refuse; use its PSD form instead
+            U, l = self.eigenvectors.to(dtype), self.eigenvalues.to(dtype)
+            cov = (U * l[None]) @ U.T
+        return GaussianDenoiser(self.mean.to(dtype=dtype, device=device), cov.to(dtype=dtype, device=device))
 
     def _shrink(self, s, power=1.0):
         """``(l / (l + s^2))^power`` per query: ``(B, d)``."""
@@ -179,16 +259,23 @@ class GaussianDenoiser(Denoiser):
 
     def effective_dim(self, sigma) -> torch.Tensor:
         """``sum_k l_k / (l_k + sigma^2)``, the trace of the Jacobian: shape of ``sigma``."""
-        s = torch.as_tensor(sigma, dtype=self.dtype, device=self.device)
-        if bool((s <= 0).any()) or not bool(torch.isfinite(s).all()):
+        s64 = torch.as_tensor(sigma, dtype=torch.float64, device=self.device)
+        if bool((s64 <= 0).any()) or not bool(torch.isfinite(s64).all()):
             raise ValueError("sigma: must be > 0 and finite")
-        return (self.eigenvalues / (self.eigenvalues + s[..., None] ** 2)).sum(-1)
+        work = sigma_working_dtype(float(s64.min()), float(s64.max()), self.dtype) if s64.numel() else self.dtype
+        if work == self.dtype:
+            s = torch.as_tensor(sigma, dtype=self.dtype, device=self.device)
+            return (self.eigenvalues / (self.eigenvalues + s[..., None] ** 2)).sum(-1)
+        l = self.eigenvalues.to(torch.float64)  # extreme sigma: sigma**2 in float64, a sum in [0, d]
+        return (l / (l + s64[..., None] ** 2)).sum(-1).to(self.dtype)
 
     def jacobian(self, sigma) -> torch.Tensor:
         """``dD/dx = U diag(l / (l + sigma^2)) U^T``: ``(d, d)`` for a float, ``(B, d, d)`` for a tensor."""
         scalar = not isinstance(sigma, torch.Tensor) or sigma.ndim == 0
-        s = check_sigma(sigma, 1 if scalar else sigma.shape[0], dtype=self.dtype, device=self.device)
-        J = torch.einsum("ij,bj,kj->bik", self.eigenvectors, self._shrink(s), self.eigenvectors)
+        s = check_sigma_squared(sigma, 1 if scalar else sigma.shape[0], dtype=self.dtype, device=self.device)
+        J = self._evaluate(
+            "Jacobian", lambda m, s: torch.einsum("ij,bj,kj->bik", m.eigenvectors, m._shrink(s), m.eigenvectors), s
+        )
         return J[0] if scalar else J
 
     def flow(self, x: torch.Tensor, sigma_from, sigma_to) -> torch.Tensor:
@@ -200,11 +287,19 @@ class GaussianDenoiser(Denoiser):
         ``sigma_from > 0``; ``sigma_to >= 0`` (0 gives the sample). Floats or ``(B,)`` tensors.
         """
         xf, s0 = self._prepare(x, sigma_from)
-        s1 = check_sigma(sigma_to, xf.shape[0], dtype=self.dtype, device=self.device, name="sigma_to", allow_zero=True)
-        l = self.eigenvalues[None]
-        ratio = torch.sqrt((l + s1[:, None] ** 2) / (l + s0[:, None] ** 2))
-        y = self._coords(xf) * ratio
-        return (self.mean.reshape(1, -1) + y @ self.eigenvectors.T).reshape(x.shape)
+        s1 = check_sigma_squared(
+            sigma_to, xf.shape[0], dtype=self.dtype, device=self.device, name="sigma_to", allow_zero=True
+        )
+        if s1.dtype != s0.dtype:  # one of the two is extreme: both in float64
+            s0 = s0.to(torch.float64)
+
+        def flow_map(m, s0, x, s1):
+            l = m.eigenvalues[None]
+            ratio = torch.sqrt((l + s1[:, None] ** 2) / (l + s0[:, None] ** 2))
+            y = m._coords(x) * ratio
+            return m.mean.reshape(1, -1) + y @ m.eigenvectors.T
+
+        return self._evaluate("flow output", flow_map, s0, xf, s1).reshape(x.shape)
 
     def flow_output_moments(self, sigma_from, sigma_to=0.0, *, start_mean=None):
         r"""(G5) Mean and covariance of ``flow(x, sigma_from, sigma_to)`` for
@@ -216,8 +311,10 @@ class GaussianDenoiser(Denoiser):
         """
         s0 = check_positive(sigma_from, "sigma_from")
         s1 = check_positive(sigma_to, "sigma_to", allow_zero=True)
+        wide = sigma_working_dtype(s0, s0, self.dtype, "sigma_from") != self.dtype or (
+            s1 > 0 and sigma_working_dtype(s1, s1, self.dtype, "sigma_to") != self.dtype
+        )
         l = self.eigenvalues
-        r2 = (l + s1**2) / (l + s0**2)
         mu = self.mean.reshape(-1)
         m0 = (
             torch.zeros_like(mu)
@@ -227,8 +324,17 @@ class GaussianDenoiser(Denoiser):
         if m0.shape != mu.shape:
             raise ValueError(f"start_mean: expected {self.dim} entries, got {m0.numel()}")
         U = self.eigenvectors
+        if wide:  # an extreme sigma: the same formulas in float64 (as Denoiser._evaluate), rounded back
+            l, mu, m0, U = (t.to(torch.float64) for t in (l, mu, m0, U))
+        r2 = (l + s1**2) / (l + s0**2)
         mean = mu + U @ (torch.sqrt(r2) * (U.T @ (m0 - mu)))
         cov = (U * (s0**2 * r2)) @ U.T
+        mean, cov = mean.to(self.dtype), cov.to(self.dtype)
+        if wide and not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(cov).all())):
+            raise ValueError(
+                f"sigma_from, sigma_to: the flow output moments from {s0:.3g} to {s1:.3g} are not "
+                f"representable in {str(self.dtype).removeprefix('torch.')} (they overflow); use float64"
+            )
         return mean, cov
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -266,6 +372,7 @@ class GaussianMixtureDenoiser(Denoiser):
     """
 
     COV_TYPES = ("full", "diag", "isotropic", "lowrank")
+    _float64_params = ("weights", "means", "covs", "_mu", "_log_w", "_var", "_U", "_l")
 
     def __init__(self, weights, means, covs, *, cov_type: str = "full", chunk_size: int = 256):
         means = check_finite(as_tensor(means, "means"), "means")
@@ -462,8 +569,9 @@ class GaussianMixtureDenoiser(Denoiser):
     def responsibilities(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """(M1) Posterior component probabilities ``r_k(x, sigma)``: ``(B, K)`` (held in full)."""
         xf, s = self._prepare(x, sigma)
-        logit, _, _ = self._chunk_terms(xf, s, slice(None))
-        return torch.softmax(logit, dim=1)
+        return self._evaluate(
+            "responsibilities", lambda m, s, x: torch.softmax(m._chunk_terms(x, s, slice(None))[0], dim=1), s, xf
+        )
 
     def sample(self, n: int, *, generator: torch.Generator | None = None):
         """``n`` exact samples and their component labels: ``((n, *event_shape), (n,))``."""

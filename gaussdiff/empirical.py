@@ -51,6 +51,8 @@ class EmpiricalDenoiser(Denoiser):
     use ``spawn``/``forkserver`` (or loky) process pools, never ``fork``.
     """
 
+    _sigma_float64 = True  # the kernels form 1/(2 sigma^2) in float64 from the data's dtype
+
     def __init__(
         self,
         data,
@@ -154,7 +156,7 @@ class EmpiricalDenoiser(Denoiser):
         ``H(w) = -sum_i w_i log w_i`` the entropy of the posterior weights: ``(B,)``, in
         ``[1, N]`` (1: one training point carries the posterior; N: uniform weights)."""
         xf, s = self._prepare(x, sigma)
-        return self._posterior(xf, s)[2].to(self.dtype)
+        return self._evaluate("effective count", lambda m, s, x: m._posterior(x, s)[2].to(m.dtype), s, xf)
 
     def nearest_neighbors(self, x: torch.Tensor, k: int = 1):
         """Exact ``k`` nearest training points of queries ``x`` (B, *event_shape):
@@ -171,15 +173,47 @@ class EmpiricalDenoiser(Denoiser):
         diff = xf.to(torch.float64)[:, None, :] - y[None]
         return (diff * diff).sum(-1)
 
+    def _exact_mean_lse(self, xf, s64):
+        """(E1)-(E2) from exact differences in float64: the kernels' online log-sum-exp without
+        their GEMMs (slower, for the few queries that need it). Returns ``(mean (B, d), m (B,),
+        z (B,))`` with ``lse = m + log z``, ``m`` the largest logit: the weights are
+        ``exp(l - m) / z``, exact where ``m + log z`` would round ``log z`` away."""
+        B, d = xf.shape
+        m = torch.full((B,), -torch.inf, dtype=torch.float64, device=self.device)
+        z = torch.zeros(B, dtype=torch.float64, device=self.device)
+        acc = torch.zeros(B, d, dtype=torch.float64, device=self.device)
+        step = max(1, self.chunk_size // max(1, B))
+        for start in range(0, self.n, step):
+            y = torch.as_tensor(self._prep.y[start : start + step]).to(device=self.device, dtype=torch.float64)
+            logit = -self._exact_d2(xf, start, start + step) / (2 * s64[:, None] ** 2)
+            m_new = torch.maximum(m, logit.max(1).values)
+            w = torch.exp(logit - m_new[:, None])
+            rescale = torch.exp(m - m_new)
+            z, acc, m = z * rescale + w.sum(1), acc * rescale[:, None] + w @ y, m_new
+        return acc / z[:, None], m, z
+
     def _centred_chunks(self, xf, s64, mean, lse):
         """Chunks of training points as ``(w (B, c), y - mean (B, c, d))``: the (E2) weights
         ``exp(-|x - y_i|^2 / 2 sigma^2 - lse)`` from exact differences (float64) and the points
-        centred on the posterior mean, the two factors of every posterior second moment."""
+        centred on the posterior mean, the two factors of every posterior second moment.
+
+        The kernels' ``lse`` carries an absolute error ``~ u64 |lse|``, a common factor
+        ``exp(u64 |lse|)`` on every weight, and their mean an error ``~ u64 |y|`` that the
+        centred moment divided by ``sigma^2`` magnifies: at small sigma (``|lse| ~ |x - y|^2 /
+        2 sigma^2`` beyond ~1e8) the weights and the centre of those queries are recomputed
+        from exact differences (:meth:`_exact_mean_lse`), so that the Jacobian of a query
+        decided by one training point is exactly 0, not ``u^2 |y|^2 / sigma^2``."""
+        shift, scale = lse, None  # the weights: exp(l - shift) * scale
+        redo = torch.nonzero(lse.abs() * torch.finfo(torch.float64).eps > 1e-8).flatten()
+        if redo.numel():
+            mean, shift, scale = mean.clone(), lse.clone(), torch.ones_like(lse)
+            mean[redo], shift[redo], z = self._exact_mean_lse(xf[redo], s64[redo])
+            scale[redo] = 1 / z
         step = max(1, self.chunk_size // max(1, xf.shape[0]))
         for start in range(0, self.n, step):
             y = torch.as_tensor(self._prep.y[start : start + step]).to(device=self.device, dtype=torch.float64)
-            w = torch.exp(-self._exact_d2(xf, start, start + step) / (2 * s64[:, None] ** 2) - lse[:, None])
-            yield w, y[None] - mean[:, None, :]
+            w = torch.exp(-self._exact_d2(xf, start, start + step) / (2 * s64[:, None] ** 2) - shift[:, None])
+            yield (w if scale is None else w * scale[:, None]), y[None] - mean[:, None, :]
 
     def posterior_weights(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """The full ``(B, N)`` posterior weights ``softmax_i(-|x - x_i|^2 / 2 sigma^2)``.
@@ -188,7 +222,11 @@ class EmpiricalDenoiser(Denoiser):
         xf, s = self._prepare(x, sigma)
         step = max(1, self.chunk_size // max(1, xf.shape[0] // 16 + 1))
         d2 = torch.cat([self._exact_d2(xf, a, a + step) for a in range(0, self.n, step)], 1)
-        return torch.softmax(-d2 / (2 * s.to(torch.float64)[:, None] ** 2), dim=1).to(self.dtype)
+        return self._evaluate(
+            "posterior weights",
+            lambda m, s: torch.softmax(-d2 / (2 * s.to(torch.float64)[:, None] ** 2), dim=1).to(m.dtype),
+            s,
+        )
 
     def jacobian(self, x: torch.Tensor, sigma) -> torch.Tensor:
         r"""(E3) ``dD/dx = Cov[x0 | x] / sigma^2`` for every query: ``(B, d, d)``.
@@ -196,6 +234,9 @@ class EmpiricalDenoiser(Denoiser):
         Two streamed passes: the posterior mean and lse first, then the centred second moment
         from exact differences."""
         xf, s = self._prepare(x, sigma)
+        return self._evaluate("Jacobian", lambda m, s, x: m._jacobian(x, s), s, xf)
+
+    def _jacobian(self, xf, s):
         mean, lse, _ = self._posterior(xf, s)
         mean, lse = mean.to(self.device), lse.to(self.device)
         s64 = s.to(torch.float64)

@@ -439,6 +439,8 @@ def test_float32_rank_deficient_fits_are_accepted_and_right():
         few = torch.randn(20, 64, generator=torch.Generator().manual_seed(seed))  # N < d
         gd.GaussianDenoiser.fit(few)
     g64.to(dtype=torch.float32)
+    up = g32.to(dtype=torch.float64)  # and back to a finer dtype: its rounding is not refused
+    torch.testing.assert_close(up(x.double(), 1.0), g32(x, 1.0).double(), rtol=0, atol=1e-5)
     gd.ClassConditionalDenoiser.from_data(*gd.load_dataset("digits")[:2], kind="gaussian")
     for dtype in (torch.float32, torch.float64):
         bad = torch.diag(torch.tensor([1.0, -1e-3], dtype=dtype))

@@ -165,7 +165,8 @@ def _check_torch_inputs(x, prep: PreparedData, sigma, *, validated: bool = False
     """Validate queries for the torch / triton backends; returns sigma as a (B,) float64 tensor.
 
     ``validated=True``: the caller has checked that sigma is finite and positive (the value
-    check costs a device sync on a GPU), so only shapes, dtypes and devices are checked here."""
+    check costs a device sync on a GPU), so only shapes, dtypes and devices are checked here.
+    (The backends then check the range, :func:`gaussdiff._checks.check_sigma_float64`.)"""
     y = prep.y
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != prep.d:
         raise ValueError(

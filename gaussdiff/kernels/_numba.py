@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._checks import check_int
+from .._checks import check_int, check_sigma_float64
 from ._core import (
     DEFAULT_CHUNK,
     DEFAULT_RTOL,
@@ -496,6 +496,7 @@ def _as_sigma_np(sigma, B):
         raise ValueError(f"sigma: expected a float or shape ({B},), got {s.shape}")
     if not (np.isfinite(s).all() and (s > 0).all()):
         raise ValueError("sigma: must be finite and > 0")
+    check_sigma_float64(float(s.min()), float(s.max()))
     return np.ascontiguousarray(s)
 
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from .._checks import check_int
+from .._checks import check_int, check_sigma_float64
 from ._core import (
     DEFAULT_CHUNK,
     DEFAULT_RTOL,
@@ -133,6 +133,8 @@ def empirical_posterior_torch(
     Returns float64 tensors ``(mean (B, d), lse (B,), neff (B,))``."""
     y = prep.y
     s = _check_torch_inputs(x, prep, sigma, validated=validated)
+    if not validated:
+        check_sigma_float64(*torch.stack(torch.aminmax(s)).tolist())
     B = x.shape[0]
     f64 = torch.float64
     chunk = check_int(chunk_size, "chunk_size")

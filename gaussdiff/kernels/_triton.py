@@ -50,7 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import check_int
+from .._checks import check_int, check_sigma_float64
 from ._core import (
     DEFAULT_RTOL,
     N_CANDIDATES,
@@ -515,6 +515,8 @@ def empirical_posterior_triton(
     device sync) when the caller has made them. Returns float64 tensors
     ``(mean (B, d), lse (B,), neff (B,))``."""
     s = _check_torch_inputs(x, prep, sigma, validated=validated)
+    if not validated:
+        check_sigma_float64(*torch.stack(torch.aminmax(s)).tolist())
     with _on_device(x.device):
         return _posterior(x, prep, s, chunk_size, n_candidates, rtol, allow_tf32, info)
 
