@@ -2,6 +2,8 @@
 
 import torch
 
+from gaussdiff.experiments import PhaseConfig
+
 # the smallest training run the training tests use
 TINY = dict(width=16, depth=1, batch_size=16, progress=False, warmup=5, log_every=5, num_threads=1)
 
@@ -10,3 +12,18 @@ def same_weights(a, b) -> bool:
     """Whether two modules hold bit-identical parameters and buffers."""
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# A phase-sweep grid of the default's shape, small enough for seconds per cell (width 32, batch 32).
+TINY_GRID = PhaseConfig(
+    data="gmm:k=2,d=4,n=200",
+    sizes=(4, 8, 16),
+    widths=(32,),
+    batch_size=32,
+    steps=40,
+    checkpoints=2,
+    n_samples=16,
+    sample_steps=4,
+    dist_points=8,
+    dist_sigmas=(0.1, 1.0),
+)

@@ -8,21 +8,10 @@ import pytest
 import torch
 
 import gaussdiff.experiments as ex
+from _helpers import TINY_GRID
 from gaussdiff.training import train_denoiser, train_ensemble
 
-# the tiny grid of test_experiments (seconds per cell)
-TINY = ex.PhaseConfig(
-    data="gmm:k=2,d=4,n=200",
-    sizes=(4, 8, 16),
-    widths=(32,),
-    batch_size=32,
-    steps=40,
-    checkpoints=2,
-    n_samples=16,
-    sample_steps=4,
-    dist_points=8,
-    dist_sigmas=(0.1, 1.0),
-)
+TINY = TINY_GRID
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
