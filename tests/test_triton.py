@@ -23,6 +23,9 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 def _signatures(ptr):
     """Argument types of each kernel as ``_triton`` launches them, data pointers ``ptr``."""
     f64, i32, i64 = "*fp64", "i32", "*i64"
+    # the selection kernel serves the posterior (K = 8 candidates, marking them) and k-NN
+    select = dict(G=ptr, sg=i32, YSQ=f64, A=f64, PMAX=f64, CL=f64, CI=i64, n=i32, c0=i32, span=i32, S=i32)
+    select.update(K="constexpr", BLOCK="constexpr", MARK="constexpr")
     return {
         "_prep_kernel": (
             {
@@ -42,22 +45,7 @@ def _signatures(ptr):
             {"BLOCK_D": 1024},
         ),
         "_select_kernel": (
-            {
-                "G": ptr,
-                "sg": i32,
-                "YSQ": f64,
-                "A": f64,
-                "PMAX": f64,
-                "CL": f64,
-                "CI": i64,
-                "n": i32,
-                "c0": i32,
-                "span": i32,
-                "S": i32,
-                "K": "constexpr",
-                "BLOCK": "constexpr",
-                "MARK": "constexpr",
-            },
+            select,
             {"K": 8, "BLOCK": 1024, "MARK": True},
         ),
         "_weights_kernel": (
@@ -113,22 +101,7 @@ def _signatures(ptr):
             {"SP": 4, "MP": 32, "BLOCK_D": 256},
         ),
         "_select_kernel (k-NN)": (
-            {
-                "G": ptr,
-                "sg": i32,
-                "YSQ": f64,
-                "A": f64,
-                "PMAX": f64,
-                "CL": f64,
-                "CI": i64,
-                "n": i32,
-                "c0": i32,
-                "span": i32,
-                "S": i32,
-                "K": "constexpr",
-                "BLOCK": "constexpr",
-                "MARK": "constexpr",
-            },
+            select,
             {"K": 32, "BLOCK": 1024, "MARK": False},
         ),
     }
