@@ -280,6 +280,41 @@ def test_cifar_folder_with_a_truncated_batch(tmp_path):
     _refused(bad, arg=str(folder))
 
 
+class _Payload:
+    """What a crafted pickle does on loading: writes a file (here harmlessly)."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batch_of_every_pickle_protocol_reads_the_same(tmp_path, protocol):
+    """The restricted unpickler takes every spelling numpy and pickle use for a uint8 array."""
+    rng = np.random.default_rng(3)
+    data, labels = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8), [1, 0, 9]
+    raw = pickle.dumps({b"data": data, b"labels": labels, b"filenames": [b"a", b"b", b"c"]}, protocol=protocol)
+    x, y, _ = gd.read_cifar10(_write(tmp_path, "data_batch_1", raw))
+    assert torch.equal(x, gd.read_cifar10(_write(tmp_path, "test_batch", pickle.dumps({b"data": data}, 2)))[0])
+    assert torch.equal(y, torch.tensor(labels))
+    assert torch.equal(x, torch.from_numpy(gd.to_unit_range(data.reshape(3, 3, 32, 32))[0]))
+
+
+@pytest.mark.parametrize("where", ["top", "inside-dict"])
+def test_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path, where):
+    """A pickle is a program: one that asks for any callable a CIFAR batch does not hold is refused
+    by name before it runs (the payload's file is never created)."""
+    target = tmp_path / "pwned"
+    payload = _Payload(target)
+    content = payload if where == "top" else {b"data": np.zeros((1, 3072), np.uint8), b"labels": payload}
+    path = _write(tmp_path, "data_batch_1", pickle.dumps(content, protocol=2))
+    msg = _refused(path)
+    assert "io.open" in msg or "builtins.open" in msg, msg
+    assert not target.exists()
+
+
 # -- folders of images ----------------------------------------------------------------------------------
 
 

@@ -296,6 +296,29 @@ def read_mnist_idx(path, *, split: str = "all"):
     return x, y, {"name": path.name, "source": str(path), "kind": "image", "scaling": how}
 
 
+# The only globals a CIFAR-10 batch (a dict of bytes, lists and one uint8 array) needs, in the
+# spellings of numpy 1 and 2 and of pickle protocols 2 to 5. Anything else in a pickle would run
+# code on loading; it is refused instead (a file called data_batch_1 is not trusted).
+_CIFAR_GLOBALS = frozenset(
+    [("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype")]
+    + [
+        (f"numpy.{core}.{mod}", fn)
+        for core in ("core", "_core")
+        for mod, fn in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+    ]
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR-10 batch holds; any other global (a callable
+    that a crafted pickle would run) is refused before it is looked up."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR-10 batch never holds; not loaded")
+        return super().find_class(module, name)
+
+
 def read_cifar10(path, *, split: str = "all"):
     """CIFAR-10 "python version" batches: the folder ``cifar-10-batches-py`` (``data_batch_1``
     .. ``data_batch_5``, ``test_batch``) or one batch file; each a pickle of ``b"data"``
@@ -314,7 +337,7 @@ def read_cifar10(path, *, split: str = "all"):
     xs, ys = [], []
     for f in files:
         with _reading(f, _CIFAR), open(f, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
+            d = _CifarUnpickler(fh, encoding="bytes").load()
         if not isinstance(d, dict) or b"data" not in d:
             raise ValueError(f"data: {f} is not a CIFAR-10 python batch (no b'data' entry)")
         with _reading(f, _CIFAR):
