@@ -28,6 +28,7 @@ from .schedules import (
 )
 from .denoisers import Denoiser, GaussianDenoiser, GaussianMixtureDenoiser
 from .empirical import EmpiricalDenoiser
+from .local import PatchDenoiser, PatchSizeSchedule, calibrate_patch_size, WienerMaskDenoiser, wiener_masks
 from .sampling import (
     sample_euler,
     sample_heun,
@@ -104,6 +105,15 @@ from .metrics import (
     jacobian_spectrum,
     effective_rank,
     effective_dimension,
+    Agreement,
+    AgreementProfile,
+    AGREEMENT_MEASURES,
+    coefficient_of_determination,
+    pearson_correlation,
+    variance_normalised_r2,
+    cosine_similarity,
+    agreement_measures,
+    agreement_profile,
 )
 from .predictions import (
     speciation_time,
@@ -160,6 +170,7 @@ from . import (
     schedules,
     denoisers,
     empirical,
+    local,
     sampling,
     data,
     networks,
@@ -177,6 +188,7 @@ __all__: list[str] = []
 __all__ += schedules.__all__
 __all__ += denoisers.__all__
 __all__ += empirical.__all__
+__all__ += local.__all__
 __all__ += sampling.__all__
 __all__ += data.__all__
 __all__ += networks.__all__

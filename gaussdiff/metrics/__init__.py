@@ -1,13 +1,16 @@
 r"""The papers' quantities, each defined once: memorization, reproducibility, denoiser distances,
 linearity, linear distillation, Jacobian spectra and the generalization gap.
 
-Three modules, re-exported here by name (``gd.memorized`` is ``gaussdiff.metrics.memorized``):
+Four modules, re-exported here by name (``gd.memorized`` is ``gaussdiff.metrics.memorized``):
 
 * :mod:`gaussdiff.metrics.samples`: metrics of *samples* against the training set or each other
   (memorization, similarities, reproducibility) and the bootstrap of a share;
 * :mod:`gaussdiff.metrics.denoisers`: metrics of *denoisers* on a noise grid (distances,
   linearity, linear distillation, the optimum and generalization gaps);
-* :mod:`gaussdiff.metrics.jacobians`: Jacobian spectra of denoisers at query points.
+* :mod:`gaussdiff.metrics.jacobians`: Jacobian spectra of denoisers at query points;
+* :mod:`gaussdiff.metrics.agreement`: how closely one image (or denoiser output) predicts
+  another — R², Pearson correlation, the variance-normalised R² — per image, per sigma and on
+  samples from the same noise (comparing a network with the local closed forms).
 
 Every metric takes torch tensors ``(B, *event_shape)`` (samples, training points, held-out
 points) and works in float64 internally. Every *fraction* is returned as a :class:`Fraction`
@@ -66,11 +69,23 @@ from .denoisers import (
     generalization_gap,
 )
 from .jacobians import denoiser_jacobian, jacobian_spectrum, effective_rank, effective_dimension
+from .agreement import (
+    Agreement,
+    AgreementProfile,
+    AGREEMENT_MEASURES,
+    coefficient_of_determination,
+    pearson_correlation,
+    variance_normalised_r2,
+    cosine_similarity,
+    agreement_measures,
+    agreement_profile,
+)
 
-from . import samples, denoisers, jacobians
+from . import samples, denoisers, jacobians, agreement
 
 # The face lists each module's public names, in module order (tests/test_checks.py holds it to that).
 __all__: list[str] = []
 __all__ += samples.__all__
 __all__ += denoisers.__all__
 __all__ += jacobians.__all__
+__all__ += agreement.__all__
