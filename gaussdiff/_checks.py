@@ -28,18 +28,43 @@ def as_tensor(value, name: str, *, dtype=None, device=None) -> torch.Tensor:
             t = torch.as_tensor(np.asarray(value))
         except Exception as exc:  # pragma: no cover - message path
             raise ValueError(f"{name}: cannot be converted to a tensor ({exc})") from exc
+    if t.is_meta:
+        raise ValueError(f"{name}: is on the meta device, which holds no values")
+    if t.is_complex():  # also where a dtype is given: casting would drop the imaginary part
+        raise ValueError(f"{name}: complex values are not supported")
     if dtype is not None:
         t = t.to(dtype=dtype)
     elif not t.is_floating_point():
-        if t.is_complex():
-            raise ValueError(f"{name}: complex values are not supported")
         t = t.to(torch.float64)
     if device is not None:
         t = t.to(device)
     return t
 
 
+def check_float_dtype(t: torch.Tensor, name: str) -> torch.Tensor:
+    """The parameters of a closed form are float32 or float64: half precision (float16, bfloat16)
+    is refused rather than computed with a unit round-off of 1e-3 (and ``sigma**2`` underflowing
+    float16 below sigma = 7.8e-3)."""
+    if t.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name}: expected float32 or float64 values, got {t.dtype}; cast it with .float()")
+    return t
+
+
+def check_generator(generator, name: str = "generator", *, allow_none: bool = True):
+    """A ``torch.Generator`` (or ``None`` where allowed): randomness is passed in as a torch
+    generator, so a numpy generator or an integer seed is refused here, by name, instead of deep
+    inside a torch sampling call."""
+    if generator is None and allow_none:
+        return None
+    if not isinstance(generator, torch.Generator):
+        what = "a torch.Generator" + (" or None" if allow_none else "")
+        raise ValueError(f"{name}: expected {what}, got {type(generator).__name__}")
+    return generator
+
+
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    if t.is_meta:
+        raise ValueError(f"{name}: is on the meta device, which holds no values")
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return t
@@ -69,6 +94,26 @@ def check_batch(x, event_shape: Sequence[int], name: str = "x") -> torch.Tensor:
     return check_finite(x, name)
 
 
+def _check_sigma_tensor(s: torch.Tensor, name: str) -> None:
+    """A noise-level tensor holds real numbers with values: not bool, not complex, not on "meta"."""
+    if s.dtype == torch.bool:
+        raise ValueError(f"{name}: expected real noise levels, got a bool tensor")
+    if s.is_complex():
+        raise ValueError(f"{name}: complex values are not supported")
+    if s.is_meta:
+        raise ValueError(f"{name}: is on the meta device, which holds no values")
+
+
+def _sigma_float(sigma, batch: int, name: str) -> float:
+    """A scalar noise level as a float (a bool is refused: ``True`` is not a noise level)."""
+    if isinstance(sigma, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}")
+    try:
+        return float(sigma)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}") from exc
+
+
 def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma", allow_zero: bool = False) -> torch.Tensor:
     """Noise level(s): a positive float or a ``(B,)`` tensor; returns a ``(B,)`` tensor."""
     if isinstance(sigma, torch.Tensor):
@@ -77,12 +122,12 @@ def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma", allow_
             s = s.reshape(1).expand(batch)
         elif s.ndim != 1 or s.shape[0] not in (1, batch):
             raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got shape {tuple(s.shape)}")
+        _check_sigma_tensor(s, name)
         s = s.to(dtype=dtype, device=device).expand(batch)
+        if s.numel() == 0:  # an empty batch: nothing to check
+            return s
     else:
-        try:
-            v = float(sigma)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}") from exc
+        v = _sigma_float(sigma, batch, name)
         if not math.isfinite(v) or (dtype is not None and dtype.is_floating_point and abs(v) > torch.finfo(dtype).max):
             raise ValueError(f"{name}: must be finite (in {dtype}), got {v}")
         if v < 0 or (v == 0 and not allow_zero):
@@ -94,6 +139,22 @@ def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma", allow_
     if bool(bad.any()):
         raise ValueError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got min {float(s.min())}")
     return s
+
+
+def check_sigma_values(sigma, name: str = "sigma", *, device=None) -> torch.Tensor:
+    """Noise levels of any shape (a float, a sequence or a tensor) as a float64 tensor on
+    ``device``; a bool, a complex or a non-numeric value and a tensor on "meta" are refused by
+    name. (Range checks are the caller's.)"""
+    if isinstance(sigma, torch.Tensor):
+        _check_sigma_tensor(sigma, name)
+    elif isinstance(sigma, (bool, np.bool_)) or sigma is None or isinstance(sigma, str):
+        raise ValueError(f"{name}: expected a float or a tensor of noise levels, got {sigma!r}")
+    try:
+        s = torch.as_tensor(sigma)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name}: expected a float or a tensor of noise levels, got {sigma!r}") from exc
+    _check_sigma_tensor(s, name)
+    return s.to(dtype=torch.float64, device=device)
 
 
 def sigma_squared_range(dtype) -> tuple[float, float]:
@@ -155,8 +216,9 @@ def check_sigma_squared(
             s = s.reshape(1).expand(batch)
         elif s.ndim != 1 or s.shape[0] not in (1, batch):
             raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got shape {tuple(s.shape)}")
-        if s.is_complex():
-            raise ValueError(f"{name}: complex values are not supported")
+        _check_sigma_tensor(s, name)
+        if s.numel() == 0:  # an empty batch: nothing to check
+            return s.to(dtype=dtype, device=device).expand(batch)
         s64 = s.to(dtype=torch.float64, device=device)
         lo_pos, lo, hi, finite = torch.stack(
             [torch.where(s64 > 0, s64, torch.inf).min(), s64.min(), s64.max(), torch.isfinite(s64).all()]
@@ -167,10 +229,7 @@ def check_sigma_squared(
             raise ValueError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got min {lo}")
         work = dtype if hi == 0 else sigma_working_dtype(lo_pos, hi, dtype, name)
         return s.to(dtype=work, device=device).expand(batch)
-    try:
-        v = float(sigma)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}") from exc
+    v = _sigma_float(sigma, batch, name)
     if not math.isfinite(v):
         raise ValueError(f"{name}: must be finite, got {v}")
     if v < 0 or (v == 0 and not allow_zero):
@@ -183,6 +242,8 @@ def check_sigma_output(out: torch.Tensor, s: torch.Tensor, what: str, name: str 
     """A closed form's output ``(B, ...)`` at noise levels ``s`` (B,): returned when finite;
     otherwise ``ValueError`` naming ``name``, the first offending sigma and the dtype it
     overflows (the answer is not representable there), never a silent NaN or inf."""
+    if out.numel() == 0:  # an empty batch
+        return out
     bad = ~torch.isfinite(out.reshape(out.shape[0], -1)).all(1) if out.ndim else ~torch.isfinite(out).reshape(1)
     if not bool(bad.any()):
         return out
@@ -203,14 +264,17 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
     return v
 
 
-def check_int(value, name: str, *, minimum: int = 1) -> int:
-    """An integer (a bool is refused; a float with an integral value is accepted) ``>= minimum``."""
-    what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+def check_int(value, name: str, *, minimum: int | None = 1) -> int:
+    """An integer (a bool is refused; a float with an integral value is accepted) ``>= minimum``
+    (any integer when ``minimum`` is None)."""
+    what = {0: "a non-negative integer", 1: "a positive integer", None: "an integer"}.get(
+        minimum, f"an integer >= {minimum}"
+    )
     if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name}: expected {what}, got {value!r}")
     try:
         iv = int(value)
-        ok = iv == float(value) and iv >= minimum
+        ok = iv == float(value) and (minimum is None or iv >= minimum)
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
@@ -226,8 +290,42 @@ def check_same(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> No
         raise ValueError(f"{name_a} has dtype {a.dtype} but {name_b} has dtype {b.dtype}; cast one of them")
 
 
+def _refuse_bool(value, name: str) -> None:
+    """A grid of levels or times is numbers: bools (True/False as 1/0), in a tensor, an array or
+    a list, are refused."""
+    if isinstance(value, (list, tuple)):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError):  # ragged or mixed: as_tensor will say so
+            return
+    if isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, (torch.Tensor, np.ndarray)) and value.dtype in (torch.bool, np.bool_)
+    ):
+        raise ValueError(f"{name}: expected real numbers, got bool values")
+
+
+def check_callable(fn, name: str, *, allow_none: bool = False):
+    """A callable (``D(x, sigma)``, a callback), or None where allowed."""
+    if (fn is None and allow_none) or callable(fn):
+        return fn
+    raise ValueError(f"{name}: expected a callable{' or None' if allow_none else ''}, got {type(fn).__name__}")
+
+
+def check_state(x, name: str = "x") -> torch.Tensor:
+    """A sampler's state ``(B, *event_shape)``: a real floating torch tensor with finite values
+    (the event shape is the denoiser's to check; an empty batch is fine)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError(f"{name}: expected shape (B, *event_shape), got a scalar")
+    return check_finite(x, name)
+
+
 def check_sigma_grid(sigmas, name: str = "sigmas") -> torch.Tensor:
     """A non-increasing grid of noise levels, all > 0 but possibly a final 0, length >= 2."""
+    _refuse_bool(sigmas, name)
     s = as_tensor(sigmas, name)
     if s.ndim != 1 or s.shape[0] < 2:
         raise ValueError(f"{name}: expected a 1-D grid with at least 2 entries, got shape {tuple(s.shape)}")
@@ -241,8 +339,17 @@ def check_sigma_grid(sigmas, name: str = "sigmas") -> torch.Tensor:
 
 def check_labels(labels, n_classes: int, n_rows: int | None, name: str = "label") -> torch.Tensor:
     """Integer class labels in ``0..n_classes-1`` as an int64 ``(n_rows,)`` tensor (a scalar is
-    broadcast to ``n_rows``; integral floats are accepted)."""
-    t = torch.as_tensor(labels)
+    broadcast to ``n_rows``; integral floats are accepted; bools, strings and complex values are
+    refused)."""
+    if isinstance(labels, torch.Tensor) and labels.is_meta:
+        raise ValueError(f"{name}: is on the meta device, which holds no values")
+    try:
+        t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.dtype == torch.bool or t.is_complex():
+        what = repr(labels) if t is None or t.ndim == 0 else f"{t.dtype} values"
+        raise ValueError(f"{name}: expected integer class labels, got {what}")
     if t.is_floating_point():
         if not bool((t == t.round()).all()):
             raise ValueError(f"{name}: expected integer class labels, got non-integer values")

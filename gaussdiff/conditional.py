@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_data, check_finite, check_int, check_labels, check_positive
-from .denoisers import GaussianDenoiser, GaussianMixtureDenoiser
+from ._checks import as_tensor, check_callable, check_data, check_finite, check_int, check_labels, check_positive
+from .denoisers import GaussianDenoiser, GaussianMixtureDenoiser, _eigh_psd
 from .empirical import EmpiricalDenoiser
 
 __all__ = [
@@ -56,6 +56,9 @@ class ClassConditionalDenoiser:
     def __init__(self, class_denoisers: Sequence[Callable], unconditional: Callable):
         if len(class_denoisers) < 1:
             raise ValueError("class_denoisers: need at least one class")
+        for c, den in enumerate(class_denoisers):
+            check_callable(den, f"class_denoisers[{c}]")
+        check_callable(unconditional, "unconditional")
         self.class_denoisers = list(class_denoisers)
         self.unconditional = unconditional
         first = self.class_denoisers[0]
@@ -99,7 +102,7 @@ class ClassConditionalDenoiser:
             raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
         if labels is None:
             raise ValueError("labels: class-conditional denoisers need labels")
-        lab = torch.as_tensor(labels).to(torch.int64).reshape(-1)
+        lab = _integer_labels(labels).reshape(-1)
         if lab.shape[0] != data.shape[0]:
             raise ValueError(f"labels: expected {data.shape[0]} labels to match data, got {lab.shape[0]}")
         if int(lab.min()) < 0:
@@ -147,6 +150,8 @@ class ClassConditionalDenoiser:
         if not isinstance(x, torch.Tensor) or x.ndim < 1:
             raise ValueError("x: expected a (B, *event_shape) tensor")
         lab = check_labels(label, self.num_classes, x.shape[0])
+        if isinstance(sigma, torch.Tensor) and sigma.ndim > 0 and tuple(sigma.shape) not in ((1,), (x.shape[0],)):
+            raise ValueError(f"sigma: expected a float or a ({x.shape[0]},) tensor, got shape {tuple(sigma.shape)}")
         out = torch.empty_like(x)
         sig = sigma if isinstance(sigma, torch.Tensor) and sigma.ndim == 1 and sigma.shape[0] > 1 else None
         for c in torch.unique(lab).tolist():
@@ -157,8 +162,24 @@ class ClassConditionalDenoiser:
 
     def conditioned(self, label) -> Callable:
         """The denoiser ``D(., ., label)`` of a fixed label (int or ``(B,)`` tensor)."""
-        check_labels(label, self.num_classes, None if torch.as_tensor(label).ndim else 1)
+        check_labels(label, self.num_classes, None if np.ndim(label) else 1)
         return lambda x, sigma: self(x, sigma, label)
+
+
+def _integer_labels(labels) -> torch.Tensor:
+    """Class labels as int64, refusing what a cast would silently change: non-integer values
+    (2.5 -> 2), NaN, bools, complex values and strings."""
+    try:
+        t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    bad = t is None or t.dtype == torch.bool or t.is_complex() or t.is_meta
+    if not bad and t.is_floating_point():
+        bad = not bool((t == t.round()).all())
+    if bad:
+        what = repr(labels) if t is None else ("non-integer values" if t.is_floating_point() else f"{t.dtype} values")
+        raise ValueError(f"labels: expected integer class labels, got {what}")
+    return t.to(torch.int64)
 
 
 def _fit_gmm(X: torch.Tensor, k: int, seed: int):
@@ -186,17 +207,25 @@ class GuidedDenoiser:
     def __init__(self, unconditional: Callable, conditional: Callable, w: float):
         if not callable(unconditional) or not callable(conditional):
             raise ValueError("unconditional, conditional: expected two callables D(x, sigma)")
-        try:
-            self.w = float(w)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"w: expected a number, got {w!r}") from exc
-        if not math.isfinite(self.w):
-            raise ValueError(f"w: must be finite, got {w!r}")
+        self.w = _check_w(w)
         self.unconditional, self.conditional = unconditional, conditional
 
     def __call__(self, x, sigma):
         du = self.unconditional(x, sigma)
         return du + self.w * (self.conditional(x, sigma) - du)
+
+
+def _check_w(w) -> float:
+    """A guidance weight: a finite number (a bool is refused)."""
+    try:
+        v = float(w)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"w: expected a number, got {w!r}") from exc
+    if isinstance(w, (bool, np.bool_)):
+        raise ValueError(f"w: expected a number, got {w!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"w: must be finite, got {w!r}")
+    return v
 
 
 def classifier_free_guidance(model, label, w: float, *, unconditional: Callable | None = None) -> GuidedDenoiser:
@@ -212,8 +241,7 @@ def classifier_free_guidance(model, label, w: float, *, unconditional: Callable 
             f"model: {type(model).__name__} is unconditional (no labels); classifier-free "
             "guidance needs a class-conditional denoiser D(x, sigma, label)"
         )
-    lab = torch.as_tensor(label)
-    check_labels(lab, model.num_classes, None if lab.ndim else 1)
+    check_labels(label, model.num_classes, None if np.ndim(label) else 1)
     unc = unconditional if unconditional is not None else (lambda x, sigma: model(x, sigma, None))
     return GuidedDenoiser(unc, lambda x, sigma: model(x, sigma, label), w)
 
@@ -284,7 +312,7 @@ def guided_gaussian_flow(
     mu_u, Su = _gauss_parts(unconditional, "unconditional")
     if mu_c.shape != mu_u.shape:
         raise ValueError("unconditional: has a different dimension from conditional")
-    w = float(w)
+    w = _check_w(w)
     s0 = check_positive(sigma_from, "sigma_from")
     s1 = check_positive(sigma_to, "sigma_to", allow_zero=True)
     if method not in ("auto", "closed", "ode"):
@@ -357,7 +385,7 @@ def guided_gaussian_output(
     m0 = (
         torch.zeros(d, dtype=torch.float64)
         if start_mean is None
-        else as_tensor(start_mean, "start_mean", dtype=torch.float64).reshape(-1).cpu()
+        else check_finite(as_tensor(start_mean, "start_mean", dtype=torch.float64).reshape(-1).cpu(), "start_mean")
     )
     V0 = (
         float(sigma_from) ** 2 * torch.eye(d, dtype=torch.float64)
@@ -366,5 +394,7 @@ def guided_gaussian_output(
     )
     if m0.shape != (d,) or V0.shape != (d, d):
         raise ValueError(f"start_mean, start_cov: expected shapes ({d},) and ({d}, {d})")
+    if start_cov is not None:
+        _eigh_psd(V0, "start_cov")  # a covariance: symmetric positive semi-definite
     cov = Phi @ V0 @ Phi.T
     return Phi @ m0 + c, 0.5 * (cov + cov.T)

@@ -32,9 +32,12 @@ from ._checks import (
     check_batch,
     check_data,
     check_finite,
+    check_float_dtype,
+    check_generator,
     check_int,
     check_positive,
     check_sigma_output,
+    check_sigma_values,
     check_sigma_squared,
     sigma_working_dtype,
 )
@@ -67,17 +70,17 @@ class Denoiser:
 
     # -- input handling -------------------------------------------------------------------
     def _prepare(self, x, sigma):
-        x = check_batch(x, self.event_shape, "x")
-        if x.device != self.device:
+        if isinstance(x, torch.Tensor) and x.device != self.device:  # before check_batch reads the values
             raise ValueError(
                 f"x: is on {x.device} but this denoiser lives on {self.device}; move x or call .to(device=...)"
             )
+        x = check_batch(x, self.event_shape, "x")
         if x.dtype != self.dtype:
             raise ValueError(
                 f"x: has dtype {x.dtype} but this denoiser uses {self.dtype}; cast x or call .to(dtype=...)"
             )
         s = check_sigma_squared(sigma, x.shape[0], dtype=self.dtype, device=self.device)
-        return x.reshape(x.shape[0], -1), s
+        return x.reshape(x.shape[0], self.dim), s  # (B, d), also for an empty batch
 
     # -- extreme sigma: one treatment for every closed form ------------------------------------
     def _evaluate(self, what: str, fn, s: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
@@ -200,7 +203,7 @@ class GaussianDenoiser(Denoiser):
     _float64_params = ("mean", "cov", "eigenvalues", "eigenvectors")
 
     def __init__(self, mean, cov):
-        mean = check_finite(as_tensor(mean, "mean"), "mean")
+        mean = check_finite(check_float_dtype(as_tensor(mean, "mean"), "mean"), "mean")
         if mean.ndim < 1 or mean.numel() == 0:
             raise ValueError(f"mean: expected shape (d,) or an event shape, got {tuple(mean.shape)}")
         cov = check_finite(as_tensor(cov, "cov", dtype=mean.dtype, device=mean.device), "cov")
@@ -220,7 +223,7 @@ class GaussianDenoiser(Denoiser):
         The covariance is normalised by ``N`` (the maximum-likelihood estimate) unless
         ``unbiased=True`` (``N - 1``). Mean and covariance are computed in float64 whatever the
         data's dtype, then stored in it."""
-        data = check_data(data, "data", min_rows=2 if unbiased else 1)
+        data = check_float_dtype(check_data(data, "data", min_rows=2 if unbiased else 1), "data")
         flat = data.reshape(data.shape[0], -1).to(torch.float64)
         mu = flat.mean(0)
         centred = flat - mu
@@ -259,7 +262,7 @@ class GaussianDenoiser(Denoiser):
 
     def effective_dim(self, sigma) -> torch.Tensor:
         """``sum_k l_k / (l_k + sigma^2)``, the trace of the Jacobian: shape of ``sigma``."""
-        s64 = torch.as_tensor(sigma, dtype=torch.float64, device=self.device)
+        s64 = check_sigma_values(sigma, device=self.device)
         if bool((s64 <= 0).any()) or not bool(torch.isfinite(s64).all()):
             raise ValueError("sigma: must be > 0 and finite")
         work = sigma_working_dtype(float(s64.min()), float(s64.max()), self.dtype) if s64.numel() else self.dtype
@@ -323,6 +326,7 @@ class GaussianDenoiser(Denoiser):
         )
         if m0.shape != mu.shape:
             raise ValueError(f"start_mean: expected {self.dim} entries, got {m0.numel()}")
+        check_finite(m0, "start_mean")
         U = self.eigenvectors
         if wide:  # an extreme sigma: the same formulas in float64 (as Denoiser._evaluate), rounded back
             l, mu, m0, U = (t.to(torch.float64) for t in (l, mu, m0, U))
@@ -340,6 +344,7 @@ class GaussianDenoiser(Denoiser):
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` exact samples of ``N(mean, cov)``: ``(n, *event_shape)``."""
         n = check_int(n, "n")
+        generator = check_generator(generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
         out = self.mean.reshape(1, -1) + (z * self.eigenvalues.sqrt()) @ self.eigenvectors.T
         return out.reshape(int(n), *self.event_shape)
@@ -375,7 +380,7 @@ class GaussianMixtureDenoiser(Denoiser):
     _float64_params = ("weights", "means", "covs", "_mu", "_log_w", "_var", "_U", "_l")
 
     def __init__(self, weights, means, covs, *, cov_type: str = "full", chunk_size: int = 256):
-        means = check_finite(as_tensor(means, "means"), "means")
+        means = check_finite(check_float_dtype(as_tensor(means, "means"), "means"), "means")
         if means.ndim < 2 or means.shape[0] == 0:
             raise ValueError(f"means: expected shape (K, *event_shape) with K >= 1, got {tuple(means.shape)}")
         dt, dev = means.dtype, means.device
@@ -393,7 +398,7 @@ class GaussianMixtureDenoiser(Denoiser):
         d = math.prod(self.event_shape)
         self.dtype, self.device = dt, dev
         self.weights, self.means, self.cov_type = weights, means, cov_type
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = check_int(chunk_size, "chunk_size")
         self._mu = means.reshape(K, d)
         self._log_w = torch.log(weights)
         covs = check_finite(as_tensor(covs, "covs", dtype=dt, device=dev), "covs")
@@ -466,6 +471,8 @@ class GaussianMixtureDenoiser(Denoiser):
         cls, d: int, r: int, k: int, *, generator: torch.Generator, dtype=torch.float64
     ) -> "GaussianMixtureDenoiser":
         """A MoLRG with ``k`` random orthonormal ``r``-dimensional subspaces of R^d."""
+        d, r, k = check_int(d, "d"), check_int(r, "r"), check_int(k, "k")
+        generator = check_generator(generator, allow_none=False)
         if not (1 <= r <= d) or k < 1:
             raise ValueError(f"r, k: need 1 <= r <= d and k >= 1, got d={d}, r={r}, k={k}")
         g = torch.randn(k, d, r, generator=generator, dtype=dtype)
@@ -576,6 +583,7 @@ class GaussianMixtureDenoiser(Denoiser):
     def sample(self, n: int, *, generator: torch.Generator | None = None):
         """``n`` exact samples and their component labels: ``((n, *event_shape), (n,))``."""
         n = check_int(n, "n")
+        generator = check_generator(generator)
         k = torch.multinomial(self.weights.cpu().to(torch.float64), n, replacement=True, generator=generator)
         d = self.dim
         if self._U is None:

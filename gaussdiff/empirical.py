@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -81,7 +82,7 @@ class EmpiricalDenoiser(Denoiser):
         self._stream_chunk = None if chunk_size is None else check_int(chunk_size, "chunk_size")
         self.chunk_size = kernels.DEFAULT_CHUNK if chunk_size is None else self._stream_chunk
         check_int(n_candidates, "n_candidates")
-        if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol >= 0):
+        if isinstance(rtol, bool) or not (isinstance(rtol, numbers.Real) and math.isfinite(rtol) and rtol >= 0):
             raise ValueError(f"rtol: must be a finite number >= 0, got {rtol!r}")
         self.n_candidates, self.rtol = int(n_candidates), float(rtol)
         self.backend = backend
@@ -111,6 +112,9 @@ class EmpiricalDenoiser(Denoiser):
 
     def _posterior(self, x, s):
         """float64 ``(mean (B, d), lse (B,), neff (B,))`` for flat queries ``x`` (B, d)."""
+        if x.shape[0] == 0:  # an empty batch has an empty answer (the kernels want a query)
+            empty = torch.zeros(0, dtype=torch.float64, device=x.device)
+            return empty.reshape(0, x.shape[1]), empty, empty
         info: dict = {}
         out = kernels.stream_posterior(
             x.detach(),

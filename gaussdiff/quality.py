@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._checks import as_tensor, check_data, check_finite, check_int
+from ._checks import as_tensor, check_data, check_finite, check_int, check_positive
 from .data import data_fingerprint, load_dataset
 from ._io import atomic_torch_save
 from ._threads import cpu_threads
@@ -66,6 +66,21 @@ class FeatureStats:
     mean: torch.Tensor
     cov: torch.Tensor
     n: int
+
+    def __post_init__(self):
+        # a hand-made FeatureStats is checked like a fitted one: finite (D,) mean, (D, D)
+        # covariance, a count n >= 0 (0: unknown, as for a (mean, cov) pair)
+        mean = self.mean
+        if not isinstance(mean, torch.Tensor) or mean.ndim != 1 or mean.numel() == 0:
+            raise ValueError(f"mean: expected a (D,) tensor, got {getattr(mean, 'shape', type(mean).__name__)}")
+        D = mean.shape[0]
+        if not isinstance(self.cov, torch.Tensor) or tuple(self.cov.shape) != (D, D):
+            raise ValueError(
+                f"cov: expected a ({D}, {D}) tensor to match mean, got {getattr(self.cov, 'shape', type(self.cov).__name__)}"
+            )
+        check_finite(mean, "mean")
+        check_finite(self.cov, "cov")
+        check_int(self.n, "n", minimum=0)
 
     @classmethod
     def from_features(cls, features, name: str = "features") -> "FeatureStats":
@@ -154,6 +169,8 @@ class FeatureClassifier(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: int, *, width: int = 32, feature_dim: int = 64):
+        in_channels, num_classes = check_int(in_channels, "in_channels"), check_int(num_classes, "num_classes")
+        width, feature_dim = check_int(width, "width"), check_int(feature_dim, "feature_dim")
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
@@ -266,6 +283,7 @@ def feature_classifier(
         check_int(v, n)
         for v, n in ((steps, "steps"), (batch_size, "batch_size"), (width, "width"), (feature_dim, "feature_dim"))
     )
+    check_positive(lr, "lr")
     labels = labels.long()
     num_classes = int(labels.max()) + 1
     settings = dict(

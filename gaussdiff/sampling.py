@@ -28,7 +28,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_finite, check_int, check_positive, check_sigma_grid
+from ._checks import (
+    _refuse_bool,
+    as_tensor,
+    check_callable,
+    check_finite,
+    check_int,
+    check_positive,
+    check_sigma_grid,
+    check_state,
+)
 from .schedules import EDM, Schedule
 
 __all__ = [
@@ -66,6 +75,27 @@ def _sample_seeds(seed: int, start: int, n: int, step: int) -> np.ndarray:
     return _splitmix64(key ^ _splitmix64(rows)) >> np.uint64(1)  # torch seeds are < 2**63
 
 
+def _check_stream(seed, start, step):
+    """The counters of :func:`seeded_noise`: ``seed`` and ``step`` any integers (hashed modulo
+    2**64), ``start`` a row index >= 0."""
+    return (
+        check_int(seed, "seed", minimum=None),
+        check_int(start, "start", minimum=0),
+        check_int(step, "step", minimum=None),
+    )
+
+
+def _check_event_shape(event_shape) -> tuple:
+    """An event shape: an integer or a sequence of integers, each >= 0."""
+    items = (event_shape,) if not isinstance(event_shape, (tuple, list, torch.Size)) else tuple(event_shape)
+    try:
+        return tuple(check_int(v, "event_shape", minimum=0) for v in items)
+    except ValueError:
+        raise ValueError(
+            f"event_shape: expected an integer or a sequence of integers >= 0, got {event_shape!r}"
+        ) from None
+
+
 def seeded_noise(
     n: int,
     event_shape: Sequence[int] | int,
@@ -88,7 +118,14 @@ def seeded_noise(
     Tensor of shape ``(n, *event_shape)``.
     """
     n = check_int(n, "n", minimum=0)
-    shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+    seed, start, step = _check_stream(seed, start, step)
+    shape = _check_event_shape(event_shape)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype: expected a floating torch dtype, got {dtype!r}")
+    try:
+        device = None if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {exc}") from exc
     g = torch.Generator(device="cpu")
     rows = []
     for row_seed in _sample_seeds(seed, start, int(n), step).tolist():
@@ -113,11 +150,14 @@ def _grid(sigmas, schedule, ts):
         raise ValueError("sigmas: give either sigmas or schedule= with ts=, not both")
     if not isinstance(schedule, Schedule) or ts is None:
         raise ValueError("schedule: needs a Schedule object together with ts= (a decreasing time grid)")
+    _refuse_bool(ts, "ts")
     ts = as_tensor(ts, "ts")
     if ts.ndim != 1 or ts.shape[0] < 2 or bool((ts[1:] >= ts[:-1]).any()):
         raise ValueError("ts: must be a strictly decreasing 1-D time grid with at least 2 entries")
     check_finite(ts, "ts")
     sig = schedule.sigma(ts)
+    if not bool(torch.isfinite(sig).all()):
+        raise ValueError(f"ts: sigma(t) must be finite on the grid, {type(schedule).__name__} gives {sig.tolist()}")
     if bool((sig[:-1] <= 0).any()) or float(sig[-1]) < 0:
         raise ValueError("ts: every time but the last must have sigma(t) > 0")
     return schedule, ts
@@ -147,7 +187,16 @@ class _Flow:
         return a * x - b * denoised, denoised
 
 
+def _check_sampler(denoiser, x, callback):
+    """The arguments every sampler shares: a callable denoiser, a real finite state tensor (its
+    event shape and dtype are the denoiser's to check) and a callable callback or None."""
+    check_callable(denoiser, "denoiser")
+    check_callable(callback, "callback", allow_none=True)
+    return check_state(x, "x")
+
+
 def _run(denoiser, x, sigmas, schedule, ts, callback, second_order: bool):
+    x = _check_sampler(denoiser, x, callback)
     schedule, ts = _grid(sigmas, schedule, ts)
     flow = _Flow(denoiser, schedule, x)
     t_list = [float(t) for t in ts]
@@ -229,6 +278,8 @@ def sample_edm_stochastic(
     ``seeded_noise`` row ``start + j`` of stream ``i + 1``, so results do not depend on batching.
     ``s_churn = 0`` recovers :func:`sample_heun`.
     """
+    x = _check_sampler(denoiser, x, callback)
+    _check_stream(seed, start, 0)
     sigmas = check_sigma_grid(sigmas, "sigmas")
     for name, val in (("s_churn", s_churn), ("s_tmin", s_tmin), ("s_tmax", s_tmax), ("s_noise", s_noise)):
         check_positive(val, name, allow_zero=True)
@@ -273,6 +324,14 @@ def ancestral_step(
     :math:`\sigma_{up} = \min(\sigma_{next}, \eta \sqrt{\sigma_{next}^2(\sigma_{cur}^2 - \sigma_{next}^2)/\sigma_{cur}^2})`,
     ``seeded_noise`` rows ``start ..`` of stream ``step`` (drawn only when :math:`\sigma_{up} > 0`).
     ``eta = 1`` is the DDPM posterior :math:`q(x_{i+1} \mid x_i, \hat x_0)`, ``eta = 0`` is DDIM (= Euler)."""
+    check_positive(s_cur, "s_cur")
+    if not check_positive(s_next, "s_next", allow_zero=True) <= float(s_cur):
+        raise ValueError(f"s_next: an ancestral step goes down in sigma, got s_next = {s_next} > s_cur = {s_cur}")
+    check_positive(eta, "eta", allow_zero=True)
+    _check_stream(seed, start, step)
+    x, denoised = check_state(x, "x"), check_state(denoised, "denoised")
+    if denoised.shape != x.shape:
+        raise ValueError(f"denoised: expected the shape of x {tuple(x.shape)}, got {tuple(denoised.shape)}")
     s_up = min(s_next, eta * math.sqrt(max(0.0, s_next**2 * (s_cur**2 - s_next**2) / s_cur**2)))
     s_down = math.sqrt(max(0.0, s_next**2 - s_up**2))
     x_next = denoised + (s_down / s_cur) * (x - denoised)
@@ -302,6 +361,8 @@ def sample_euler_ancestral(
     (the Gaussian reverse kernel is centred on ``E[x0 | x]``, not on ``x0``), a bias that
     vanishes as the steps grow.
     """
+    x = _check_sampler(denoiser, x, callback)
+    _check_stream(seed, start, 0)
     sigmas = check_sigma_grid(sigmas, "sigmas")
     check_positive(eta, "eta", allow_zero=True)
     sig = [float(v) for v in sigmas]
@@ -348,12 +409,14 @@ def solve_flow(
 
     s0 = check_positive(sigma_from, "sigma_from")
     s1 = check_positive(sigma_to, "sigma_to")
-    if not isinstance(x, torch.Tensor):
-        raise ValueError("x: expected a torch.Tensor")
+    check_positive(rtol, "rtol")
+    check_positive(atol, "atol", allow_zero=True)
+    check_callable(denoiser, "denoiser")
+    x = check_state(x, "x")
     shape = x.shape
-    flat = x.detach().to(torch.float64).cpu().reshape(shape[0], -1)
+    flat = x.detach().to(torch.float64).cpu().reshape(shape[0], math.prod(shape[1:]))
     out = torch.empty_like(flat)
-    step = shape[0] if max_batch is None else int(max_batch)
+    step = max(1, shape[0]) if max_batch is None else check_int(max_batch, "max_batch")
 
     for b0 in range(0, shape[0], step):
         block = flat[b0 : b0 + step]

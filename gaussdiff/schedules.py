@@ -27,9 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from ._checks import check_int, check_positive
+from ._checks import check_int, check_positive, check_sigma
 
 __all__ = [
     "Schedule",
@@ -52,11 +53,22 @@ __all__ = [
 ]
 
 
-def _t(t) -> torch.Tensor:
-    return t if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64)
+def _t(t, name: str = "t") -> torch.Tensor:
+    if isinstance(t, torch.Tensor):
+        return t
+    if isinstance(t, (bool, np.bool_, str)) or t is None:
+        raise ValueError(f"{name}: expected a float or a tensor, got {t!r}")
+    try:
+        return torch.as_tensor(t, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name}: expected a float or a tensor, got {t!r}") from exc
 
 
 def append_zero(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (n,) with a 0 appended: ``(n + 1,)``."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 1:
+        what = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x: expected a 1-D tensor, got {what}")
     return torch.cat([x, x.new_zeros(1)])
 
 
@@ -114,6 +126,9 @@ class EDM(Schedule):
     """Variance exploding / EDM: ``s(t) = 1``, ``sigma(t) = t``. Its grid is Karras' rho grid."""
 
     rho: float = 7.0
+
+    def __post_init__(self):
+        check_positive(self.rho, "rho")
 
     def s(self, t):
         return torch.ones_like(_t(t))
@@ -225,7 +240,10 @@ class VPDiscrete(_VPLike):
         betas = self.betas
         if betas is None:
             betas = tuple(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64).tolist())
-        betas = tuple(float(b) for b in betas)
+        try:
+            betas = tuple(float(b) for b in betas)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"betas: expected a sequence of numbers in (0, 1), got {betas!r}") from exc
         if len(betas) == 0 or any(not (0 < b < 1) for b in betas):
             raise ValueError("betas: need at least one value, each in (0, 1)")
         object.__setattr__(self, "betas", betas)
@@ -245,18 +263,24 @@ class VPDiscrete(_VPLike):
 
     def _lam(self, t):
         rates, lam = self._table(t)
+        if bool(torch.isnan(t).any()):  # floor(NaN) would index the table with -2**63
+            raise ValueError("t: contains NaN")
         tt = t.to(torch.float64).clamp(0, self.T)
         i = torch.clamp(torch.floor(tt).long(), max=self.T - 1)
         return (lam[i] + (tt - i) * rates[i]).to(t.dtype)
 
     def _dlam(self, t):
         rates, _ = self._table(t)
+        if bool(torch.isnan(t).any()):
+            raise ValueError("t: contains NaN")
         tt = t.to(torch.float64).clamp(0, self.T)
         i = torch.clamp(torch.floor(tt).long(), max=self.T - 1)
         return rates[i].to(t.dtype)
 
     def _lam_inv(self, lam):
         rates, table = self._table(lam)
+        if bool(torch.isnan(lam).any()):
+            raise ValueError("sigma: contains NaN")
         ll = lam.to(torch.float64)
         i = torch.clamp(torch.searchsorted(table, ll, right=True) - 1, 0, self.T - 1)
         return (i + (ll - table[i]) / rates[i]).to(lam.dtype)
@@ -312,6 +336,30 @@ class RectifiedFlow(Schedule):
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_grid_dtype(dtype, device):
+    """A grid's dtype is a real floating torch dtype; its device one torch knows."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype: expected a floating torch dtype, got {dtype!r}")
+    try:
+        return dtype, None if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {exc}") from exc
+
+
+def _grid_in(grid64: torch.Tensor, dtype, device, names: str) -> torch.Tensor:
+    """A float64 sigma grid (ending in 0) cast to ``dtype``, refused, naming the arguments that
+    set it, where the formula or the cast leaves a grid no sampler can use: a level that is not
+    finite (``sigma_max = 1e6`` in float16) or levels that round to 0 or to one another
+    (``sigma_min = 1e-8`` in float16)."""
+    g = grid64.to(dtype=dtype)
+    finite = bool(torch.isfinite(g).all())
+    if not finite or bool((g[:-1] <= 0).any()) or bool((g[1:] >= g[:-1]).any()):
+        dt = str(dtype).removeprefix("torch.")
+        why = "a level is not finite (overflow)" if not finite else "levels round to 0 or to one another"
+        raise ValueError(f"{names}: the grid is not strictly decreasing and positive in {dt} ({why})")
+    return g.to(device=device)
+
+
 def karras_sigmas(
     n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, *, dtype=torch.float64, device=None
 ) -> torch.Tensor:
@@ -329,11 +377,12 @@ def karras_sigmas(
     rho = check_positive(rho, "rho")
     if sigma_min >= sigma_max and n > 1:
         raise ValueError("sigma_min: must be smaller than sigma_max")
+    dtype, device = _check_grid_dtype(dtype, device)
     if n == 1:
-        return torch.tensor([sigma_max, 0.0], dtype=dtype, device=device)
+        return _grid_in(torch.tensor([sigma_max, 0.0], dtype=torch.float64), dtype, device, "sigma_max")
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return append_zero((hi + ramp * (lo - hi)) ** rho).to(dtype=dtype, device=device)
+    return _grid_in(append_zero((hi + ramp * (lo - hi)) ** rho), dtype, device, "sigma_min, sigma_max")
 
 
 def vp_sigmas(
@@ -342,14 +391,19 @@ def vp_sigmas(
     """The VP grid of EDM Table 1: ``t`` uniform from 1 to ``eps_s`` (``n`` points), mapped to
     sigma, then 0 appended: ``(n + 1,)``."""
     n = _check_steps(n)
-    ts = torch.linspace(1.0, check_positive(eps_s, "eps_s"), n, dtype=torch.float64)
-    return append_zero(VP(beta_min, beta_d).sigma(ts)).to(dtype=dtype, device=device)
+    eps_s = check_positive(eps_s, "eps_s")
+    if eps_s >= 1 and n > 1:
+        raise ValueError(f"eps_s: must be < 1 (the grid runs from t = 1 down to eps_s), got {eps_s}")
+    dtype, device = _check_grid_dtype(dtype, device)
+    ts = torch.linspace(1.0, eps_s, n, dtype=torch.float64)
+    return _grid_in(append_zero(VP(beta_min, beta_d).sigma(ts)), dtype, device, "beta_min, beta_d, eps_s")
 
 
 def flow_sigmas(n: int, sigma_max: float = 80.0, *, dtype=torch.float64, device=None) -> torch.Tensor:
     """Rectified-flow grid: ``t`` uniform from ``t(sigma_max)`` to 0, as sigmas: ``(n + 1,)``."""
     sched = RectifiedFlow()
-    return sched.sigma(sched.time_grid(n, sigma_max=sigma_max)).to(dtype=dtype, device=device)
+    dtype, device = _check_grid_dtype(dtype, device)
+    return _grid_in(sched.sigma(sched.time_grid(n, sigma_max=sigma_max)), dtype, device, "sigma_max")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,48 +411,66 @@ def flow_sigmas(n: int, sigma_max: float = 80.0, *, dtype=torch.float64, device=
 # ---------------------------------------------------------------------------------------------
 
 
-def _bc(sigma, x: torch.Tensor) -> torch.Tensor:
-    """Broadcast a float or ``(B,)`` sigma against ``x`` of shape ``(B, ...)``."""
+def _bc(sigma, x: torch.Tensor, other, other_name: str, *, allow_zero: bool = False) -> torch.Tensor:
+    """Broadcast a float or ``(B,)`` sigma against ``x`` of shape ``(B, ...)``, after checking
+    the arguments of a conversion: ``x`` and ``other`` (the tensor converted) torch tensors of
+    one shape, sigma > 0 (``>= 0`` where the formula does not divide by it) and finite."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(other, torch.Tensor):
+        raise ValueError(f"{other_name}: expected a torch.Tensor, got {type(other).__name__}")
+    if other.shape != x.shape:
+        raise ValueError(f"{other_name}: expected the shape of x {tuple(x.shape)}, got {tuple(other.shape)}")
+    batch = x.shape[0] if x.ndim else 1
     if isinstance(sigma, torch.Tensor) and sigma.ndim > 0:
+        if sigma.numel() not in (1, batch) or sigma.numel() != sigma.shape[0]:
+            raise ValueError(f"sigma: expected a float or a ({batch},) tensor, got shape {tuple(sigma.shape)}")
+        check_sigma(sigma.reshape(-1), sigma.numel(), dtype=None, device=sigma.device, allow_zero=allow_zero)
         return sigma.to(dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
+    check_sigma(sigma, 1, dtype=None, device=None, allow_zero=allow_zero)
     return torch.as_tensor(float(sigma), dtype=x.dtype, device=x.device)
 
 
 def score_from_denoiser(denoised, x, sigma):
     """(C2) Tweedie: ``score = (D - x) / sigma^2``."""
-    return (denoised - x) / _bc(sigma, x) ** 2
+    sig = _bc(sigma, x, denoised, "denoised")
+    return (denoised - x) / sig**2
 
 
 def denoiser_from_score(score, x, sigma):
     """(C2) ``D = x + sigma^2 score``."""
-    return x + _bc(sigma, x) ** 2 * score
+    sig = _bc(sigma, x, score, "score", allow_zero=True)
+    return x + sig**2 * score
 
 
 def eps_from_denoiser(denoised, x, sigma):
     """(C3) ``eps = (x - D) / sigma``, the posterior mean of the noise ``n``."""
-    return (x - denoised) / _bc(sigma, x)
+    sig = _bc(sigma, x, denoised, "denoised")
+    return (x - denoised) / sig
 
 
 def denoiser_from_eps(eps, x, sigma):
     """(C3) ``D = x - sigma eps``."""
-    return x - _bc(sigma, x) * eps
+    sig = _bc(sigma, x, eps, "eps", allow_zero=True)
+    return x - sig * eps
 
 
 def velocity_from_denoiser(denoised, x, sigma):
     """(C4) Rectified-flow velocity ``v = E[n - x0 | x_t]`` on ``x_t = (1-t) x0 + t n``.
 
     With ``t = sigma / (1 + sigma)`` and ``x_t = x / (1 + sigma)``: ``v = (x_t - D) / t``."""
-    sig = _bc(sigma, x)
+    sig = _bc(sigma, x, denoised, "denoised")
     t = sig / (1 + sig)
     return (x / (1 + sig) - denoised) / t
 
 
 def denoiser_from_velocity(v, x, sigma):
     """(C4) ``D = x_t - t v`` with ``x_t = x / (1 + sigma)`` and ``t = sigma / (1 + sigma)``."""
-    sig = _bc(sigma, x)
+    sig = _bc(sigma, x, v, "v", allow_zero=True)
     return x / (1 + sig) - sig / (1 + sig) * v
 
 
 def to_d(x, sigma, denoised):
     """Derivative of the probability-flow ODE in sigma: ``dx/dsigma = (x - D) / sigma``."""
-    return (x - denoised) / _bc(sigma, x)
+    sig = _bc(sigma, x, denoised, "denoised")
+    return (x - denoised) / sig

@@ -106,8 +106,12 @@ _REGISTRY: dict[str, tuple[Callable, str]] = {
 def register_dataset(name: str, loader: Callable, description: str = "") -> None:
     """Add a named set: ``loader(options: dict) -> (data, labels or None, info dict)``; the
     loader pops the options it knows (any left over are refused as unknown)."""
-    if not name or ":" in name or "," in name:
-        raise ValueError(f"name: must be non-empty without ':' or ',', got {name!r}")
+    if not isinstance(name, str) or not name or ":" in name or "," in name:
+        raise ValueError(f"name: must be a non-empty string without ':' or ',', got {name!r}")
+    if not callable(loader):
+        raise ValueError(
+            f"loader: expected a callable loader(options) -> (data, labels, info), got {type(loader).__name__}"
+        )
     _REGISTRY[name] = (loader, description)
 
 
@@ -122,6 +126,8 @@ def _parse_options(text: str, spec: str) -> dict:
         if "=" not in part:
             raise ValueError(f"spec: option {part!r} in {spec!r} is not key=value")
         k, v = part.split("=", 1)
+        if k.strip() in opts:
+            raise ValueError(f"spec: option {k.strip()!r} given twice in {spec!r}")
         opts[k.strip()] = v.strip()
     return opts
 

@@ -10,6 +10,8 @@ puts in ``info["truth"]``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -20,7 +22,7 @@ __all__ = ["gaussian_data", "gmm_data", "molrg_data", "two_gaussians_data", "sph
 
 
 def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
+    return torch.Generator().manual_seed(check_int(seed, "seed", minimum=None))
 
 
 def _random_rotation(d: int, g: torch.Generator) -> torch.Tensor:
@@ -36,6 +38,8 @@ def gaussian_data(n: int, d: int, *, spectrum=None, alpha: float = 1.0, rotate: 
 
     d = check_int(d, "d")
     if spectrum is None:
+        if not math.isfinite(float(alpha)):
+            raise ValueError(f"alpha: must be finite, got {alpha!r}")
         lam = torch.arange(1, d + 1, dtype=torch.float64) ** (-float(alpha))
     else:
         lam = torch.as_tensor(np.asarray(spectrum, dtype=np.float64))
@@ -54,6 +58,7 @@ def gmm_data(n: int, d: int, k: int, *, sep: float = 3.0, std: float = 1.0, seed
     Returns ``(samples (n, d), component labels (n,), truth GaussianMixtureDenoiser)``."""
 
     d, k = check_int(d, "d"), check_int(k, "k")
+    sep, std = check_positive(sep, "sep", allow_zero=True), check_positive(std, "std", allow_zero=True)
     g = _gen(seed)
     mu = torch.randn(k, d, generator=g, dtype=torch.float64)
     mu = float(sep) * mu / mu.norm(dim=1, keepdim=True)
@@ -84,6 +89,9 @@ def two_gaussians_data(n: int, d: int, *, mu: float = 1.0, std: float = 1.0, see
     Returns ``(samples (n, d), sign labels in {0, 1} (n,), truth GaussianMixtureDenoiser)``."""
 
     d = check_int(d, "d")
+    if not math.isfinite(float(mu)):
+        raise ValueError(f"mu: must be finite, got {mu!r}")
+    check_positive(std, "std", allow_zero=True)
     m = torch.full((d,), float(mu), dtype=torch.float64)
     truth = GaussianMixtureDenoiser(
         torch.tensor([0.5, 0.5], dtype=torch.float64),
@@ -103,7 +111,7 @@ def sphere_data(n: int, d: int = 2, *, radius: float = 1.0, noise: float = 0.0, 
         raise ValueError(f"d: a sphere needs d >= 2, got {d}")
     g = _gen(seed)
     z = torch.randn(check_int(n, "n"), d, generator=g, dtype=torch.float64)
-    x = float(radius) * z / z.norm(dim=1, keepdim=True)
+    x = check_positive(radius, "radius") * z / z.norm(dim=1, keepdim=True)
     if noise:
         x = x + float(check_positive(noise, "noise", allow_zero=True)) * torch.randn(
             x.shape, generator=g, dtype=torch.float64

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_data, check_int
+from .._checks import check_data, check_finite, check_int
 
 __all__ = ["subset", "disjoint_split", "split_indices", "resize_images", "to_unit_range", "data_fingerprint"]
 
@@ -31,9 +31,13 @@ def to_unit_range(images: np.ndarray) -> tuple[np.ndarray, str]:
     ``uint8`` is read as ``[0, 255]``, other integers as ``[0, max]``, floats already in
     ``[0, 1]`` or ``[-1, 1]`` as such, any other float range by its global min and max."""
     a = np.asarray(images)
+    if a.size == 0:
+        raise ValueError(f"images: is empty (shape {a.shape})")
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating) or a.dtype == bool):
+        raise ValueError(f"images: expected real numbers (integers or floats), got dtype {a.dtype}")
     if a.dtype == np.uint8:
         return (a.astype(np.float32) / 127.5 - 1.0), "uint8 [0, 255] -> [-1, 1]"
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+    if (np.issubdtype(a.dtype, np.integer) and int(a.min()) >= 0) or a.dtype == bool:  # negative: min-max below
         top = max(int(a.max()), 1)
         return (a.astype(np.float32) * (2.0 / top) - 1.0), f"integer [0, {top}] -> [-1, 1]"
     a = a.astype(np.float32)
@@ -54,9 +58,14 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     Each output pixel is the mean over its (possibly fractional-edged) input area
     (``torch.nn.functional.interpolate(mode="area")``, i.e. adaptive average pooling);
     enlarging is refused."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images: expected a (N, C, H, W) torch.Tensor, got {type(images).__name__}")
     if images.ndim != 4:
-        raise ValueError(f"size: resizing needs images (N, C, H, W), got shape {tuple(images.shape)}")
-    size = int(size)
+        raise ValueError(f"images: resizing needs images (N, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images: expected a floating dtype, got {images.dtype}")
+    check_finite(images, "images")
+    size = check_int(size, "size")
     H, W = images.shape[-2:]
     if size < 1 or size > min(H, W):
         raise ValueError(
@@ -70,6 +79,8 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 def split_indices(n_total: int, n: int, seed: int, *, parts: int = 1) -> list[torch.Tensor]:
     """``parts`` disjoint index blocks of size ``n`` from one seeded permutation of ``n_total``."""
     n = check_int(n, "n")
+    n_total, parts = check_int(n_total, "n_total", minimum=0), check_int(parts, "parts")
+    seed = check_int(seed, "seed", minimum=None)
     if parts * n > n_total:
         if parts == 1:
             raise ValueError(f"n: asked for {n} rows but the data set has only {n_total}")
@@ -87,6 +98,7 @@ def subset(data, n: int, seed: int = 0, *, labels=None):
     Equal to ``disjoint_split(data, n, seed)[0]``; with one seed, smaller subsets are nested in
     larger ones. With ``labels`` given returns ``(rows, labels_rows)``."""
     data = _check_rows(data)
+    _check_labels_rows(labels, data.shape[0])
     (idx,) = split_indices(data.shape[0], n, seed)
     return data[idx] if labels is None else (data[idx], _take(labels, idx))
 
@@ -97,6 +109,7 @@ def disjoint_split(data, n: int, seed: int = 0, *, labels=None):
     Returns ``(a, b)``, or ``((a, labels_a), (b, labels_b))`` with ``labels``. Refuses
     ``2 n > N`` naming ``n``."""
     data = _check_rows(data)
+    _check_labels_rows(labels, data.shape[0])
     ia, ib = split_indices(data.shape[0], n, seed, parts=2)
     if labels is None:
         return data[ia], data[ib]
@@ -112,11 +125,22 @@ def _check_rows(data) -> torch.Tensor:
 
 
 def _take(labels, idx):
-    return labels[idx] if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))[idx]
+    t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    return t[idx]
+
+
+def _check_labels_rows(labels, n: int) -> None:
+    """Labels go with the rows of the data: one per row."""
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels: expected {n} labels, one per row of data, got {len(labels)}")
 
 
 def data_fingerprint(data: torch.Tensor) -> str:
     """A short SHA-1 of the float32 bytes and shape of ``data`` (to recognise a training set)."""
+    if not isinstance(data, torch.Tensor):
+        raise ValueError(f"data: expected a torch.Tensor, got {type(data).__name__}")
+    if data.is_complex() or data.is_meta:
+        raise ValueError(f"data: expected real values with data, got a {data.dtype} tensor on {data.device}")
     a = np.ascontiguousarray(data.detach().to("cpu", torch.float32).numpy())
     h = hashlib.sha1(str(a.shape).encode())
     h.update(a.tobytes())

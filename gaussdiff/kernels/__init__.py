@@ -104,6 +104,11 @@ from ._core import (
     DEFAULT_RTOL,
     N_CANDIDATES,
     PreparedData,
+    _check_finite,
+    _check_k,
+    _check_knobs,
+    _check_sigma_arg,
+    _check_values,
     have_triton,
     prepare_data,
     triton_interpreted,
@@ -154,6 +159,25 @@ def _unknown(backend):
     return ValueError(f"backend: expected 'numba', 'torch' or 'triton', got {backend!r}")
 
 
+def _dispatch_checks(x, prep, sigma, kwargs):
+    """What every backend needs before it converts anything: ``prep`` a :class:`PreparedData`,
+    ``x`` a real floating tensor with values (not on "meta"), ``sigma`` a float or a real tensor,
+    and the knobs ``n_candidates`` (a positive integer) and ``rtol`` (a number >= 0) when given.
+    Shapes, the dtype match and the values are the backends' checks."""
+    if not isinstance(prep, PreparedData):
+        raise ValueError(
+            f"prep: expected a PreparedData (gaussdiff.kernels.prepare_data(data)), got {type(prep).__name__}"
+        )
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if x.is_meta:
+        raise ValueError("x: is on the meta device, which holds no values")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"x: expected the data's dtype ({prep.y.dtype}), got {x.dtype}")
+    _check_knobs(kwargs)
+    return x, _check_sigma_arg(sigma)
+
+
 def stream_posterior(
     x: torch.Tensor, prep: PreparedData, sigma: torch.Tensor, *, backend: str, validated: bool = False, **kwargs
 ):
@@ -165,6 +189,7 @@ def stream_posterior(
     ``x`` (B, d) and ``sigma`` (B,) are torch tensors for every backend (numpy is made here for
     numba); returns float64 torch ``(mean (B, d), lse (B,), neff (B,))``. ``validated`` skips the
     torch/Triton input checks (the caller has made them); other keywords go to the backend."""
+    x, sigma = _dispatch_checks(x, prep, sigma, kwargs)
     if backend == "numba":
         out = empirical_posterior_numba(
             np.ascontiguousarray(x.detach().cpu().numpy()),
@@ -180,6 +205,13 @@ def stream_posterior(
     raise _unknown(backend)
 
 
+def _query_tensor(value, name: str = "x") -> torch.Tensor:
+    """A tensor (arrays and sequences converted) that holds real values: complex values and the
+    "meta" device are refused by name rather than cast (complex -> real drops the imaginary part)."""
+    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    return _check_values(t, name)
+
+
 def nearest_neighbors(x: torch.Tensor, data, k: int = 1, *, backend: str | None = None, **kwargs):
     """Exact ``k`` nearest neighbours of queries ``x`` (B, ...) in ``data``: the one dispatch of
     step 6.
@@ -192,15 +224,18 @@ def nearest_neighbors(x: torch.Tensor, data, k: int = 1, *, backend: str | None 
 
     Returns ``(dist (B, k) float64 ascending, idx (B, k) int64)`` as torch tensors on ``x``'s
     device; identical to a float64 brute force from exact differences (ties by lower index)."""
-    x = torch.as_tensor(x)
+    x = _query_tensor(x)
     if isinstance(data, PreparedData):
-        prep, xf = data, x.reshape(x.shape[0], -1)
+        if x.ndim < 1:
+            raise ValueError(f"x: expected shape (B, {data.d}), got {tuple(x.shape)}")
+        prep, xf = data, x.reshape(x.shape[0], data.d)
         if backend is None:
             backend = "numba" if isinstance(prep.y, np.ndarray) else auto_backend(prep.y.device)
     else:
-        data = torch.as_tensor(data)
+        data = _query_tensor(data, "data")
         if data.ndim < 2 or data.shape[0] < 1:
             raise ValueError(f"data: expected shape (N, ...) with N >= 1, got {tuple(data.shape)}")
+        _check_finite(data, "data")
         if x.ndim < 1 or x.shape[1:] != data.shape[1:]:
             raise ValueError(f"x: expected shape (B, {', '.join(map(str, data.shape[1:]))}), got {tuple(x.shape)}")
         yf = data.reshape(data.shape[0], -1)
@@ -209,12 +244,16 @@ def nearest_neighbors(x: torch.Tensor, data, k: int = 1, *, backend: str | None 
         dtype = torch.promote_types(yf.dtype, x.dtype if x.is_floating_point() else yf.dtype)
         if dtype not in (torch.float32, torch.float64):
             dtype = torch.float64
-        xf = x.reshape(x.shape[0], -1).to(dtype=dtype, device=yf.device)
+        xf = x.reshape(x.shape[0], yf.shape[1]).to(dtype=dtype, device=yf.device)
         yf = yf.to(dtype)
         backend = auto_backend(yf.device) if backend is None else backend
         if backend not in BACKENDS:
             raise _unknown(backend)
         prep = prepare_data(yf, backend=backend)
+    if xf.shape[0] == 0:  # an empty batch has an empty answer (the backends want a query)
+        k = _check_k(k, prep.n)
+        empty = torch.zeros(0, k, device=x.device)
+        return empty.to(torch.float64), empty.to(torch.int64)
     if backend == "numba":
         if xf.device.type != "cpu":
             raise ValueError(f"backend: 'numba' runs on CPU data only, x is on {xf.device}")

@@ -88,10 +88,14 @@ def prepare_data(data, *, backend: str = "numba") -> PreparedData:
     on the data's device."""
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
+    elif not isinstance(data, torch.Tensor):
+        raise ValueError(f"data: expected a (N, d) tensor or numpy array, got {type(data).__name__}")
+    _check_values(data, "data")
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
         raise ValueError(f"data: expected shape (N, d) with N, d >= 1, got {tuple(data.shape)}")
     if data.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"data: expected float32 or float64, got {data.dtype}")
+    _check_finite(data, "data")
     y64 = data.to(torch.float64)
     center = y64.mean(0)
     yc64 = y64 - center
@@ -155,8 +159,65 @@ def _knn_bound(xsq, ymax, d, u):
 # =============================================================================================
 
 
+# -- input checks (this layer imports no other gaussdiff module, so the few it needs are here,
+# with the messages of gaussdiff._checks: the argument's name first) ------------------------
+def _check_values(t: torch.Tensor, name: str) -> torch.Tensor:
+    """A tensor with values: not on the "meta" device, not complex."""
+    if t.is_meta:
+        raise ValueError(f"{name}: is on the meta device, which holds no values")
+    if t.is_complex():
+        raise ValueError(f"{name}: complex values are not supported")
+    return t
+
+
+def _check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return t
+
+
+def _check_sigma_arg(sigma, name: str = "sigma"):
+    """A noise level as a kernel takes it: a real tensor with values, or a number (a bool or a
+    string is refused); returned as given, or as a 0-d float64 tensor for a number."""
+    if isinstance(sigma, torch.Tensor):
+        if sigma.dtype == torch.bool:
+            raise ValueError(f"{name}: expected real noise levels, got a bool tensor")
+        return _check_values(sigma, name)
+    if isinstance(sigma, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"{name}: expected a float or a (B,) tensor, got {sigma!r}")
+    try:
+        return torch.tensor(float(sigma), dtype=torch.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected a float or a (B,) tensor, got {sigma!r}") from exc
+
+
+def _check_knobs(kwargs: dict) -> None:
+    """The streamed posterior's knobs, when given: ``n_candidates`` a positive integer, ``rtol``
+    a finite number >= 0 (``chunk_size`` is checked by every backend)."""
+    if "n_candidates" in kwargs:
+        v = kwargs["n_candidates"]
+        try:
+            ok = not isinstance(v, (bool, np.bool_)) and int(v) == v and int(v) >= 1
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"n_candidates: expected a positive integer, got {v!r}")
+    if "rtol" in kwargs:
+        v = kwargs["rtol"]
+        try:
+            ok = not isinstance(v, (bool, np.bool_)) and math.isfinite(float(v)) and float(v) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"rtol: must be >= 0 and finite, got {v!r}")
+
+
 def _check_k(k, n):
-    if isinstance(k, bool) or int(k) != k or not 1 <= int(k) <= n:
+    try:
+        ok = not isinstance(k, (bool, np.bool_)) and int(k) == k and 1 <= int(k) <= n
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ValueError(f"k: must be an integer in [1, {n}], got {k!r}")
     return int(k)
 
@@ -177,8 +238,10 @@ def _check_torch_inputs(x, prep: PreparedData, sigma, *, validated: bool = False
         raise ValueError(f"x: expected dtype {y.dtype} on {y.device}, got {x.dtype} on {x.device}")
     if x.shape[0] < 1:
         raise ValueError("x: needs at least one query")
+    if not validated:
+        _check_finite(x, "x")
     B = x.shape[0]
-    s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
+    s = torch.as_tensor(_check_sigma_arg(sigma), dtype=torch.float64, device=x.device)
     s = s.expand(B) if s.ndim == 0 else s
     if s.shape != (B,) or not (validated or bool(((s > 0) & torch.isfinite(s)).all())):
         raise ValueError(f"sigma: expected finite positive values, a float or shape ({B},)")

@@ -19,7 +19,7 @@ def _same_event(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> N
 
 
 def _flat64(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).to(_WORK)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).to(_WORK)  # (B, d), also for B = 0
 
 
 def _is_number(v) -> bool:

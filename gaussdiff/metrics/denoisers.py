@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .._checks import as_tensor, check_data, check_finite, check_int, check_positive
+from .._checks import _refuse_bool, as_tensor, check_callable, check_data, check_finite, check_int, check_positive
 from ..denoisers import GaussianDenoiser
 from ..empirical import EmpiricalDenoiser
 from ..training.settings import TrainSettings
@@ -146,6 +146,7 @@ def _check_generator(generator) -> torch.Generator:
 
 def _check_sigmas(sigmas, name: str = "sigmas") -> torch.Tensor:
     """Noise levels: a positive float or a 1-D sequence of positive floats, any order."""
+    _refuse_bool(sigmas, name)
     s = as_tensor(sigmas, name, dtype=_WORK).cpu()
     if s.ndim == 0:
         s = s.reshape(1)
@@ -165,7 +166,9 @@ def _noise(shape, generator: torch.Generator, like: torch.Tensor) -> torch.Tenso
 
 def _evaluate(denoiser: Callable, x: torch.Tensor, sigma: torch.Tensor, batch_size: int) -> torch.Tensor:
     """``D(x, sigma)`` with a per-row ``sigma`` (M,), in batches of ``batch_size`` rows, without
-    gradients; returns float64 ``(M, d)``."""
+    gradients; returns float64 ``(M, d)``. An output that is not finite is refused (a metric of
+    NaN is no answer)."""
+    check_callable(denoiser, "denoiser")
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
@@ -177,7 +180,7 @@ def _evaluate(denoiser: Callable, x: torch.Tensor, sigma: torch.Tensor, batch_si
                     f"denoiser: must return a tensor of the input's shape {tuple(xb.shape)}, "
                     f"got {getattr(y, 'shape', type(y).__name__)}"
                 )
-            out.append(_flat64(y))
+            out.append(_flat64(check_finite(y, "denoiser output")))
     return torch.cat(out)
 
 
@@ -253,6 +256,8 @@ def denoiser_distance(
     -------
     :class:`SigmaProfile` of ``dist`` per sigma; ``.mean`` averages over the grid.
     """
+    check_callable(d1, "d1")
+    check_callable(d2, "d2")
     points = check_data(points, "points")
     sig = _check_sigmas(sigmas)
     gen = _check_generator(generator)
@@ -593,6 +598,10 @@ def distillation_distance_to_gaussian(distillation: LinearDistillation, gaussian
     if not isinstance(distillation, LinearDistillation):
         raise ValueError(f"distillation: expected a LinearDistillation, got {type(distillation).__name__}")
     if not isinstance(gaussian, GaussianDenoiser):
+        if callable(gaussian):  # another denoiser: it has no eigenbasis to compare with
+            raise ValueError(
+                f"gaussian: expected a GaussianDenoiser or training data (N, *event_shape), got {type(gaussian).__name__}"
+            )
         gaussian = GaussianDenoiser.fit(check_data(gaussian, "gaussian"))
     d = distillation.weight.shape[-1]
     if gaussian.dim != d:

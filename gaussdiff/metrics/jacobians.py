@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .._checks import as_tensor, check_data, check_finite, check_int, check_positive
+from .._checks import as_tensor, check_callable, check_data, check_finite, check_int, check_positive
 from ._common import _WORK
 
 __all__ = ["denoiser_jacobian", "jacobian_spectrum", "effective_rank", "effective_dimension"]
@@ -37,6 +37,7 @@ def denoiser_jacobian(denoiser: Callable, x: torch.Tensor, sigma, *, max_element
     sigma : float or (B,) tensor.
     max_elements : memory bound, in input entries per pass.
     """
+    check_callable(denoiser, "denoiser")
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x: expected a torch.Tensor, got {type(x).__name__}")
     x = check_data(x, "x")
@@ -61,7 +62,16 @@ def denoiser_jacobian(denoiser: Callable, x: torch.Tensor, sigma, *, max_element
         xin = xf[None].expand(cj, B, d).reshape(cj * B, *x.shape[1:]).clone().requires_grad_(True)
         s_in = sigma.repeat(cj) if isinstance(sigma, torch.Tensor) and sigma.ndim > 0 else sigma
         with torch.enable_grad():
-            y = denoiser(xin, s_in).reshape(cj, B, d)
+            y = denoiser(xin, s_in)
+            if not isinstance(y, torch.Tensor) or y.shape != xin.shape:
+                raise ValueError(
+                    f"denoiser: must return a tensor of the input's shape {tuple(xin.shape)}, "
+                    f"got {getattr(y, 'shape', type(y).__name__)}"
+                )
+            if not y.requires_grad:
+                raise ValueError("denoiser: its output does not depend on x through autograd (detached or no_grad)")
+            check_finite(y, "denoiser output")
+            y = y.reshape(cj, B, d)
             rows = torch.arange(cj, device=x.device)
             picked = y[rows, :, j0 + rows]  # (cj, B): output coord j0+k of copy k
             (grad,) = torch.autograd.grad(picked.sum(), xin)

@@ -99,7 +99,11 @@ class ReproducibilityResult:
 def _seed_rng(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, (bool, np.bool_)) or int(seed) != seed or seed < 0:
+    try:
+        ok = not isinstance(seed, (bool, np.bool_, str)) and int(seed) == seed and seed >= 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ValueError(f"seed: expected a non-negative integer or a numpy Generator, got {seed!r}")
     return np.random.default_rng(int(seed))
 
@@ -178,6 +182,13 @@ class Similarity:
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Row-wise similarity of ``a`` and ``b`` (B, *event_shape): ``(B,)`` float64."""
+        for name, t in (("a", a), ("b", b)):
+            if not isinstance(t, torch.Tensor) or t.ndim < 1:
+                raise ValueError(
+                    f"{name}: expected a (B, *event_shape) tensor, got {getattr(t, 'shape', type(t).__name__)}"
+                )
+        if a.shape != b.shape:
+            raise ValueError(f"b: expected the shape of a {tuple(a.shape)}, got {tuple(b.shape)}")
         return self.score(self.embed(a), self.embed(b))
 
     def check_threshold(self, threshold) -> float:
