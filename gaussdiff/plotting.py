@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from ._io import atomic_write
-from .experiments import read_results, tau_mem
+from .experiments import read_results, tau_mem, tau_mem_fit
 from .experiments.config import cell_key
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "draw_phase_diagram",
     "draw_samples",
     "draw_inverse",
-    "tau_mem_fit",
 ]
 
 #: artist ids (``Artist.get_gid()``) of the phase diagram's tau_mem overlays
@@ -184,50 +182,6 @@ def plot_phase_curves(rows, path):
 
 
 # -- phase diagram -----------------------------------------------------------------------------
-def tau_mem_fit(ns, taus, *, level: float = 0.95) -> dict | None:
-    r"""The power law :math:`\tau_{mem} = a N^b` fitted to the finite onsets: ordinary least
-    squares of :math:`\log \tau` on :math:`\log N` (the exponent fit of
-    ``validation/bonnaire_tau_mem.py``, Bonnaire et al. 2025: :math:`\tau_{mem} \propto N`).
-
-    Parameters
-    ----------
-    ns, taus : sizes and onsets; pairs whose tau is ``None`` or not finite are left out.
-    level : the confidence level of the intervals (default 0.95).
-
-    Returns
-    -------
-    ``None`` when fewer than three sizes have a finite tau (no interval can be formed from two
-    points); otherwise a dict with ``b`` (the exponent), ``log_a`` (intercept of
-    :math:`\log \tau`), ``b_se``, ``b_ci`` (the t-interval of ``b``, ``n - 2`` degrees of
-    freedom), ``n_points`` and ``band(n) -> (tau, low, high)``: the fitted onset at sizes ``n``
-    with the pointwise t-interval of the fitted line,
-    :math:`\hat y \pm t\, s \sqrt{1/k + (x - \bar x)^2 / S_{xx}}` in log space.
-    """
-    from scipy import stats
-
-    pts = [(float(n), float(t)) for n, t in zip(ns, taus) if t is not None and math.isfinite(float(t))]
-    if len({n for n, _ in pts}) < 3:
-        return None
-    x = np.log([n for n, _ in pts])
-    y = np.log([t for _, t in pts])
-    k = x.size
-    xbar, sxx = x.mean(), float(((x - x.mean()) ** 2).sum())
-    b = float(((x - xbar) * (y - y.mean())).sum() / sxx)
-    log_a = float(y.mean() - b * xbar)
-    resid = y - (log_a + b * x)
-    s = math.sqrt(float((resid**2).sum()) / (k - 2))
-    q = float(stats.t.ppf(0.5 + level / 2, k - 2))
-    b_se = s / math.sqrt(sxx)
-
-    def band(n):
-        xn = np.log(np.asarray(n, float))
-        yhat = log_a + b * xn
-        half = q * s * np.sqrt(1.0 / k + (xn - xbar) ** 2 / sxx)
-        return np.exp(yhat), np.exp(yhat - half), np.exp(yhat + half)
-
-    return dict(b=b, log_a=log_a, b_se=b_se, b_ci=(b - q * b_se, b + q * b_se), n_points=k, level=level, band=band)
-
-
 def _edges(values):
     """Cell edges on a log axis: geometric midpoints, the outer ones mirrored."""
     v = np.log(np.asarray(sorted(values), float))

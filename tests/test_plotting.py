@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gaussdiff import plotting as P
-from gaussdiff.experiments import tau_mem
+from gaussdiff.experiments import tau_mem, tau_mem_fit
 from gaussdiff.experiments.config import RESULT_COLUMNS, cell_key
 from gaussdiff.inverse.experiment import InverseExperiment
 
@@ -46,7 +46,7 @@ def test_tau_mem_fit_matches_an_independent_least_squares(rng):
 
     ns = np.array([8.0, 26.0, 85.0, 276.0, 896.0])
     taus = 40 * ns**0.9 * np.exp(0.2 * rng.standard_normal(ns.size))
-    fit = P.tau_mem_fit(ns, taus)
+    fit = tau_mem_fit(ns, taus)
     x, y = np.log(ns), np.log(taus)
     ref = stats.linregress(x, y)
     assert fit["n_points"] == 5
@@ -68,7 +68,7 @@ def test_tau_mem_fit_matches_an_independent_least_squares(rng):
 
 def test_tau_mem_fit_recovers_an_exact_power_law():
     ns = [8, 26, 85, 276]
-    fit = P.tau_mem_fit(ns, [3.0 * n**1.25 for n in ns])
+    fit = tau_mem_fit(ns, [3.0 * n**1.25 for n in ns])
     assert abs(fit["b"] - 1.25) < 1e-10 and abs(fit["log_a"] - math.log(3.0)) < 1e-10
     mid, lo, hi = fit["band"](np.array([10.0, 100.0]))
     assert np.allclose(mid, 3.0 * np.array([10.0, 100.0]) ** 1.25, rtol=1e-10)
@@ -85,7 +85,7 @@ def test_tau_mem_fit_recovers_an_exact_power_law():
     ],
 )
 def test_tau_mem_fit_needs_three_sizes(ns, taus):
-    assert P.tau_mem_fit(ns, taus) is None
+    assert tau_mem_fit(ns, taus) is None
 
 
 # -- the phase diagram ------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def test_phase_diagram_draws_the_fit_when_three_n_reach_tau_mem():
         assert sorted(points.get_ydata()) == [8, 26, 85]
         assert np.allclose(sorted(points.get_xdata()), sorted(taus[(n, 256, "edm")] for n in (8, 26, 85)))
         (line,) = [ln for ln in ax.lines if ln.get_gid() == P.TAU_FIT_GID]
-        fit = P.tau_mem_fit([8, 26, 85], [taus[(n, 256, "edm")] for n in (8, 26, 85)])
+        fit = tau_mem_fit([8, 26, 85], [taus[(n, 256, "edm")] for n in (8, 26, 85)])
         assert np.allclose(line.get_xdata(), fit["band"](line.get_ydata())[0], rtol=1e-12)
         assert f"b = {fit['b']:.2f}" in line.get_label()
         labels = [t.get_text() for t in ax.get_legend().get_texts()]

@@ -32,7 +32,7 @@ analysis      :func:`tau_mem` and :func:`transition_size` (the transition read o
 """
 
 from .._io import atomic_write
-from .analysis import TransitionFit, tau_mem, transition_size
+from .analysis import TransitionFit, tau_mem, tau_mem_fit, transition_size
 from .cell import run_cell
 from .config import RESULT_COLUMNS, PhaseConfig, default_sizes, log_checkpoints
 from .sweep import read_results, run_sweep
@@ -43,6 +43,7 @@ __all__ = [
     "run_cell",
     "read_results",
     "tau_mem",
+    "tau_mem_fit",
     "RESULT_COLUMNS",
     "log_checkpoints",
     "default_sizes",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["tau_mem", "TransitionFit", "transition_size"]
+__all__ = ["tau_mem", "tau_mem_fit", "TransitionFit", "transition_size"]
 
 
 def tau_mem(rows: list[dict], *, level: float = 0.5) -> dict:
@@ -141,3 +141,47 @@ def transition_size(
     n_star = float(math.exp(log_star)) if math.isfinite(log_star) else float("nan")
     inside = bool(math.isfinite(log_star) and x.min() <= log_star <= x.max())
     return TransitionFit(n_star, ci, float(b), float(a), inside, draws, separated)
+
+
+def tau_mem_fit(ns, taus, *, level: float = 0.95) -> dict | None:
+    r"""The power law :math:`\tau_{mem} = a N^b` fitted to the finite onsets: ordinary least
+    squares of :math:`\log \tau` on :math:`\log N` (the exponent fit drawn on the
+    phase diagram and used by ``validation/bonnaire_tau_mem.py``; Bonnaire et al. 2025: :math:`\tau_{mem} \propto N`).
+
+    Parameters
+    ----------
+    ns, taus : sizes and onsets; pairs whose tau is ``None`` or not finite are left out.
+    level : the confidence level of the intervals (default 0.95).
+
+    Returns
+    -------
+    ``None`` when fewer than three sizes have a finite tau (no interval can be formed from two
+    points); otherwise a dict with ``b`` (the exponent), ``log_a`` (intercept of
+    :math:`\log \tau`), ``b_se``, ``b_ci`` (the t-interval of ``b``, ``n - 2`` degrees of
+    freedom), ``n_points`` and ``band(n) -> (tau, low, high)``: the fitted onset at sizes ``n``
+    with the pointwise t-interval of the fitted line,
+    :math:`\hat y \pm t\, s \sqrt{1/k + (x - \bar x)^2 / S_{xx}}` in log space.
+    """
+    from scipy import stats
+
+    pts = [(float(n), float(t)) for n, t in zip(ns, taus) if t is not None and math.isfinite(float(t))]
+    if len({n for n, _ in pts}) < 3:
+        return None
+    x = np.log([n for n, _ in pts])
+    y = np.log([t for _, t in pts])
+    k = x.size
+    xbar, sxx = x.mean(), float(((x - x.mean()) ** 2).sum())
+    b = float(((x - xbar) * (y - y.mean())).sum() / sxx)
+    log_a = float(y.mean() - b * xbar)
+    resid = y - (log_a + b * x)
+    s = math.sqrt(float((resid**2).sum()) / (k - 2))
+    q = float(stats.t.ppf(0.5 + level / 2, k - 2))
+    b_se = s / math.sqrt(sxx)
+
+    def band(n):
+        xn = np.log(np.asarray(n, float))
+        yhat = log_a + b * xn
+        half = q * s * np.sqrt(1.0 / k + (xn - xbar) ** 2 / sxx)
+        return np.exp(yhat), np.exp(yhat - half), np.exp(yhat + half)
+
+    return dict(b=b, log_a=log_a, b_se=b_se, b_ci=(b - q * b_se, b + q * b_se), n_points=k, level=level, band=band)
