@@ -21,6 +21,7 @@ ORDER = [
     "schedules",
     "denoisers",
     "empirical",
+    "local",
     "sampling",
     "predictions",
     "data",
@@ -31,6 +32,8 @@ ORDER = [
     "plotting",
     "conditional",
     "inverse",
+    "adapters",
+    "compare",
     "kernels",
     "cli",
 ]

@@ -164,6 +164,17 @@ from .quality import (
     cache_dir,
 )
 
+from .adapters import CallableDenoiser, DiffusersDenoiser, LoadedModel, load_model
+from .compare import (
+    CompareSettings,
+    Comparison,
+    compare_denoisers,
+    sample_model,
+    write_comparison,
+    plot_distances,
+    plot_sample_grid,
+)
+
 from ._version import __version__ as __version__  # a dunder, not listed in __all__
 
 from . import (
@@ -180,6 +191,8 @@ from . import (
     inverse,
     conditional,
     quality,
+    adapters,
+    compare,
 )
 
 # The face lists each module's public names, in the order of the imports above (tests/test_checks.py
@@ -198,3 +211,5 @@ __all__ += predictions.__all__
 __all__ += inverse.__all__
 __all__ += conditional.__all__
 __all__ += quality.__all__
+__all__ += adapters.__all__
+__all__ += compare.__all__

@@ -8,6 +8,10 @@ parent.
   the worker SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and on every platform a
   daemon thread checks once a second that the parent is still there. So ``kill -9`` of the main
   process cannot leave workers running on, finishing queued cells and holding its stdout open.
+* :func:`deferred_interrupts` holds SIGINT and SIGTERM back while a group of files that belong
+  together is written (a training state, its model and its config.json; an experiment's tables
+  and figure), and delivers them right after: an interrupted job leaves the whole group or none
+  of it, never one file of one step beside another of an earlier step.
 """
 
 from __future__ import annotations
@@ -37,6 +41,42 @@ def terminate_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def deferred_interrupts():
+    """Inside the block, SIGINT and SIGTERM are recorded instead of handled; on leaving it the
+    previous handlers are restored and the first recorded signal is raised again, so that it
+    has exactly the effect it would have had (``KeyboardInterrupt``, or termination).
+    Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def hold(signum, frame):
+        got.append(signum)
+
+    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if got:
+            signal.raise_signal(got[0])
+
+
+def kill_with_parent() -> None:
+    """``preexec_fn`` of a child command (Linux; elsewhere a no-op): the kernel sends it SIGKILL
+    when the process that started it dies, so ``kill -9`` of a runner leaves no script behind."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            pass
 
 
 def die_with_parent(parent_pid: int) -> None:

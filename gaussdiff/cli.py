@@ -19,6 +19,7 @@ import torch
 
 import gaussdiff as gd
 
+from ._cli_models import _add_compare, _add_sample
 from ._checks import check_int
 from ._io import atomic_write, make_outdir
 from ._procs import terminate_as_interrupt
@@ -36,6 +37,30 @@ __all__ = ["main"]
 
 def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _name_options(p, **aliases):
+    """Record, for ``main``'s error line, which option each library argument name stands for:
+    every option's ``dest`` (``n_train`` -> ``--n-train``, a positional by its own name) and
+    ``aliases`` for library names that differ from it (``spec="--data"``). Call it last in
+    ``_add_<verb>``."""
+    names = {}
+    for a in p._actions:
+        longs = [o for o in a.option_strings if o.startswith("--")]
+        if a.dest != "help":
+            names[a.dest] = longs[0] if longs else a.dest
+    names.update(aliases)
+    p.set_defaults(option_names=names)
+
+
+def _name_the_option(message: str, names: dict | None) -> str:
+    """A library error ``"name: ..."`` (or ``"a, b: ..."``) with each argument name the command
+    line knows replaced by its option (``"n_train: ..."`` -> ``"--n-train: ..."``)."""
+    head, sep, rest = message.partition(":")
+    parts = [q.strip() for q in head.split(",")]
+    if not names or not sep or not any(q in names for q in parts):
+        return message
+    return ", ".join(names.get(q, q) for q in parts) + sep + rest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,6 +90,7 @@ def _add_demo(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of data and noise (default 0)")
     p.add_argument("--outdir", type=Path, required=True, help="where to write demo.json and demo.png")
     p.set_defaults(func=_run_demo)
+    _name_options(p)
 
 
 def _run_demo(args):
@@ -205,6 +231,7 @@ def _add_phase_curve(sub):
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run_phase_curve)
+    _name_options(p, spec="--data", n_samples="--samples")
 
 
 def _run_phase_curve(args):
@@ -274,6 +301,7 @@ def _add_plot(sub):
     )
     p.add_argument("results_dir", type=Path, help="a folder written by gaussdiff phase-curve")
     p.set_defaults(func=_run_plot)
+    _name_options(p, outdir="results_dir")
 
 
 def _run_plot(args):
@@ -387,9 +415,12 @@ def _add_train(sub):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--outdir", type=Path, required=True, help="where to write config.json and model.pt")
     p.set_defaults(func=_run_train)
+    _name_options(p, spec="--data", data="--data", num_threads="--threads")
 
 
 def _run_train(args):
+    if args.classes is not None and not args.classes:
+        raise ValueError("--classes: give at least one class (comma-separated, e.g. 0,1,2)")
     data, labels, info = gd.load_dataset(args.data)
     if (args.conditional or args.classes) and labels is None:
         flag = "--conditional" if args.conditional else "--classes"
@@ -515,44 +546,46 @@ def _add_inverse(sub):
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--outdir", type=Path, required=True, help="where to write measurements.csv/.json and inverse.png")
-    p.set_defaults(func=_run_inverse)
+    p.set_defaults(
+        func=_run_inverse,
+        interrupted="its files (measurements.csv/.json, inverse.png) are written whole at the end or not at all",
+    )
+    _name_options(
+        p,
+        spec="--data",
+        samplers="--sampler",
+        n_samples="--samples",
+        std="--operator",
+        factor="--operator",
+        m="--operator",
+        event_shape="--operator",
+    )
 
 
 def _run_inverse(args):
-    torch.set_num_threads(max(1, args.threads))
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    try:
-        experiment.run_inverse_experiment(
-            data=args.data,
-            operator=args.operator,
-            sigma_y=args.sigma_y,
-            samplers=args.sampler,
-            prior=args.prior,
-            steps=args.steps,
-            n_train=args.n_train,
-            n_meas=args.n_meas,
-            n_samples=args.samples,
-            seed=args.seed,
-            dps_zeta=args.dps_zeta,
-            outdir=args.outdir,
-            config=config,
-            log=print,
-        )
-    except ValueError as exc:  # name the option, not the function's argument
-        name, sep, rest = str(exc).partition(":")
-        if sep and name in _INVERSE_OPTIONS:
-            raise ValueError(f"{_INVERSE_OPTIONS[name]}:{rest}") from exc
-        raise
+    torch.set_num_threads(check_int(args.threads, "--threads"))
+    config = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("func", "option_names", "interrupted")
+    }
+    experiment.run_inverse_experiment(
+        data=args.data,
+        operator=args.operator,
+        sigma_y=args.sigma_y,
+        samplers=args.sampler,
+        prior=args.prior,
+        steps=args.steps,
+        n_train=args.n_train,
+        n_meas=args.n_meas,
+        n_samples=args.samples,
+        seed=args.seed,
+        dps_zeta=args.dps_zeta,
+        outdir=args.outdir,
+        config=config,
+        log=print,
+    )
     print(f"wrote {args.outdir}/measurements.csv, measurements.json and inverse.png")
-
-
-_INVERSE_OPTIONS = {
-    "samplers": "--sampler",
-    "sigma_y": "--sigma-y",
-    "dps_zeta": "--dps-zeta",
-    "n_train": "--n-train",
-    "prior": "--prior",
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,7 +629,11 @@ def _add_validate(sub):
         "--update-readme", action="store_true", help="rewrite the table of validation/README.md between its markers"
     )
     p.add_argument("--strict", action="store_true", help="exit status 1 when any script FAILs")
-    p.set_defaults(func=_run_validate)
+    p.set_defaults(
+        func=_run_validate,
+        interrupted="the finished scripts' results are kept in {outdir}; rerun with --reuse to skip them",
+    )
+    _name_options(p)
 
 
 def _run_validate(args):
@@ -617,7 +654,7 @@ def _run_validate(args):
 
 
 # -- verbs --  (each verb registers itself here)
-_VERBS = [_add_demo, _add_phase_curve, _add_plot, _add_train, _add_inverse, _add_validate]
+_VERBS = [_add_demo, _add_phase_curve, _add_plot, _add_train, _add_inverse, _add_validate, _add_compare, _add_sample]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -643,12 +680,18 @@ def main(argv=None) -> int:
     try:
         with terminate_as_interrupt():
             out = args.func(args)
-    except ValueError as exc:
-        print(f"gaussdiff {args.verb}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # one line naming the option or the file, no traceback
+        if isinstance(exc, OSError) and exc.filename is not None:
+            msg = f"{exc.filename}: {exc.strerror or exc}"
+        else:
+            msg = _name_the_option(str(exc), getattr(args, "option_names", None))
+        print(f"gaussdiff {args.verb}: error: {' '.join(msg.split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         where = getattr(args, "outdir", None)
         kept = f"; finished results are kept in {where} and the same command resumes" if where else ""
+        if getattr(args, "interrupted", None):  # the verb says what an interruption keeps
+            kept = "; " + args.interrupted.format(outdir=where)
         print(f"gaussdiff {args.verb}: interrupted{kept}", file=sys.stderr)
         return 130
     return int(out or 0)

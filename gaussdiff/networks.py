@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_batch, check_int, check_labels, check_sigma
+from ._checks import check_batch, check_int, check_labels, check_positive, check_sigma_output, check_sigma_squared
 from .denoisers import Denoiser
 from .schedules import VP
 
@@ -108,7 +108,9 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int, width: int = 256, depth: int = 3, num_classes: int | None = None):
         super().__init__()
-        self.dim, self.width, self.depth = int(dim), int(width), int(depth)
+        dim, width = check_int(dim, "dim"), check_int(width, "width")
+        depth = check_int(depth, "depth", minimum=0)
+        self.dim, self.width, self.depth = dim, width, depth
         self.embed = NoiseEmbedding(width)
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(
@@ -171,7 +173,8 @@ class UNet(nn.Module):
 
     def __init__(self, channels: int, size: int, width: int = 32, num_classes: int | None = None):
         super().__init__()
-        self.channels, self.size, self.width = int(channels), int(size), int(width)
+        channels, size, width = check_int(channels, "channels"), check_int(size, "size"), check_int(width, "width")
+        self.channels, self.size, self.width = channels, size, width
         mults = (1, 2) if size < 16 else (1, 2, 2)
         self.factor = 2 ** (len(mults) - 1)
         emb_dim = 4 * width
@@ -233,7 +236,10 @@ class Preconditioned(nn.Module):
         super().__init__()
         if framework not in FRAMEWORKS:
             raise ValueError(f"framework: must be one of {FRAMEWORKS}, got {framework!r}")
-        self.net, self.framework, self.sigma_data = net, framework, float(sigma_data)
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"net: expected a torch.nn.Module F(x, c_noise), got {type(net).__name__}")
+        self.net, self.framework = net, framework
+        self.sigma_data = check_positive(sigma_data, "sigma_data")
         self._vp = VP()
 
     def scalings(self, sigma: torch.Tensor, sigma_data: torch.Tensor | None = None):
@@ -385,7 +391,10 @@ class NetworkDenoiser(Denoiser):
 
     Called under ``torch.no_grad`` with the module in eval mode. The network computes in its
     own dtype (float32) on its own device: ``x`` of another floating dtype or on another device
-    is moved there and the result moved back (so float64 samplers can call it). For autograd
+    is moved there and the result moved back (so float64 samplers can call it). At extreme sigma,
+    where ``sigma**2`` leaves the network's dtype (outside ``1.1e-19 .. 1.8e19`` in float32), the
+    preconditioning and the network run on a float64 copy of the network and the result is
+    rounded back (:meth:`_run_network`); nothing returns a silent NaN or inf. For autograd
     (Jacobians, scores) call ``.model(x, sigma)`` directly or use :meth:`jacobian`.
 
     A class-conditional network (``num_classes`` an int) takes ``label``: an int, a ``(B,)``
@@ -426,9 +435,51 @@ class NetworkDenoiser(Denoiser):
         return NetworkDenoiser(model, self.event_shape, config=self.config)
 
     def _prepare_any(self, x, sigma):
+        """``x`` checked (any floating dtype, any device) and sigma as a ``(B,)`` tensor on the
+        network's device: in the network's dtype where ``sigma**2`` is a normal number of it,
+        else in float64 (:func:`~gaussdiff._checks.check_sigma_squared`; refused where the
+        square is not a normal float64 either)."""
         x = check_batch(x, self.event_shape, "x")
-        s = check_sigma(sigma, x.shape[0], dtype=self.dtype, device=self.device)
-        return x, x.to(dtype=self.dtype, device=self.device), s
+        s = check_sigma_squared(sigma, x.shape[0], dtype=self.dtype, device=self.device)
+        return x, s
+
+    def _float64_model(self) -> Preconditioned:
+        """The network in float64 (a cached copy; the float32 weights convert exactly)."""
+        if self.dtype == torch.float64:
+            return self.model
+        wide = self.__dict__.get("_float64_copy")
+        if wide is None:
+            wide = copy.deepcopy(self.model).to(dtype=torch.float64)
+            self.__dict__["_float64_copy"] = wide
+        return wide
+
+    def _run_network(self, what: str, fn, x, sigma, label, *, shape, grad: bool = False):
+        """``fn(model, x, s, label)`` with the preconditioning exact at every sigma, its output
+        returned in ``x``'s dtype and device with shape ``shape(B)``.
+
+        Ordinary sigma (``sigma**2`` a normal number of the network's dtype) run the network as
+        it is, bit for bit the plain call. Extreme sigma (``1e-40`` or ``1e30`` for a float32
+        network, where ``sigma**2`` under- or overflows and the scalings would be 0, inf or
+        NaN), or an output that overflowed inside the network's dtype, run once more on the
+        float64 copy of the network (:meth:`_float64_model`): scalings, network and the sum
+        ``c_skip x + c_out F`` in float64, then rounded to ``x``'s dtype. An output that still is
+        not finite is not representable there: ``ValueError`` naming ``sigma``, never a silent
+        NaN or inf."""
+        x, s = self._prepare_any(x, sigma)
+        lab = self._label(label, x.shape[0])
+        if x.shape[0] == 0:  # an empty batch: nothing to evaluate
+            return x.new_empty(shape(0))
+        ctx = torch.enable_grad if grad else torch.no_grad
+        if s.dtype == self.dtype:
+            with ctx():
+                out = fn(self.model, x.to(dtype=self.dtype, device=self.device), s, lab)
+            out = out.to(dtype=x.dtype, device=x.device)
+            if bool(torch.isfinite(out).all()) or self.dtype == torch.float64:
+                return check_sigma_output(out, s, what)
+        s64 = s.to(torch.float64)
+        with ctx():
+            out = fn(self._float64_model(), x.to(dtype=torch.float64, device=self.device), s64, lab)
+        return check_sigma_output(out.to(dtype=x.dtype, device=x.device), s64, what)
 
     def _label(self, label, batch: int):
         if label is None:
@@ -438,12 +489,16 @@ class NetworkDenoiser(Denoiser):
         return check_labels(label, self.num_classes, batch).to(self.device)
 
     def __call__(self, x: torch.Tensor, sigma, label=None) -> torch.Tensor:
-        """``D(x, sigma[, label])``: same shape, dtype and device as ``x``."""
-        x_in, xx, s = self._prepare_any(x, sigma)
-        lab = self._label(label, xx.shape[0])
-        with torch.no_grad():
-            out = self.model(xx, s, lab)
-        return out.to(dtype=x_in.dtype, device=x_in.device)
+        """``D(x, sigma[, label])``: same shape, dtype and device as ``x`` (extreme sigma:
+        :meth:`_run_network`)."""
+        return self._run_network(
+            "denoiser output",
+            lambda m, xx, s, lab: m(xx, s, lab),
+            x,
+            sigma,
+            label,
+            shape=lambda b: (b, *self.event_shape),
+        )
 
     def conditioned(self, label) -> Callable:
         """The denoiser ``D(., ., label)`` of a fixed label (an int, or a ``(B,)`` tensor for
@@ -456,11 +511,14 @@ class NetworkDenoiser(Denoiser):
 
     def raw(self, x: torch.Tensor, sigma, label=None) -> torch.Tensor:
         """The raw network output: EDM ``F``, the VP noise prediction or the flow velocity."""
-        x_in, xx, s = self._prepare_any(x, sigma)
-        lab = self._label(label, xx.shape[0])
-        with torch.no_grad():
-            out = self.model.raw(xx, s, lab)
-        return out.to(dtype=x_in.dtype, device=x_in.device)
+        return self._run_network(
+            "network output",
+            lambda m, xx, s, lab: m.raw(xx, s, lab),
+            x,
+            sigma,
+            label,
+            shape=lambda b: (b, *self.event_shape),
+        )
 
     def _denoise(self, x, s):
         with torch.no_grad():
@@ -468,26 +526,24 @@ class NetworkDenoiser(Denoiser):
 
     def jacobian(self, x: torch.Tensor, sigma, label=None) -> torch.Tensor:
         """``dD/dx`` per query, by autograd: ``(B, d, d)`` with ``d = prod(event_shape)``."""
-        x_in, xx, s = self._prepare_any(x, sigma)
-        lab = self._label(label, xx.shape[0])
-        d = self.dim
+        d, ev = self.dim, self.event_shape
 
-        if lab is None:
+        def jac(model, xx, s, lab):
+            if lab is None:
 
-            def one(xi, si):
-                return self.model(xi.reshape(1, *self.event_shape), si.reshape(1)).reshape(d)
+                def one(xi, si):
+                    return model(xi.reshape(1, *ev), si.reshape(1)).reshape(d)
 
-            args = (xx.reshape(-1, d), s)
-        else:
+                args = (xx.reshape(-1, d), s)
+            else:
 
-            def one(xi, si, li):
-                return self.model(xi.reshape(1, *self.event_shape), si.reshape(1), li.reshape(1)).reshape(d)
+                def one(xi, si, li):
+                    return model(xi.reshape(1, *ev), si.reshape(1), li.reshape(1)).reshape(d)
 
-            args = (xx.reshape(-1, d), s, lab)
+                args = (xx.reshape(-1, d), s, lab)
+            return torch.func.vmap(torch.func.jacrev(one))(*args)
 
-        with torch.enable_grad():
-            J = torch.func.vmap(torch.func.jacrev(one))(*args)
-        return J.to(dtype=x_in.dtype, device=x_in.device)
+        return self._run_network("Jacobian", jac, x, sigma, label, shape=lambda b: (b, d, d), grad=True)
 
     def __repr__(self) -> str:
         c = self.config

@@ -21,6 +21,7 @@ source of an editable install.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from typing import Callable
 
 from ._checks import check_int
 from ._io import atomic_write, make_outdir
+from ._procs import deferred_interrupts, kill_with_parent
 
 __all__ = [
     "ScriptInfo",
@@ -112,23 +114,44 @@ class ScriptInfo:
     extra: dict = field(default_factory=dict)
 
 
+def _source_checkout() -> Path:
+    """Where ``validation/`` is in a source checkout (an editable install): beside the package's
+    folder. In an installed wheel this folder does not exist (the scripts are not shipped)."""
+    return Path(__file__).resolve().parent.parent / "validation"
+
+
+def _why_not(c: Path) -> str:
+    if not c.exists():
+        return "no such folder"
+    if not c.is_dir():
+        return "a file, not a folder"
+    return "a folder without _common.py, not gaussdiff's validation scripts"
+
+
 def find_scripts_dir(scripts=None) -> Path:
     """The ``validation/`` folder: ``scripts`` when given, else ``./validation``, else the one
-    beside the package source (editable installs). Raises ``ValueError`` when none is found."""
-    tried = []
+    beside the package source (editable installs). Raises ``ValueError`` when none is found,
+    saying where it looked, why each place does not qualify and what to do: the scripts live
+    in the source repository, not in an installed wheel."""
     if scripts is not None:
-        cands = [Path(scripts)]
-    else:
-        cands = [Path.cwd() / "validation", Path(__file__).resolve().parent.parent / "validation"]
-    for c in cands:
-        tried.append(str(c))
+        c = Path(scripts)
         if (c / "_common.py").is_file():
             return c.resolve()
+        raise ValueError(
+            f"scripts: no validation/ folder at {c} ({_why_not(c)}); give the validation/ folder of "
+            "a gaussdiff source checkout (it holds _common.py and the scripts)"
+        )
+    cands = [Path.cwd() / "validation", _source_checkout()]
+    for c in cands:
+        if (c / "_common.py").is_file():
+            return c.resolve()
+    tried = "; ".join(f"{c} ({_why_not(c)})" for c in dict.fromkeys(cands))
     raise ValueError(
-        "scripts: no validation/ folder with _common.py found (tried "
-        + ", ".join(tried)
-        + "); run from the repository root or pass --scripts DIR. "
-        "The validation scripts are not installed with the package: clone the repository."
+        "scripts: no validation/ folder found. The validation scripts live in the validation/ folder of "
+        "the gaussdiff source repository and are not part of the installed package (gaussdiff "
+        f"imported from {Path(__file__).resolve().parent}). Get the source (clone the repository "
+        "or unpack the sdist), then run gaussdiff validate from its root folder, or pass "
+        f"--scripts PATH/TO/validation. Looked in: {tried}"
     )
 
 
@@ -214,7 +237,8 @@ def _run_one(
             return
     if result_file.exists():
         result_file.unlink()
-    cmd = [sys.executable, str(info.path), "--outdir", str(outdir), "--threads", str(threads)]
+    # absolute: the script runs in the repository root, not in the caller's folder
+    cmd = [sys.executable, str(info.path), "--outdir", str(outdir.resolve()), "--threads", str(threads)]
     if fast:
         cmd.append("--fast")
     echo(f"   {info.name}: running {' '.join(cmd[1:])}")
@@ -223,7 +247,13 @@ def _run_one(
     try:
         with open(info.log, "w") as log:
             proc = subprocess.run(
-                cmd, cwd=str(info.path.parent.parent), stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
+                cmd,
+                cwd=str(info.path.parent.parent),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout,
+                preexec_fn=kill_with_parent if sys.platform.startswith("linux") else None,
             )
         rc = proc.returncode
     except subprocess.TimeoutExpired:
@@ -339,6 +369,8 @@ def run_validation(
     by_name = {i.name: i for i in infos}
     if isinstance(only, str):
         only = [s.strip() for s in only.split(",") if s.strip()]
+    if only is not None and not only:
+        raise ValueError(f"only: give at least one script name (available: {', '.join(sorted(by_name))})")
     if only:
         unknown = [n for n in only if n.removesuffix(".py") not in by_name]
         if unknown:
@@ -350,35 +382,35 @@ def run_validation(
     else:
         selected = infos
     threads = check_int(threads, "threads")
+    if timeout is not None and (isinstance(timeout, bool) or not _positive_number(timeout)):
+        raise ValueError(f"timeout: expected a positive number of seconds (or None), got {timeout!r}")
     outdir = Path(outdir)
     make_outdir(outdir)
     mode = "fast" if fast else "full"
     echo(f"gaussdiff validate: {len(selected)} script(s) from {sdir}, mode {mode}, results in {outdir}")
-    for info in selected:
-        if info.kind == "other":
-            info.message = "not in harness format (no result.json): run it by hand"
-            echo(f"   {info.name}: skipped, {info.message}")
-            continue
-        _run_one(info, outdir / info.name, fast=fast, threads=int(threads), timeout=timeout, reuse=reuse, echo=echo)
     header = (
         f"Mode: {mode}. Generated by `gaussdiff validate{' --fast' if fast else ''} --outdir {outdir}` "
         f"on {time.strftime('%Y-%m-%d')}; wall times on the machine that ran it."
     )
-    table = format_table(selected)
-    atomic_write(outdir / "validation_table.md", header + "\n\n" + table)
-    summary = [
-        {
-            "name": i.name,
-            "script": i.path.name,
-            "kind": i.kind,
-            "status": i.status,
-            "wall_seconds": i.wall_seconds,
-            "message": i.message,
-            "result": i.result,
-        }
-        for i in selected
-    ]
-    atomic_write(outdir / "validation.json", json.dumps(summary, indent=1, default=str))
+    try:
+        for info in selected:
+            if info.kind == "other":
+                info.message = "not in harness format (no result.json): run it by hand"
+                echo(f"   {info.name}: skipped, {info.message}")
+                continue
+            _run_one(info, outdir / info.name, fast=fast, threads=int(threads), timeout=timeout, reuse=reuse, echo=echo)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM (the running script is killed by subprocess.run): the finished
+        # scripts' results are kept and tabulated, the one that was running is marked
+        # INTERRUPTED; a rerun with reuse=True (--reuse) skips the finished ones
+        for info in selected:
+            if info.kind != "other" and info.status == "NOT RUN":
+                info.status, info.message = "INTERRUPTED", "interrupted: not finished"
+                break
+        with deferred_interrupts():
+            _write_summary(selected, outdir, header.replace("Mode:", "INTERRUPTED run. Mode:", 1))
+        raise
+    _write_summary(selected, outdir, header)
     echo(f"wrote {outdir / 'validation_table.md'} and validation.json")
     if update_readme:
         rows = []
@@ -397,3 +429,29 @@ def run_validation(
         _update_readme(readme, format_table(rows), header)
         echo(f"updated the table in {readme}")
     return selected
+
+
+def _positive_number(v) -> bool:
+    try:
+        return math.isfinite(float(v)) and float(v) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _write_summary(selected: list, outdir: Path, header: str) -> None:
+    """``validation_table.md`` and ``validation.json`` of the scripts ``selected``."""
+    table = format_table(selected)
+    atomic_write(outdir / "validation_table.md", header + "\n\n" + table)
+    summary = [
+        {
+            "name": i.name,
+            "script": i.path.name,
+            "kind": i.kind,
+            "status": i.status,
+            "wall_seconds": i.wall_seconds,
+            "message": i.message,
+            "result": i.result,
+        }
+        for i in selected
+    ]
+    atomic_write(outdir / "validation.json", json.dumps(summary, indent=1, default=str))

@@ -109,7 +109,7 @@ def test_bad_sources_are_refused(tmp_path):
         gd.train_denoiser(_points(d=4), steps=2, init_from=src, **TINY)
     with pytest.raises(ValueError, match="^init_from: expected an outdir"):
         gd.train_denoiser(b, steps=2, init_from=42, **TINY)
-    with pytest.raises(ValueError, match="^outdir: .*holds no trained model"):
+    with pytest.raises(ValueError, match="^init_from: .*holds no trained model"):
         gd.train_denoiser(b, steps=2, init_from=tmp_path / "nothing", **TINY)
     # same values as the source are accepted
     gd.train_denoiser(b, steps=1, init_from=src, **{**TINY, "framework": "edm", "width": 16})

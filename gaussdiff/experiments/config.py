@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int
+from ..metrics import get_similarity
 from ..networks import FRAMEWORKS, NETS
 
 __all__ = ["PhaseConfig", "RESULT_COLUMNS", "log_checkpoints", "default_sizes", "cell_key"]
@@ -173,6 +174,7 @@ class PhaseConfig:
             raise ValueError(
                 "n_samples, sample_steps, dist_points: n_samples >= 2, sample_steps >= 1, dist_points >= 2"
             )
+        get_similarity(self.similarity).check_threshold(self.threshold)  # before config.json records it
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
         if self.ensemble not in (None, True, False):

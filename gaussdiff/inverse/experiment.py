@@ -22,7 +22,9 @@ from typing import Callable
 
 import torch
 
-from .._io import atomic_write
+from .._checks import check_int
+from .._io import atomic_write, make_outdir
+from .._procs import deferred_interrupts
 from ..conditional import ClassConditionalDenoiser
 from ..data import load_dataset
 from ..denoisers import GaussianDenoiser
@@ -128,6 +130,12 @@ def run_inverse_experiment(
     InverseExperiment
     """
     samplers, sigma_y, steps = tuple(samplers), tuple(sigma_y), tuple(steps)
+    for name, values in (("samplers", samplers), ("sigma_y", sigma_y), ("steps", steps)):
+        if not values:
+            raise ValueError(f"{name}: give at least one value")
+    steps = tuple(check_int(n, "steps") for n in steps)
+    n_train = check_int(n_train, "n_train", minimum=2)
+    n_meas, n_samples = check_int(n_meas, "n_meas"), check_int(n_samples, "n_samples")
     for name in samplers:
         if name not in POSTERIOR_SAMPLERS:
             raise ValueError(f"samplers: unknown {name!r}; expected some of {', '.join(POSTERIOR_SAMPLERS)}")
@@ -138,6 +146,8 @@ def run_inverse_experiment(
         raise ValueError(f"dps_zeta: must be >= 0, got {dps_zeta}")
     if prior not in PRIORS:
         raise ValueError(f"prior: expected one of {PRIORS}, got {prior!r}")
+    if outdir is not None:
+        make_outdir(outdir)  # a bad folder is refused before the work, not after it
     if config is None:
         config = dict(
             data=data,
@@ -154,9 +164,11 @@ def run_inverse_experiment(
         )
     x, labels, _ = load_dataset(data)
     x = x.to(torch.float64)
+    if x.shape[0] - n_meas < 2:
+        raise ValueError(
+            f"n_meas: the data set has {x.shape[0]} rows; measuring {n_meas} leaves fewer than 2 to fit the prior"
+        )
     n_train = min(n_train, x.shape[0] - n_meas)
-    if n_train < 2:
-        raise ValueError(f"n_train: the data set has {x.shape[0]} rows, too few")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     train, test = x[perm[:n_train]], x[perm[n_train : n_train + n_meas]]
     pri = _fit_prior(prior, train, None if labels is None else labels[perm[:n_train]])
@@ -191,6 +203,12 @@ def run_inverse_experiment(
 
 
 def _write(result: InverseExperiment, outdir: Path, config: dict) -> None:
+
+    with deferred_interrupts():  # the three files of one run, or none of them (a signal waits)
+        _write_files(result, outdir, config)
+
+
+def _write_files(result: InverseExperiment, outdir: Path, config: dict) -> None:
     from .._version import __version__
     from ..plotting import plot_inverse
 

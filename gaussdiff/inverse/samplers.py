@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from .._checks import check_positive, check_sigma_grid
+from .._checks import check_int, check_positive, check_sigma_grid
 from ..empirical import EmpiricalDenoiser
 from ..sampling import ancestral_step, sample_heun, seeded_noise
 from ..schedules import karras_sigmas
@@ -320,6 +320,7 @@ def run_posterior_sampler(
     """
     if name not in POSTERIOR_SAMPLERS:
         raise ValueError(f"name: expected one of {POSTERIOR_SAMPLERS}, got {name!r}")
+    steps, n_samples = check_int(steps, "steps"), check_int(n_samples, "n_samples")
     op = as_operator(A, prior.dim)
     yy = check_measurement(y, op, dtype=prior.dtype, device=prior.device)
     Q = yy.shape[0]

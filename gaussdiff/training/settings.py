@@ -79,20 +79,23 @@ class TrainSettings:
         put("warmup", check_int(self.warmup, "warmup", minimum=0))
         put("log_every", check_int(self.log_every, "log_every"))
         put("save_every", check_int(self.save_every, "save_every"))
-        put("lr", check_positive(self.lr, "lr"))
+        put("lr", _positive(self.lr, "lr"))
         put("ema", _unit_interval(self.ema, "ema"))
         if self.grad_clip is not None:
-            put("grad_clip", check_positive(self.grad_clip, "grad_clip"))
+            put("grad_clip", _positive(self.grad_clip, "grad_clip"))
         try:
-            put("p_mean", float(self.p_mean))
+            p_mean = float(self.p_mean)
         except (TypeError, ValueError):
-            raise ValueError(f"p_mean: expected a number, got {self.p_mean!r}") from None
-        put("p_std", check_positive(self.p_std, "p_std"))
+            p_mean = math.nan
+        if not math.isfinite(p_mean) or isinstance(self.p_mean, bool):
+            raise ValueError(f"p_mean: expected a finite number, got {self.p_mean!r}")
+        put("p_mean", p_mean)
+        put("p_std", _positive(self.p_std, "p_std"))
         if isinstance(self.sigma_data, str):
             if self.sigma_data != "auto":
                 raise ValueError(f"sigma_data: 'auto' or a positive number, got {self.sigma_data!r}")
         else:
-            put("sigma_data", check_positive(self.sigma_data, "sigma_data"))
+            put("sigma_data", _positive(self.sigma_data, "sigma_data"))
         put("label_dropout", _unit_interval(self.label_dropout, "label_dropout"))
         put("seed", check_int(self.seed, "seed", minimum=0))
 
@@ -101,7 +104,16 @@ class TrainSettings:
         return dataclasses.replace(self, **changes)
 
 
+def _positive(value, name: str) -> float:
+    """``check_positive``, refusing a bool (``lr=True`` is a slip, not 1.0)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    return check_positive(value, name)
+
+
 def _unit_interval(value, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: must be in [0, 1), got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -18,6 +18,7 @@ import torch
 
 from .._checks import check_data, check_int, check_labels
 from .._io import atomic_torch_save, atomic_write, make_outdir
+from .._procs import deferred_interrupts
 from ..data import load_dataset
 from ..networks import MLP, NetworkDenoiser, Preconditioned, build_network
 from .loop import (
@@ -301,7 +302,7 @@ def _train(
         make_outdir(outdir)
         state_file = outdir / "state.pt"
         if state_file.exists():
-            state = torch.load(state_file, map_location=dev, weights_only=False)
+            state = _load_file(state_file, ("step", "model", "ema", "opt", "gen", "history", "config"), dev)
             old = state["config"]
             diff = [k for k in _IDENTITY if old.get(k) != config.get(k)]
             if diff:
@@ -341,22 +342,24 @@ def _train(
             "loss_history": history,
             "checkpoints": saved_ckpts,
             "files": {"final": "model.pt", "state": "state.pt"},
+            "status": "finished" if step == s.steps else "running",
         }
-        atomic_torch_save(
-            {
-                "step": step,
-                "model": model.state_dict(),
-                "ema": ema_model.state_dict(),
-                "opt": opt.state_dict(),
-                "gen": gen.get_state(),
-                "history": history,
-                "config": config,
-                "checkpoints": saved_ckpts,
-            },
-            outdir / "state.pt",
-        )
-        atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()}, outdir / "model.pt")
-        atomic_write(outdir / "config.json", json.dumps(meta, indent=2))
+        with deferred_interrupts():  # the three files of one step, or none of them (a signal waits)
+            atomic_torch_save(
+                {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "ema": ema_model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "gen": gen.get_state(),
+                    "history": history,
+                    "config": config,
+                    "checkpoints": saved_ckpts,
+                },
+                outdir / "state.pt",
+            )
+            atomic_torch_save({"step": step, "config": config, "ema": ema_model.state_dict()}, outdir / "model.pt")
+            atomic_write(outdir / "config.json", json.dumps(meta, indent=2))
 
     def batch_loss(k):
         idx = torch.randint(N, (s.batch_size,), generator=gen, device=dev)
@@ -400,6 +403,10 @@ def _train(
         )
         if done < s.steps or not (outdir is not None and (outdir / "model.pt").exists()):
             write_outputs(s.steps)
+    except KeyboardInterrupt:  # the last saved state stays as it is; the same call resumes from it
+        with deferred_interrupts():
+            _mark_interrupted(outdir)
+        raise
     finally:
         log.close()
     model.eval()
@@ -439,14 +446,51 @@ def _fine_tuning_settings(s: TrainSettings, source: Preconditioned, event_shape)
     return s.replace(**src)
 
 
+def _mark_interrupted(outdir) -> None:
+    """``config.json``'s status set to "interrupted" (its step and files are the last saved ones)."""
+    meta_file = None if outdir is None else Path(outdir) / "config.json"
+    if meta_file is None or not meta_file.is_file():
+        return
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):  # pragma: no cover - written atomically by this module
+        return
+    meta["status"] = "interrupted"
+    atomic_write(meta_file, json.dumps(meta, indent=2))
+
+
+def _load_file(path: Path, keys, device="cpu") -> dict:
+    """A ``.pt`` file written by :func:`train_denoiser`, with the entries ``keys``; a truncated,
+    corrupt or foreign file is a ``ValueError`` naming it."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # torch.load raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ValueError(
+            f"{path}: cannot be read as a saved training file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it is truncated or corrupt, "
+            "retrain or remove it"
+        ) from None
+    missing = [k for k in keys if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ValueError(f"{path}: not a file saved by train_denoiser (lacks {', '.join(missing)})")
+    return saved
+
+
 def load_denoiser(outdir, step: int | None = None, *, device="cpu") -> NetworkDenoiser:
     """The EMA denoiser saved by :func:`train_denoiser` in ``outdir``: the final one, or the
-    checkpoint at ``step`` (one of the ``checkpoint_steps`` of the run)."""
+    checkpoint at ``step`` (one of the ``checkpoint_steps`` of the run). A missing, truncated or
+    corrupt file, or weights that do not fit the recorded architecture, raise ``ValueError``
+    naming the file."""
     outdir = Path(outdir)
     meta_file = outdir / "config.json"
-    if not meta_file.exists():
+    if not meta_file.is_file():
         raise ValueError(f"outdir: {outdir} holds no trained model (no config.json)")
-    meta = json.loads(meta_file.read_text())
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{meta_file}: cannot be read as JSON ({exc}); it is truncated or corrupt") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_file}: not a config.json written by train_denoiser")
     if step is None:
         f = outdir / "model.pt"
     else:
@@ -456,18 +500,26 @@ def load_denoiser(outdir, step: int | None = None, *, device="cpu") -> NetworkDe
                 f"step: no checkpoint at step {step} in {outdir}; saved steps: "
                 f"{meta.get('checkpoints', [])} (and the final model, step=None)"
             )
-    saved = torch.load(f, map_location="cpu", weights_only=False)
+    if not f.is_file():
+        raise ValueError(f"{f}: missing (the run in {outdir} saved no model there)")
+    saved = _load_file(f, ("step", "config", "ema"))
     cfg = saved["config"]
-    model = build_network(
-        cfg["net"],
-        cfg["event_shape"],
-        width=cfg["width"],
-        depth=cfg["depth"] if cfg["net"] == "mlp" else None,
-        framework=cfg["framework"],
-        sigma_data=cfg["sigma_data"],
-        num_classes=cfg.get("num_classes"),
-    )
-    model.load_state_dict(saved["ema"])
+    try:
+        model = build_network(
+            cfg["net"],
+            cfg["event_shape"],
+            width=cfg["width"],
+            depth=cfg["depth"] if cfg["net"] == "mlp" else None,
+            framework=cfg["framework"],
+            sigma_data=cfg["sigma_data"],
+            num_classes=cfg.get("num_classes"),
+        )
+        model.load_state_dict(saved["ema"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{f}: its weights do not fit the architecture recorded with them (another network's file?): {why}"
+        ) from None
     model.to(_resolve_device(device))
     cfg = dict(cfg, loaded_step=int(saved["step"]))
     return NetworkDenoiser(model, cfg["event_shape"], config=cfg)
@@ -492,7 +544,10 @@ def _labels_fingerprint(labels: torch.Tensor) -> str:
 def _source_model(init_from):
     """``init_from`` -> (a CPU copy of the source's Preconditioned module, a description)."""
     if isinstance(init_from, (str, os.PathLike)):
-        den = load_denoiser(init_from)
+        try:
+            den = load_denoiser(init_from)
+        except ValueError as exc:  # name the argument the caller gave
+            raise ValueError(f"init_from: {str(exc).removeprefix('outdir: ')}") from None
         return copy.deepcopy(den.model).cpu(), str(init_from)
     if isinstance(init_from, TrainResult):
         init_from = init_from.denoiser

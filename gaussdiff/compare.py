@@ -1,0 +1,599 @@
+r"""Is my model memorizing, and which closed form does it follow? A model of any origin
+(:mod:`gaussdiff.adapters`) measured against the exact denoisers of its own training set.
+
+:func:`compare_denoisers` takes a model and the training set it was trained on (and held-out
+rows of the same data set) and measures
+
+* per noise level, the relative distance of the model's denoiser to the empirical and to the
+  Gaussian closed form of its training set (:func:`gaussdiff.denoiser_distance`, normalised by
+  the training set's total variance), on noisy training points and on noisy held-out points,
+  each with a band: the standard error over ``n_groups`` disjoint groups of points;
+* its denoising error on training against held-out points (:func:`gaussdiff.generalization_gap`);
+* from shared seeded noise (:func:`gaussdiff.seeded_noise`) and one deterministic sampler on one
+  grid: the samples of the model, of the empirical and of the Gaussian denoiser, the
+  memorization fraction of each with its bootstrap interval, the nearest training image of each
+  model sample, and the reproducibility of the model against each closed form's samples
+  (:mod:`gaussdiff.metrics.samples`).
+
+:func:`sample_model` is the sampling step on its own (``gaussdiff sample``);
+:func:`write_comparison` writes a :class:`Comparison` under an output folder (``compare.csv``,
+``samples.csv``, ``samples.npz``, ``config.json`` and the figures ``distances.png`` and
+``samples.png``); ``gaussdiff compare`` is these two calls.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import check_data, check_int, check_positive
+from ._io import atomic_write, make_outdir
+from ._version import __version__
+from .adapters import LoadedModel
+from .denoisers import GaussianDenoiser
+from .empirical import EmpiricalDenoiser
+from .metrics import (
+    denoiser_distance,
+    generalization_gap,
+    memorization_fraction,
+    nearest_training,
+    reproducibility,
+)
+from .sampling import sample_euler, sample_heun, seeded_noise
+
+__all__ = [
+    "CompareSettings",
+    "Comparison",
+    "compare_denoisers",
+    "sample_model",
+    "write_comparison",
+    "plot_distances",
+    "plot_sample_grid",
+]
+
+#: the deterministic samplers of :func:`sample_model`
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
+_REFS = ("empirical", "gaussian")
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Every setting of :func:`compare_denoisers` (and of ``gaussdiff compare``), one place.
+
+    Attributes
+    ----------
+    n_points : training points (and as many held-out points) noised for the distances.
+    n_sigmas : noise levels of the distance grid, log-spaced from ``sigma_lo`` to ``sigma_hi``.
+    sigma_lo, sigma_hi : ends of that grid; None: ``max(model sigma_min, 0.01)`` and
+        ``min(model sigma_max, 80)``.
+    n_groups : disjoint groups of points whose spread gives each distance's band.
+    n_samples : samples per sampler, from shared seeded noise.
+    steps : sampler steps.
+    sampler : ``"euler"`` (DDIM) or ``"heun"``.
+    grid : ``"own"`` (the model's own grid, e.g. its DDIM timesteps) or ``"karras"``.
+    threshold : cosine-similarity threshold of the reproducibility score.
+    n_boot : bootstrap replicates of every fraction.
+    seed : seed of the points, the noise and the bootstraps.
+    batch_size : rows per denoiser call.
+    label : class label for a class-conditional model (None for an unconditional one).
+    """
+
+    n_points: int = 256
+    n_sigmas: int = 12
+    sigma_lo: float | None = None
+    sigma_hi: float | None = None
+    n_groups: int = 8
+    n_samples: int = 64
+    steps: int = 50
+    sampler: str = "euler"
+    grid: str = "own"
+    threshold: float = 0.6
+    n_boot: int = 1000
+    seed: int = 0
+    batch_size: int = 512
+    label: int | None = None
+
+    def __post_init__(self):
+        for name in ("n_points", "n_sigmas", "n_samples", "steps", "n_boot", "batch_size"):
+            check_int(getattr(self, name), name)
+        check_int(self.n_groups, "n_groups", minimum=2)
+        check_int(self.seed, "seed", minimum=0)
+        for name in ("sigma_lo", "sigma_hi"):
+            if getattr(self, name) is not None:
+                check_positive(getattr(self, name), name)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.grid not in ("own", "karras"):
+            raise ValueError(f"grid: expected 'own' or 'karras', got {self.grid!r}")
+        if not -1 <= float(self.threshold) <= 1:
+            raise ValueError(f"threshold: a cosine threshold lies in [-1, 1], got {self.threshold!r}")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare_denoisers` returns.
+
+    Attributes
+    ----------
+    sigmas : (S,) noise levels of the distance grid.
+    distance : ``{"empirical_train", "gaussian_train", "empirical_heldout", "gaussian_heldout"}``
+        -> ``(values, se)``, two (S,) float64 tensors: relative distance and its standard error
+        (held-out entries absent without held-out points).
+    mse_train, mse_heldout : (S,) per-coordinate denoising MSE of the model on training and
+        held-out points (``mse_heldout`` None without held-out points).
+    sample_sigmas : the sampling grid.
+    samples : ``{"model", "empirical", "gaussian"}`` -> (B, *event_shape) float64 samples.
+    nearest : ``{name: (dist (B, 2), idx (B, 2))}`` two nearest training points of each sample.
+    nearest_images : (B, *event_shape) nearest training image of each model sample.
+    memorization : ``{name: Fraction}`` gap-ratio memorization of each sampler's samples.
+    reproducibility : ``{"empirical", "gaussian"}`` -> the model against that closed form.
+    settings : the :class:`CompareSettings` used.
+    provenance : the model's (:class:`gaussdiff.adapters.LoadedModel`).
+    """
+
+    sigmas: torch.Tensor
+    distance: dict
+    mse_train: torch.Tensor
+    mse_heldout: torch.Tensor | None
+    sample_sigmas: torch.Tensor
+    samples: dict
+    nearest: dict
+    nearest_images: torch.Tensor
+    memorization: dict
+    reproducibility: dict
+    settings: CompareSettings
+    provenance: dict
+
+    def table(self) -> list[dict]:
+        """One row per noise level: distances with standard errors, MSEs and their gap."""
+        rows = []
+        for i, s in enumerate(self.sigmas.tolist()):
+            row = {"sigma": s}
+            for key, (val, se) in self.distance.items():
+                row[f"dist_{key}"] = float(val[i])
+                row[f"dist_{key}_se"] = float(se[i])
+            row["mse_train"] = float(self.mse_train[i])
+            if self.mse_heldout is not None:
+                row["mse_heldout"] = float(self.mse_heldout[i])
+                row["generalization_gap"] = float(self.mse_heldout[i] - self.mse_train[i])
+            rows.append(row)
+        return rows
+
+    def summary(self) -> list[dict]:
+        """One row per sampler (model, empirical, gaussian): memorization with its interval,
+        median distance to the nearest training point, reproducibility of the model against it."""
+        rows = []
+        for name in ("model", *_REFS):
+            row = {"sampler": name, **self.memorization[name].as_dict("memorization")}
+            row["median_nn_distance"] = float(self.nearest[name][0][:, 0].median())
+            rep = self.reproducibility.get(name)
+            if rep is not None:
+                row.update(rep.fraction.as_dict("reproducibility"))
+                row["mean_similarity"] = rep.mean_similarity
+            rows.append(row)
+        return rows
+
+
+# =============================================================================================
+# Sampling
+# =============================================================================================
+
+
+def _as_loaded(model, event_shape=None) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if not callable(model):
+        raise ValueError(f"model: expected a denoiser D(x, sigma) or a LoadedModel, got {type(model).__name__}")
+    shape = getattr(model, "event_shape", None) or event_shape
+    if shape is None:
+        raise ValueError("model: its event_shape is unknown; wrap it in gaussdiff.adapters.CallableDenoiser")
+    return LoadedModel(
+        model,
+        "callable",
+        tuple(shape),
+        float(getattr(model, "sigma_min", 0.0)),
+        float(getattr(model, "sigma_max", math.inf)),
+        dict(getattr(model, "provenance", {}) or {}),
+    )
+
+
+def _conditioned(model: LoadedModel, label):
+    den = model.denoiser
+    conditional = getattr(den, "num_classes", None) is not None
+    if label is None:
+        if conditional:
+            raise ValueError(f"label: the model is class-conditional ({den.num_classes} classes); give a label")
+        return den
+    if not conditional:
+        raise ValueError("label: the model is unconditional; give no label")
+    return den.conditioned(int(label))
+
+
+def sample_model(
+    model,
+    n_samples: int,
+    *,
+    steps: int = 50,
+    sampler: str = "euler",
+    grid: str = "own",
+    seed: int = 0,
+    label: int | None = None,
+    progress: bool = False,
+    dtype=torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Samples of a model from seeded noise with a deterministic sampler.
+
+    Row ``j`` starts from ``seeded_noise(..., seed)[j]`` (so any two models sampled with one
+    seed share their noise row by row) scaled to the first level of the grid: by
+    :math:`\sqrt{1 + \sigma_0^2}` for a diffusers model (the VP prior :math:`x_T \sim N(0, I)`
+    of its own DDIM loop), by :math:`\sigma_0` otherwise (EDM's).
+
+    Parameters
+    ----------
+    model : a :class:`~gaussdiff.adapters.LoadedModel` or a denoiser with ``event_shape``.
+    n_samples : number of samples.
+    steps, sampler, grid : ``steps`` steps of ``"euler"`` / ``"heun"`` on the grid ``"own"`` /
+        ``"karras"`` (:meth:`~gaussdiff.adapters.LoadedModel.sigma_grid`).
+    seed : noise seed.
+    label : class of a class-conditional model.
+    progress : show a progress bar over the steps.
+    dtype : dtype of the state (float64 by default; the model computes in its own).
+
+    Returns
+    -------
+    samples : (n_samples, *event_shape).
+    sigmas : (steps + 1,) float64 grid used.
+    """
+    m = _as_loaded(model)
+    n_samples = check_int(n_samples, "n_samples")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    sigmas = m.sigma_grid(check_int(steps, "steps"), grid)
+    den = _conditioned(m, label)
+    noise = seeded_noise(n_samples, m.event_shape, seed=seed, dtype=dtype)
+    s0 = float(sigmas[0])
+    x = noise * (math.sqrt(1 + s0**2) if m.kind == "diffusers" else s0)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(sigmas) - 1, disable=not progress, desc=f"sampling {m.kind}", leave=False) as bar:
+        out = SAMPLERS[sampler](den, x, sigmas, callback=lambda info: bar.update(1))
+    return out, sigmas
+
+
+# =============================================================================================
+# The comparison
+# =============================================================================================
+
+
+def _groups(points: torch.Tensor, n_groups: int) -> list[torch.Tensor]:
+    g = min(n_groups, points.shape[0])
+    return [c for c in torch.tensor_split(points, g) if c.shape[0] > 0]
+
+
+def _banded_distance(den, ref, points, sigmas, z, seed, settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance per sigma, pooled over groups of points, and its standard error over groups.
+
+    Each group is noised from its own seeded generator, the same for every reference, so the
+    model and both closed forms see identical noisy inputs."""
+    vals, sizes = [], []
+    for g, chunk in enumerate(_groups(points, settings.n_groups)):
+        gen = torch.Generator().manual_seed(seed + 7919 * g)
+        prof = denoiser_distance(
+            den, ref, chunk, sigmas, generator=gen, normalize="none", batch_size=settings.batch_size
+        )
+        vals.append(prof.values / z)
+        sizes.append(chunk.shape[0])
+    v = torch.stack(vals)  # (G, S)
+    w = torch.tensor(sizes, dtype=torch.float64)[:, None]
+    mean = (v * w).sum(0) / w.sum()  # = the distance over all points
+    se = v.std(0, unbiased=True) / math.sqrt(v.shape[0]) if v.shape[0] > 1 else torch.zeros_like(mean)
+    return mean, se
+
+
+def _check_fit(m: LoadedModel, den, train: torch.Tensor) -> None:
+    """A model whose shape, output or sigma range does not fit the data fails here, clearly."""
+    if tuple(m.event_shape) != tuple(train.shape[1:]):
+        raise ValueError(
+            f"model: it takes samples of shape {tuple(m.event_shape)} but the data have shape "
+            f"{tuple(train.shape[1:])}; compare it with the data set it was trained on"
+        )
+    x = train[:2].to(torch.float64)
+    s = min(max(1.0, m.sigma_min), m.sigma_max)  # a level every model supports
+    with torch.no_grad():
+        y = den(x, s)
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
+        raise ValueError(f"model: returned shape {tuple(getattr(y, 'shape', ()))} for input {tuple(x.shape)}")
+    if not y.is_floating_point() or not bool(torch.isfinite(y).all()):
+        raise ValueError(f"model: returned a non-floating or non-finite output (dtype {y.dtype})")
+
+
+def compare_denoisers(
+    model,
+    train,
+    heldout=None,
+    *,
+    settings: CompareSettings | None = None,
+    progress: bool = False,
+    **overrides,
+) -> Comparison:
+    """Measure a model against the empirical and Gaussian denoisers of its training set.
+
+    See the module docstring for what is measured. The closed forms are built in float64 from
+    ``train``; the model computes in its own dtype.
+
+    Parameters
+    ----------
+    model : a :class:`~gaussdiff.adapters.LoadedModel` (:func:`gaussdiff.adapters.load_model`)
+        or a denoiser ``D(x, sigma)`` with ``event_shape`` (and optionally ``sigma_min``,
+        ``sigma_max``).
+    train : (N, *event_shape) the rows the model was trained on, N >= 2.
+    heldout : (M, *event_shape) rows of the same data set it never saw, or None (then no
+        held-out distances and no generalization gap).
+    settings : :class:`CompareSettings`; keyword ``overrides`` replace its fields.
+    progress : progress bars on the long parts.
+
+    Returns
+    -------
+    :class:`Comparison`
+    """
+    settings = dataclasses.replace(settings or CompareSettings(), **overrides)
+    train = check_data(train, "train", min_rows=2).to(torch.float64)
+    m = _as_loaded(model, tuple(train.shape[1:]))
+    den = _conditioned(m, settings.label)
+    _check_fit(m, den, train)
+    if heldout is not None:
+        heldout = check_data(heldout, "heldout").to(torch.float64)
+        if tuple(heldout.shape[1:]) != tuple(train.shape[1:]):
+            raise ValueError(f"heldout: rows of shape {tuple(heldout.shape[1:])} differ from train's")
+    lo = settings.sigma_lo if settings.sigma_lo is not None else max(m.sigma_min, 0.01)
+    hi = settings.sigma_hi if settings.sigma_hi is not None else min(m.sigma_max, 80.0)
+    if lo < m.sigma_min * (1 - 1e-6) or hi > m.sigma_max * (1 + 1e-6) or not lo < hi:
+        raise ValueError(
+            f"sigma_lo: the distance grid [{lo:.4g}, {hi:.4g}] must be increasing and lie inside the model's "
+            f"range [{m.sigma_min:.4g}, {m.sigma_max:.4g}]"
+        )
+    sigmas = torch.logspace(math.log10(lo), math.log10(hi), settings.n_sigmas, dtype=torch.float64)
+    refs = {"empirical": EmpiricalDenoiser(train), "gaussian": GaussianDenoiser.fit(train)}
+    gen = torch.Generator().manual_seed(settings.seed)
+    pick = torch.randperm(train.shape[0], generator=gen)[: settings.n_points]
+    sets = {"train": train[pick]}
+    if heldout is not None:
+        sets["heldout"] = heldout[torch.randperm(heldout.shape[0], generator=gen)[: settings.n_points]]
+    z = float(((train - train.mean(0)) ** 2).reshape(train.shape[0], -1).sum(1).mean())
+    if z <= 0:
+        raise ValueError("train: all rows are equal; their variance cannot normalise the distances")
+
+    from tqdm.auto import tqdm
+
+    distance = {}
+    jobs = [(r, part) for part in sets for r in refs]
+    for i, (r, part) in enumerate(tqdm(jobs, disable=not progress, desc="denoiser distances", leave=False)):
+        seed = settings.seed + 1000 * (list(sets).index(part) + 1)  # the same noise for both references
+        distance[f"{r}_{part}"] = _banded_distance(den, refs[r], sets[part], sigmas, z, seed, settings)
+    if heldout is not None:
+        gap = generalization_gap(
+            den,
+            sets["train"],
+            sets["heldout"],
+            sigmas,
+            generator=torch.Generator().manual_seed(settings.seed + 3),
+            batch_size=settings.batch_size,
+        )
+        mse_train, mse_heldout = gap.train.values, gap.heldout.values
+    else:
+        mse_heldout = None
+        x0 = sets["train"]
+        g2 = torch.Generator().manual_seed(settings.seed + 3)
+        mse_train = generalization_gap(den, x0, x0, sigmas, generator=g2, batch_size=settings.batch_size).train.values
+
+    samples = {}
+    kw = dict(steps=settings.steps, sampler=settings.sampler, grid=settings.grid, seed=settings.seed)
+    samples["model"], grid = sample_model(m, settings.n_samples, label=settings.label, progress=progress, **kw)
+    for r, ref in refs.items():
+        closed = LoadedModel(ref, m.kind, m.event_shape, m.sigma_min, m.sigma_max, {})
+        # the closed forms follow the model's own grid and prior: sampled as the model is
+        closed = dataclasses.replace(closed, denoiser=_OnGrid(ref, m)) if settings.grid == "own" else closed
+        samples[r], _ = sample_model(closed, settings.n_samples, progress=progress, **kw)
+    nearest, memo = {}, {}
+    for name, x in samples.items():
+        nearest[name] = nearest_training(x, train, k=2)
+        memo[name] = memorization_fraction(
+            x, train, neighbors=nearest[name], n_boot=settings.n_boot, seed=settings.seed
+        )
+    rep = {
+        r: reproducibility(
+            samples["model"], samples[r], threshold=settings.threshold, n_boot=settings.n_boot, seed=settings.seed
+        )
+        for r in refs
+    }
+    return Comparison(
+        sigmas=sigmas,
+        distance=distance,
+        mse_train=mse_train,
+        mse_heldout=mse_heldout,
+        sample_sigmas=grid,
+        samples=samples,
+        nearest=nearest,
+        nearest_images=train[nearest["model"][1][:, 0]],
+        memorization=memo,
+        reproducibility=rep,
+        settings=settings,
+        provenance=dict(m.provenance),
+    )
+
+
+class _OnGrid:
+    """A closed form that samples on another model's own grid (:meth:`LoadedModel.sigma_grid`)."""
+
+    def __init__(self, den, like: LoadedModel):
+        self.den, self.like = den, like
+        self.event_shape = like.event_shape
+
+    def __call__(self, x, sigma):
+        return self.den(x, sigma)
+
+    def sigma_grid(self, n):
+        return self.like.sigma_grid(n, "own")
+
+
+# =============================================================================================
+# Writing
+# =============================================================================================
+
+
+def _csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _versions() -> dict:
+    out = {"gaussdiff": __version__, "torch": torch.__version__, "numpy": np.__version__}
+    try:
+        import diffusers
+
+        out["diffusers"] = diffusers.__version__
+    except ImportError:
+        out["diffusers"] = None
+    return out
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_distances(comp: Comparison, path) -> None:
+    """Distance profiles over sigma with 95 % bands (1.96 standard errors over groups of
+    points), on training and held-out points, and the model's train / held-out MSE."""
+    plt = _plt()
+    parts = [p for p in ("train", "heldout") if f"empirical_{p}" in comp.distance]
+    fig, axes = plt.subplots(1, len(parts) + 1, figsize=(4.2 * (len(parts) + 1), 3.4), squeeze=False)
+    s = comp.sigmas.numpy()
+    for ax, part in zip(axes[0], parts):
+        for r, color in zip(_REFS, ("C3", "C0")):
+            v, se = (t.numpy() for t in comp.distance[f"{r}_{part}"])
+            ax.plot(s, v, "o-", color=color, ms=3, label=f"model vs {r}")
+            ax.fill_between(s, np.clip(v - 1.96 * se, 1e-12, None), v + 1.96 * se, color=color, alpha=0.25)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sigma")
+        ax.set_ylabel("relative distance")
+        ax.set_title(f"on noisy {'training' if part == 'train' else 'held-out'} points", fontsize=9)
+        ax.legend(fontsize=7)
+    ax = axes[0, -1]
+    ax.plot(s, comp.mse_train.numpy(), "o-", ms=3, label="training points")
+    if comp.mse_heldout is not None:
+        ax.plot(s, comp.mse_heldout.numpy(), "s--", ms=3, label="held-out points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sigma")
+    ax.set_ylabel("denoising MSE per coordinate")
+    ax.set_title("generalization gap", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _image(x: np.ndarray) -> np.ndarray:
+    img = np.transpose(x, (1, 2, 0)) if x.ndim == 3 and x.shape[0] == 3 else x.reshape(x.shape[-2], x.shape[-1])
+    return np.clip((img + 1) / 2, 0, 1)
+
+
+def plot_sample_grid(rows: dict, path, *, columns: int = 8, title: str | None = None) -> None:
+    """A grid of images, one row per entry of ``rows`` (label -> (B, C, H, W) tensor in
+    ``[-1, 1]``, the first ``columns`` images of each); a single entry is wrapped into rows of
+    ``columns`` images instead (at most 8 rows). Vector samples are drawn as a scatter of their
+    first two coordinates."""
+    plt = _plt()
+    first = next(iter(rows.values()))
+    if first.ndim != 4:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        for lab, x in rows.items():
+            xx = x.reshape(x.shape[0], -1).double().numpy()
+            ax.scatter(xx[:, 0], xx[:, 1] if xx.shape[1] > 1 else np.zeros(len(xx)), s=10, label=lab)
+        ax.legend(fontsize=7)
+        ax.set_title(title or "samples (first two coordinates)", fontsize=9)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        return
+    if len(rows) == 1:  # one sample set: wrapped into rows of ``columns`` images (at most 8 rows)
+        ((lab, x),) = rows.items()
+        rows = {
+            (lab if i == 0 else " " * i): x[i * columns : (i + 1) * columns]
+            for i in range(min(8, -(-len(x) // columns)))
+        }
+    cols = min(columns, first.shape[0])
+    height = len(rows) * 0.9 + (0.35 if title else 0.05)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.9 + 1.2, height), squeeze=False)
+    for r, (lab, x) in enumerate(rows.items()):
+        arr = x.detach().double().cpu().numpy()
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < arr.shape[0]:
+                img = _image(arr[c])
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(lab, rotation=0, ha="right", va="center", fontsize=7)
+    top = 1 - (0.35 if title else 0.05) / height  # the title gets a fixed 0.35 inch band
+    fig.subplots_adjust(left=1.2 / (cols * 0.9 + 1.2), right=0.99, bottom=0.01, top=top, wspace=0.05, hspace=0.05)
+    if title:
+        fig.suptitle(title, fontsize=8, y=1 - 0.08 / height, va="top")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_comparison(comp: Comparison, outdir, *, config: dict | None = None) -> list[Path]:
+    """Write a :class:`Comparison` under ``outdir`` (each file atomically): ``compare.csv``
+    (per sigma), ``samples.csv`` (per sampler), ``samples.npz`` (samples, nearest training
+    images, grid), ``config.json`` (settings, ``config``, versions, the model's provenance)
+    and the figures ``distances.png`` and ``samples.png``. Returns the paths written."""
+    outdir = make_outdir(outdir, "outdir")
+    paths = [outdir / n for n in ("compare.csv", "samples.csv", "samples.npz", "config.json")]
+    atomic_write(paths[0], _csv_text(comp.table()))
+    atomic_write(paths[1], _csv_text(comp.summary()))
+    buf = io.BytesIO()
+    arrays = {k: v.numpy() for k, v in comp.samples.items()}
+    np.savez(buf, nearest=comp.nearest_images.numpy(), sigmas=comp.sample_sigmas.numpy(), **arrays)
+    atomic_write(paths[2], buf.getvalue())
+    meta = {
+        "settings": dataclasses.asdict(comp.settings),
+        "config": dict(config or {}),
+        "model": comp.provenance,
+        "versions": _versions(),
+        "sample_sigmas": comp.sample_sigmas.tolist(),
+    }
+    atomic_write(paths[3], json.dumps(meta, indent=2, default=str))
+    plot_distances(comp, outdir / "distances.png")
+    rows = {
+        "model": comp.samples["model"],
+        "nearest train": comp.nearest_images,
+        "empirical": comp.samples["empirical"],
+        "Gaussian": comp.samples["gaussian"],
+    }
+    mem = comp.memorization["model"]
+    plot_sample_grid(
+        rows,
+        outdir / "samples.png",
+        title=f"same noise; model memorization {mem.value:.2f} [{mem.ci_low:.2f}, {mem.ci_high:.2f}]",
+    )
+    return [*paths, outdir / "distances.png", outdir / "samples.png"]
