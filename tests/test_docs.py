@@ -214,3 +214,28 @@ def test_exercise_11(one_thread):
     assert all(b > a for a, b in zip(n_half, n_half[1:]))  # wider networks memorize larger N
     for m in r["memorization"].values():
         assert m[0] > m[-1]
+
+
+def test_exercise_12(one_thread):
+    r = solve("12")
+    # (L5): LS with zero padding and k = 2H - 1 = 15 is the empirical denoiser (and the softmax by
+    # hand); one size smaller the corner pixels miss row 7, which varies across the digits
+    assert r["k_full"] == 15
+    assert r["identity_err"] < 1e-10
+    assert r["ls_vs_empirical_by_k"][15] < 1e-10
+    assert r["ls_vs_empirical_by_k"][13] > 1e-3
+    emp = r["empirical"]  # the empirical flow copies training digits, at both scales
+    assert emp["memorization"] == 1.0
+    assert emp["nn_distance_max"] < 1e-6 and emp["patch_distance_median"] < 1e-6
+    for name in ("els_3x3", "bbels_growing"):  # no copies (a copy is < 1e-6 away; held-out digits: >= 1.5)
+        assert r[name]["memorization"] == 0.0, name
+        assert r[name]["nn_distance_min"] > 1.0, name
+    # locally consistent: 3x3 windows near training windows, nearer than the controls' (measured
+    # ratios 0.72, 0.58 and 0.88: the bounds leave room for rounding to flip a few pixels)
+    patch = {
+        name: r[name]["patch_distance_median"]
+        for name in ("els_3x3", "bbels_growing", "els_1x1", "gaussian", "heldout")
+    }
+    assert patch["els_3x3"] < 0.85 * patch["gaussian"]
+    assert patch["els_3x3"] < 0.7 * patch["els_1x1"]
+    assert patch["bbels_growing"] < 1.2 * patch["heldout"]
