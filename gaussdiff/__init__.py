@@ -61,7 +61,7 @@ from .data import (
     natural_image_patches,
     FASHION_MNIST_DIR,
 )
-from .networks import MLP, UNet, Preconditioned, NetworkDenoiser, build_network, init_weights, FRAMEWORKS, NETS
+from .networks import MLP, UNet, Preconditioned, NetworkDenoiser, build_network, init_weights, FRAMEWORKS, NETS, NORMS
 from .training import (
     TrainSettings,
     TRAIN_DEFAULTS,

@@ -45,10 +45,21 @@ from ._checks import check_batch, check_int, check_labels, check_positive, check
 from .denoisers import Denoiser
 from .schedules import VP
 
-__all__ = ["MLP", "UNet", "Preconditioned", "NetworkDenoiser", "build_network", "init_weights", "FRAMEWORKS", "NETS"]
+__all__ = [
+    "MLP",
+    "UNet",
+    "Preconditioned",
+    "NetworkDenoiser",
+    "build_network",
+    "init_weights",
+    "FRAMEWORKS",
+    "NETS",
+    "NORMS",
+]
 
 FRAMEWORKS = ("edm", "vp", "flow")
 NETS = ("mlp", "unet")
+NORMS = ("group", "none")  # the U-Net's normalisation layers
 
 
 class NoiseEmbedding(nn.Module):
@@ -143,13 +154,19 @@ def _groups(c: int) -> int:
     return next(g for g in (8, 4, 2, 1) if c % g == 0)
 
 
+def _norm(kind: str, c: int) -> nn.Module:
+    """GroupNorm over ``c`` channels, or nothing (``"none"``: every output pixel then depends on
+    its receptive field only, as in the local networks of Kamb & Ganguli)."""
+    return nn.GroupNorm(_groups(c), c) if kind == "group" else nn.Identity()
+
+
 class _ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, emb_dim: int):
+    def __init__(self, cin: int, cout: int, emb_dim: int, norm: str = "group"):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = _norm(norm, cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, cout)
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = _norm(norm, cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
@@ -165,16 +182,21 @@ class UNet(nn.Module):
 
     Levels of channels ``width * mult`` (``mult = (1, 2)`` below 16 px, ``(1, 2, 2)`` from 16 px),
     one residual block (GroupNorm, SiLU, 3x3 conv, additive noise embedding) per level on the
-    way down and up, average-pool down, nearest up, skip connections by concatenation, a zero-
+    way down and up (``norm="none"``: no normalisation layers, so that no output pixel depends
+    on statistics of the whole image), average-pool down, nearest up, skip connections by concatenation, a zero-
     initialised output conv. Sizes not divisible by ``2^(levels-1)`` (e.g. 25 or 28) are padded
     by replication and cropped back. With ``num_classes`` a label embedding is added to the
     noise embedding.
     """
 
-    def __init__(self, channels: int, size: int, width: int = 32, num_classes: int | None = None):
+    def __init__(
+        self, channels: int, size: int, width: int = 32, num_classes: int | None = None, *, norm: str = "group"
+    ):
         super().__init__()
         channels, size, width = check_int(channels, "channels"), check_int(size, "size"), check_int(width, "width")
-        self.channels, self.size, self.width = channels, size, width
+        if norm not in NORMS:
+            raise ValueError(f"norm: must be one of {NORMS}, got {norm!r}")
+        self.channels, self.size, self.width, self.norm_kind = channels, size, width, norm
         mults = (1, 2) if size < 16 else (1, 2, 2)
         self.factor = 2 ** (len(mults) - 1)
         emb_dim = 4 * width
@@ -184,14 +206,14 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         c = width
         for co in chans:
-            self.down.append(_ResBlock(c, co, emb_dim))
+            self.down.append(_ResBlock(c, co, emb_dim, norm))
             c = co
-        self.mid = _ResBlock(c, c, emb_dim)
+        self.mid = _ResBlock(c, c, emb_dim, norm)
         self.up = nn.ModuleList()
         for co in reversed(chans):
-            self.up.append(_ResBlock(c + co, co, emb_dim))
+            self.up.append(_ResBlock(c + co, co, emb_dim, norm))
             c = co
-        self.norm = nn.GroupNorm(_groups(c), c)
+        self.norm = _norm(norm, c)
         self.out = nn.Conv2d(c, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -350,13 +372,15 @@ def build_network(
     sigma_data: float = 0.5,
     seed: int = 0,
     num_classes: int | None = None,
+    norm: str = "group",
 ) -> Preconditioned:
     """A fresh ``Preconditioned`` network (float32, CPU) for data of ``event_shape``, its
     weights drawn from a generator seeded with ``seed`` (see :func:`init_weights`).
 
     ``net="mlp"`` (any event shape, flattened; default width 256, depth 3) or ``"unet"``
     (images ``(C, H, W)``, meant for 8 to 32 px; default width 32). ``num_classes=C`` makes it
-    class-conditional (a label embedding of ``C + 1`` entries, the last one "no label")."""
+    class-conditional (a label embedding of ``C + 1`` entries, the last one "no label").
+    ``norm``: the U-Net's normalisation, ``"group"`` (GroupNorm) or ``"none"``."""
     event_shape = tuple(int(s) for s in event_shape)
     if net not in NETS:
         raise ValueError(f"net: must be one of {NETS}, got {net!r}")
@@ -364,6 +388,10 @@ def build_network(
         check_int(width, "width")
     if depth is not None:
         check_int(depth, "depth")
+    if norm not in NORMS:
+        raise ValueError(f"norm: must be one of {NORMS}, got {norm!r}")
+    if net == "mlp" and norm != "group":
+        raise ValueError(f"norm: {norm!r} is a U-Net option; the MLP has no normalisation to remove")
     if net == "mlp":
         make = lambda: MLP(
             math.prod(event_shape), width=int(width or 256), depth=int(depth or 3), num_classes=num_classes
@@ -376,7 +404,9 @@ def build_network(
             )
         if depth is not None:
             raise ValueError("depth: the U-Net's depth follows the image size; leave depth unset")
-        make = lambda: UNet(event_shape[0], min(event_shape[1:]), width=int(width or 32), num_classes=num_classes)
+        make = lambda: UNet(
+            event_shape[0], min(event_shape[1:]), width=int(width or 32), num_classes=num_classes, norm=norm
+        )
     # torch's layer constructors draw from the global generator; restore it, then draw the
     # weights from our own seeded one.
     with torch.random.fork_rng(devices=[]):

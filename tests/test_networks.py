@@ -155,3 +155,46 @@ def test_build_network_errors():
         gd.build_network("mlp", (5,), framework="ddpm")
     with pytest.raises(ValueError, match="^width:"):
         gd.build_network("mlp", (5,), width=0)
+
+
+def test_unet_without_normalisation():
+    """``norm="none"``: no GroupNorm anywhere (every layer is a convolution, a pointwise map or
+    the noise embedding); the default keeps them, so existing runs build the same network."""
+    plain = gd.build_network("unet", (1, 12, 12), width=8, norm="none")
+    grouped = gd.build_network("unet", (1, 12, 12), width=8)
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in grouped.modules()) == 11  # 5 blocks x 2 + output
+    x = torch.randn(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    assert plain(x, torch.full((3,), 0.5)).shape == x.shape
+    # the same seed draws the same weights for every layer both networks have
+    shared = {k: v for k, v in plain.state_dict().items() if k in grouped.state_dict()}
+    assert all(torch.equal(v, grouped.state_dict()[k]) for k, v in shared.items() if "norm" not in k)
+    with pytest.raises(ValueError, match="^norm"):
+        gd.build_network("unet", (1, 12, 12), norm="batch")
+    with pytest.raises(ValueError, match="^norm"):
+        gd.build_network("mlp", (4,), norm="none")
+    with pytest.raises(ValueError, match="^norm"):
+        gd.TrainSettings(net="mlp", norm="none")
+
+
+def test_unet_without_normalisation_trains_saves_and_loads(tmp_path):
+    """The option travels through training, config.json, loading and resuming; a run saved
+    before the option existed (no "norm" in its config) loads and resumes as GroupNorm."""
+    data = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    s = gd.TrainSettings(net="unet", width=8, steps=4, batch_size=4, norm="none", log_every=2, save_every=2)
+    res = gd.train_denoiser(data, settings=s, outdir=tmp_path / "run", progress=False)
+    assert res.config["norm"] == "none"
+    back = gd.load_denoiser(tmp_path / "run")
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in back.model.modules())
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(back(x, 0.7), res.denoiser(x, 0.7))
+    with pytest.raises(ValueError, match="norm: 'none' there, 'group' here"):
+        gd.train_denoiser(data, settings=s.replace(norm="group", steps=6), outdir=tmp_path / "run", progress=False)
+    # a GroupNorm run whose config predates the option
+    gd.train_denoiser(data, settings=s.replace(norm="group"), outdir=tmp_path / "old", progress=False)
+    f = tmp_path / "old" / "model.pt"
+    saved = torch.load(f, weights_only=False)
+    del saved["config"]["norm"]
+    torch.save(saved, f)
+    old = gd.load_denoiser(tmp_path / "old")
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in old.model.modules()) > 0

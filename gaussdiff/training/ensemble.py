@@ -39,6 +39,7 @@ def train_ensemble(
     net: str = _DEFAULT.net,
     width: int | None = _DEFAULT.width,
     depth: int | None = _DEFAULT.depth,
+    norm: str = _DEFAULT.norm,
     framework: str = _DEFAULT.framework,
     batch_size: int = _DEFAULT.batch_size,
     lr: float = _DEFAULT.lr,
@@ -81,7 +82,7 @@ def train_ensemble(
     datasets : sequence of K >= 1 training sets ``(N_k, *event_shape)`` (tensors, arrays or data
         specs), all with the same event shape; their sizes ``N_k`` may differ.
     seeds : K integers, ``seeds[k]`` seeds model ``k``'s weights and its generator.
-    steps, net, width, depth, framework, batch_size, lr, warmup, ema, grad_clip, p_mean, p_std :
+    steps, net, width, depth, norm, framework, batch_size, lr, warmup, ema, grad_clip, p_mean, p_std :
         as in :func:`train_denoiser` (defaults: :class:`TrainSettings`), shared by all models.
         ``net="unet"`` is supported (GroupNorm and convolutions vectorise).
     sigma_data : ``"auto"`` (each model: the standard deviation of its own data set), one
@@ -106,6 +107,7 @@ def train_ensemble(
         net=net,
         width=width,
         depth=depth,
+        norm=norm,
         framework=framework,
         batch_size=batch_size,
         lr=lr,
@@ -181,6 +183,7 @@ def _train_ensemble(
             framework=m.framework,
             sigma_data=m.sigma_data,
             seed=m.seed,
+            norm=m.norm,
         )
         for m in per_model
     ]

@@ -221,6 +221,7 @@ def _run_config(
         net=s.net,
         width=int(mod.width),
         depth=int(getattr(mod, "depth", 0)) or None,
+        norm=s.norm,
         framework=s.framework,
         seed=s.seed,
         batch_size=s.batch_size,

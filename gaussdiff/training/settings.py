@@ -12,7 +12,7 @@ from types import MappingProxyType
 import torch
 
 from .._checks import check_int, check_positive
-from ..networks import FRAMEWORKS, NETS
+from ..networks import FRAMEWORKS, NETS, NORMS
 
 __all__ = ["TrainSettings", "TRAIN_DEFAULTS"]
 
@@ -39,6 +39,7 @@ class TrainSettings:
     net: str = _setting("mlp", "network: 'mlp' (vectors, or images flattened) or 'unet' (images)")
     width: int | None = _setting(None, "width (default: 256 for the MLP, 32 for the U-Net)")
     depth: int | None = _setting(None, "MLP residual blocks (default: 3)")
+    norm: str = _setting("group", "U-Net normalisation: 'group' (GroupNorm) or 'none' (no layer sees the whole image)")
     framework: str = _setting("edm", "parameterisation: 'edm', 'vp' or 'flow'")
     sigma_data: float | str = _setting("auto", "EDM's sigma_data ('auto': the standard deviation of the data)")
     # -- optimisation
@@ -73,6 +74,10 @@ class TrainSettings:
             ) from None
         if self.net not in NETS:
             raise ValueError(f"net: must be one of {NETS}, got {self.net!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: must be one of {NORMS}, got {self.norm!r}")
+        if self.norm != "group" and self.net != "unet":
+            raise ValueError(f"norm: {self.norm!r} is a U-Net option (net='unet'), got net={self.net!r}")
         if self.framework not in FRAMEWORKS:
             raise ValueError(f"framework: must be one of {FRAMEWORKS}, got {self.framework!r}")
         put("batch_size", check_int(self.batch_size, "batch_size"))

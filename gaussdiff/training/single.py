@@ -37,6 +37,9 @@ from .settings import _DEFAULT, TrainSettings
 
 __all__ = ["train_denoiser", "load_denoiser", "weights_fingerprint"]
 
+# What a setting added later meant for runs saved before it existed.
+_BEFORE_THE_OPTION = {"norm": "group"}
+
 # Settings that define the run: resuming requires them unchanged (steps may grow).
 _IDENTITY = (
     "data_fingerprint",
@@ -44,6 +47,7 @@ _IDENTITY = (
     "net",
     "width",
     "depth",
+    "norm",
     "framework",
     "seed",
     "batch_size",
@@ -74,6 +78,7 @@ def train_denoiser(
     net: str = _DEFAULT.net,
     width: int | None = _DEFAULT.width,
     depth: int | None = _DEFAULT.depth,
+    norm: str = _DEFAULT.norm,
     framework: str = _DEFAULT.framework,
     seed: int = _DEFAULT.seed,
     batch_size: int = _DEFAULT.batch_size,
@@ -116,6 +121,7 @@ def train_denoiser(
     steps : total optimisation steps (a resumed run continues up to this number).
     net : ``"mlp"`` (vectors, or images flattened) or ``"unet"`` (images ``(C, H, W)``).
     width, depth : capacity (defaults: MLP width 256 depth 3, U-Net width 32).
+    norm : the U-Net's normalisation, ``"group"`` (GroupNorm, default) or ``"none"``.
     framework : ``"edm"``, ``"vp"`` or ``"flow"`` (see :mod:`gaussdiff.networks`).
     seed : seeds the weights and the generator of indices, sigmas and noise.
     batch_size, lr, warmup, ema, grad_clip : optimisation (``grad_clip=None`` disables it).
@@ -163,6 +169,7 @@ def train_denoiser(
         net=net,
         width=width,
         depth=depth,
+        norm=norm,
         framework=framework,
         seed=seed,
         batch_size=batch_size,
@@ -269,6 +276,7 @@ def _train(
         sigma_data=s.sigma_data,
         seed=s.seed,
         num_classes=num_classes,
+        norm=s.norm,
     )
     if source is not None:
         model.load_state_dict(source.state_dict())
@@ -304,7 +312,7 @@ def _train(
         if state_file.exists():
             state = _load_file(state_file, ("step", "model", "ema", "opt", "gen", "history", "config"), dev)
             old = state["config"]
-            diff = [k for k in _IDENTITY if old.get(k) != config.get(k)]
+            diff = [k for k in _IDENTITY if old.get(k, _BEFORE_THE_OPTION.get(k)) != config.get(k)]
             if diff:
                 raise ValueError(
                     f"outdir: {outdir} holds a different run ({', '.join(f'{k}: {old.get(k)!r} there, {config.get(k)!r} here' for k in diff)}); "
@@ -429,6 +437,7 @@ def _fine_tuning_settings(s: TrainSettings, source: Preconditioned, event_shape)
         net="mlp" if isinstance(sm, MLP) else "unet",
         width=int(sm.width),
         depth=int(getattr(sm, "depth", 0)) or None,
+        norm=getattr(sm, "norm_kind", "group"),
         framework=source.framework,
         sigma_data=source.sigma_data,
     )
@@ -513,6 +522,7 @@ def load_denoiser(outdir, step: int | None = None, *, device="cpu") -> NetworkDe
             framework=cfg["framework"],
             sigma_data=cfg["sigma_data"],
             num_classes=cfg.get("num_classes"),
+            norm=cfg.get("norm", _BEFORE_THE_OPTION["norm"]),
         )
         model.load_state_dict(saved["ema"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
