@@ -248,20 +248,23 @@ def draw_phase_diagram(rows):
             note.append(f"memorization stays < 0.5 at {len(pts) - len(finite)} of {len(pts)} N")
         if fit is None:
             note.append("no power-law fit: it needs 3 N that reach 0.5")
-        if note:
+        ax.set_xlim(xe[0], xe[-1]), ax.set_ylim(ye[0], ye[-1])
+        # the note goes with the legend in the upper left (large N, early steps: no memorization
+        # there, so nothing drawn is covered)
+        if finite:
+            leg = ax.legend(fontsize=7, loc="upper left", framealpha=0.85, title="\n".join(note) or None)
+            leg.get_title().set_fontsize(7)
+        elif note:
             ax.text(
-                0.98,
                 0.02,
+                0.98,
                 "\n".join(note),
                 transform=ax.transAxes,
-                ha="right",
-                va="bottom",
+                ha="left",
+                va="top",
                 fontsize=7,
                 bbox=dict(facecolor="w", alpha=0.85, lw=0),
             )
-        ax.set_xlim(xe[0], xe[-1]), ax.set_ylim(ye[0], ye[-1])
-        if finite:
-            ax.legend(fontsize=7, loc="upper left", framealpha=0.85)
         ax.set(xlabel="training step", ylabel="training-set size N", title=f"memorization, w={width} {fw}")
         fig.colorbar(im, ax=ax, label="memorization fraction (gap ratio < 1/3)")
     fig.tight_layout()

@@ -118,7 +118,9 @@ def test_phase_diagram_has_no_fit_below_three_n(onsets, n_points):
         gids = _gids(fig)
         assert P.TAU_FIT_GID not in gids and P.TAU_BAND_GID not in gids
         assert (P.TAU_POINTS_GID in gids) == (n_points > 0)
-        texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+        ax = fig.axes[0]  # the note is the legend's title when there is a legend, else a text
+        legend = ax.get_legend()
+        texts = " ".join([t.get_text() for t in ax.texts] + ([legend.get_title().get_text()] if legend else []))
         assert f"< 0.5 at {len(onsets) - n_points} of {len(onsets)} N" in texts and "needs 3 N" in texts
     finally:
         plt.close(fig)
