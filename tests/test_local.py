@@ -381,3 +381,69 @@ def test_els_on_digits_matches_unfold_softmax(k):
     if k == 3:  # identical 3 x 3 background windows are merged (5 x 5 windows are all distinct)
         assert den._blocks_for(k)[0].n_rows < tp.shape[0]
     _close(den(x, 0.4), ref, 1e-10)
+
+
+# -- the numba kernel (CPU default) beside the torch path -------------------------------------
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_backends_match_brute_force(variant, backend):
+    """Both CPU backends, on every storage path (stored and merged, tiny chunks whose shifted
+    update and overflow redo run per row, gathered chunk by chunk with ``cache_bytes=0``), equal
+    the loop reference at 1e-10 in float64 (rounding of the GEMM route only, module docstring),
+    at sigma from 1e-3 to 1e3 times the data spread (one sigma per query). 3 variants x 2
+    backends x 3 paths x 3 sigma pairs."""
+    train, x = _data(seed=9)
+    spread = float(train.std())
+    for f in ((1e-3, 0.5), (0.6, 1.7), (1e2, 1e3)):
+        sigma = torch.tensor(f, dtype=torch.float64) * spread
+        ref = _brute(train, x, sigma, 3, variant, "reflect")
+        for kw in ({}, {"chunk_size": 3}, {"cache_bytes": 0, "chunk_size": 5}):
+            den = PatchDenoiser(train, 3, variant=variant, padding="reflect", backend=backend, **kw)
+            _close(den(x, sigma), ref, 1e-10)
+
+
+def test_numba_kernel_python_mode(monkeypatch):
+    """The kernel three ways (compiled, ``py_func``, and the torch route as the reference):
+    the kernel run as plain Python (its ``prange`` a ``range``) gives the compiled answer
+    (float64, 1e-13: the same operations, BLAS blocking aside)."""
+    from gaussdiff.local import _patch_numba
+
+    train, x = _data(seed=4, n=3, h=5, w=5, b=1)
+    compiled = PatchDenoiser(train, 3, variant="bbels", backend="numba", chunk_size=4)(x, 0.3)
+    monkeypatch.setattr(_patch_numba, "_stream_kernel", _patch_numba._stream_kernel.py_func)
+    python = PatchDenoiser(train, 3, variant="bbels", backend="numba", chunk_size=4)(x, 0.3)
+    _close(python, compiled, 1e-13)
+    _close(compiled, PatchDenoiser(train, 3, variant="bbels", backend="torch")(x, 0.3), 1e-12)
+
+
+def test_exp_tile_is_exp():
+    """The kernel's vectorised ``exp`` (compiled and as Python): within 2 ulp of libm's over
+    ``[-708, 708]`` and near 0, exactly 0 below ``-708`` (weights ``< 3e-308`` of the row's
+    shift, far below float64 rounding of the sums), the row shift subtracted per row."""
+    from gaussdiff.local._patch_numba import _exp_tile
+
+    rng = np.random.default_rng(0)
+    L = np.concatenate([rng.uniform(-708, 708, 4000), rng.uniform(-1, 1, 4000), [0.0, -708.0, 708.0, -709.0, -1e300]])
+    L = np.stack([L, L + 3.0])
+    shift = np.array([0.0, 3.0])
+    t0 = L - shift[:, None]  # the argument as the kernel forms it
+    ref = np.vectorize(lambda v: math.exp(v) if v >= -708 else 0.0)(t0)
+    for fn in (_exp_tile, _exp_tile.py_func):
+        T, K = np.empty_like(L), np.empty_like(L)
+        fn(L, shift, T, K, 2, L.shape[1])
+        rel = np.abs(T - ref) / np.where(ref > 0, ref, 1.0)
+        assert rel.max() <= 2 * np.finfo(np.float64).eps
+        assert (T[ref == 0] == 0).all() and (ref[:, -2:] == 0).all()
+
+
+def test_backend_argument():
+    """``backend``: one of "auto", "numba", "torch" (a ValueError naming it otherwise); "auto"
+    runs the numba kernel on the CPU; autograd always takes the torch route."""
+    train, x = _data()
+    with pytest.raises(ValueError, match="^backend"):
+        PatchDenoiser(train, 3, backend="cuda")
+    assert PatchDenoiser(train, 3)._numba and not PatchDenoiser(train, 3, backend="torch")._numba
+    den = PatchDenoiser(train, 1, variant="ls", backend="numba")
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(den.log_density(xr, 0.5).sum(), xr)
+    _close(grad, den.score(x, 0.5), 1e-10)

@@ -5,21 +5,46 @@ How it is computed
 ------------------
 Queries of the same candidate set are stacked into ``(G, Q, k^2 C)`` blocks (ELS: one block of
 all ``B H W`` query patches; LS: ``H W`` blocks of ``B``, one per pixel; bbELS: one per region)
-and the training patches are streamed through in chunks. Per chunk, one batched float64 GEMM on
-data centred by the per-channel training mean gives every logit, already shifted by its row's
-running maximum (augmented rows, :func:`_stream`), one ``exp`` pass, and a second small GEMM
-accumulates the ``C`` centre entries and the normaliser together: an online log-sum-exp per
-query row, never a maximum shared between pixels or images. Memory is
-``O(G Q (k^2 C + chunk))`` beyond the data and the stored candidates: a block's candidate
-patches are stored once (float64, at most ``cache_bytes``), else gathered from the training
-images chunk by chunk; identical stored patches of an ELS block are merged, with their
-multiplicity as a log-weight (exact: ``n`` equal logits are one logit plus ``log n``). No
-pruning: a weight is dropped only where ``exp`` underflows to 0 in float64, so the cost is the
-full ``O(B H W M k^2 C)`` with ``M`` the (merged) candidate count; at small ``k`` the ``exp``
-per candidate, not the GEMM, is the bound (``validation/benchmarks/bench_local.py``). One torch
-code path serves CPU and CUDA. Float32 data are evaluated in float64 and the result rounded, so
-a float32 call gives the float64 answer on the same values to half an ulp, at every sigma from
-``1e-3`` to ``1e3`` times the data spread (``tests/test_local.py``).
+and the training patches are streamed through in chunks. Per chunk, one float64 GEMM on data
+centred by the per-channel training mean gives every logit (augmented rows, :func:`_stream`),
+one ``exp`` pass, and a second small GEMM accumulates the ``C`` centre entries and the
+normaliser together: an online log-sum-exp per query row, never a maximum shared between pixels
+or images. A block's candidate patches are stored once per denoiser and patch size (float64,
+row-major ``[y - c, |y - c|^2, log n, 1]``, at most ``cache_bytes``, 1 GiB by default), else
+gathered from the training images chunk by chunk; identical stored patches of an ELS block are
+merged, with their multiplicity as a log-weight (exact: ``n`` equal logits are one logit plus
+``log n``).
+
+Two backends run this one algorithm. ``"numba"`` (the CPU default,
+:mod:`gaussdiff.local._patch_numba`) fuses it per cache-sized tile: each thread takes up to 256
+query rows, and per 512 candidates calls single-threaded BLAS for the logit GEMM, a vectorised
+float64 ``exp`` (Cody-Waite reduction and a degree-13 polynomial, within 2 ulp of libm) and the
+weight GEMM while the tile is in cache; the torch route (CUDA, autograd, ``backend="torch"``)
+makes three passes over 64 MiB logit tiles, which made it memory bound. Both use the same
+augmented rows and the same per-row update, and agree with the brute force at ``1e-10``.
+
+Cost: ``O(B H W M (k^2 C + 3))`` flops for the GEMM plus ``B H W M`` ``exp``, ``M`` the
+(merged) candidate count; memory ``O(G Q (k^2 C + chunk))`` beyond the data and the stored
+candidates. No pruning: a weight is dropped only below ``exp(-708)`` of its row's running
+shift, far under float64 rounding of the sums. Measured (``validation/benchmarks/README.md``:
+2 cores shared with other jobs, load average 5-8, sigma = 0.5, ELS on one 28 x 28 image with
+N = 2000 or one 16 x 16 colour image with N = 5000, k = 3, 5, 7; two back-to-back runs):
+1.1-3.8 s a call, 0.8-6.8x the rate of the bare float64 patch GEMM (which at ``k = 3``, inner
+dimension 9, is bound by writing its logits, while the kernel keeps them in cache, and which
+streams the unmerged windows) and 10-58x a plain ``unfold`` + ``cdist`` + ``softmax`` in
+float32; before this kernel (the torch route) 3.0-18.6 s, 0.2-1.5x and 2.9-7.6x. On a
+quieter machine (load 2-4) the bare GEMM gains more than the kernel: 0.44x and 9.9x at the
+colour set, k = 3, the weakest point. At ``k = 3`` the ``exp`` and the logit
+GEMM take about equal time; from ``k^2 C >= 25`` the GEMM dominates. Not done, and why: pruning of
+negligible candidates (at the benchmark's sigma, half the data spread, ~73% of the 3 x 3
+candidates of a 28 x 28 query lie within ``exp(-37)`` of the best, so a certified bound would
+skip almost nothing; it would pay only at small sigma) and a float32 logit GEMM (its rounding,
+``~u32 |x||y| / sigma^2 ~ 1e-6`` in a logit, would need an exact float64 recomputation of every
+candidate that carries weight, most of them at that sigma, to keep ``1e-10``).
+
+Float32 data are evaluated in float64 and the result rounded, so a float32 call gives the
+float64 answer on the same values to half an ulp, at every sigma from ``1e-3`` to ``1e3`` times
+the data spread (``tests/test_local.py``).
 
 Score and density: ``score = (D - x) / sigma^2`` (Tweedie's form, the local score of Kamb &
 Ganguli) for every variant. It is the gradient of a log density only where one exists:
@@ -34,6 +59,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .._checks import as_tensor, check_batch, check_data, check_int
@@ -48,6 +74,12 @@ _LOG_2PI = math.log(2 * math.pi)
 _TILE = 1 << 23  # elements of one (G, Q, chunk) logit tile: 64 MiB in float64 (larger measured faster)
 _MIN_CHUNK = 16  # candidate rows per chunk, at least
 _MAX_QUERIES = 8192  # query rows per block
+_NUMBA_CHUNK = 512  # candidate rows per tile of the numba kernel
+# query rows per tile at most: larger tiles pack each candidate chunk for more rows. Measured, one
+# thread, process time (colour 16 x 16 k = 3 / 28 x 28 k = 7): 1.18 / 4.2 s at 32 rows, 0.89 / 2.8 s
+# at 128, - / 2.47 s at 256, - / 2.30 s at 512 (chunk 512-1024 within noise)
+_NUMBA_QBLOCK = 256
+BACKENDS = ("auto", "numba", "torch")
 
 
 def _check_patch_size(k, name: str = "patch_size") -> int:
@@ -190,14 +222,14 @@ class _Block:
         ones = torch.ones_like(y[..., :1])
         ya = torch.cat([y, (y * y).sum(-1, keepdim=True), logw[..., None], ones], -1)  # (G, m, d + 3)
         v = torch.cat([y[..., self.centre], ones], -1)  # (G, m, C + 1)
-        return ya.transpose(1, 2).contiguous(), v
+        return ya.contiguous(), v.contiguous()
 
     def chunks(self, den: "PatchDenoiser", rows: int):
-        """``(Ya^T (G, d + 3, m), V (G, m, C + 1))`` chunk by chunk."""
+        """``(Ya (G, m, d + 3), V (G, m, C + 1))`` chunk by chunk (row-major, contiguous rows)."""
         if self.store is not None:
-            ya_t, v = self.store
+            ya, v = self.store
             for a in range(0, v.shape[1], rows):
-                yield ya_t[:, :, a : a + rows], v[:, a : a + rows]
+                yield ya[:, a : a + rows], v[:, a : a + rows]
             return
         G, R = self.positions.shape
         step = max(1, rows // R)
@@ -206,7 +238,7 @@ class _Block:
             yield self._augment(den, y.reshape(G, -1, y.shape[-1]), None)
 
 
-def _redo_rows(xa, ya_t, v, bad, m, av):
+def _redo_rows(xa, ya_t, v, bad, m, av):  # ya_t (G, d + 3, m), a transposed view
     """The textbook online update, in place, for the rows ``bad`` (G, Q) of a chunk whose
     shifted weights overflowed: their logits recomputed unshifted, the new maximum taken."""
     gi, qi = torch.nonzero(bad, as_tuple=True)
@@ -242,7 +274,8 @@ def _stream(X, inv2s2, den, block, chunk, differentiable):
     one = torch.ones_like(inv2s2)[..., None]
     xa = torch.cat([X * (2 * inv2s2)[..., None], -inv2s2[..., None], one, 0 * one], -1)
     m = av = None
-    for ya_t, v in block.chunks(den, chunk):
+    for ya, v in block.chunks(den, chunk):
+        ya_t = ya.transpose(1, 2)
         if m is not None and not differentiable:  # the shift rides in the GEMM: no max pass
             xa[..., -1] = -m
             w = torch.bmm(xa, ya_t).exp_()
@@ -269,6 +302,36 @@ def _stream(X, inv2s2, den, block, chunk, differentiable):
         m = m_new
     z = av[..., -1]
     return av[..., :-1] / z[..., None], m + torch.log(z) - xsq * inv2s2
+
+
+def _stream_numba(X, inv2s2, den, block):
+    """:func:`_stream` on the CPU by the compiled kernel of :mod:`gaussdiff.local._patch_numba`:
+    the same augmented rows and the same online update per row, fused per cache-sized tile
+    (logit GEMM, vectorised ``exp``, weight GEMM) instead of three passes over a large tile."""
+    import numba
+
+    from ..kernels._numba import _single_threaded_blas
+    from ._patch_numba import _stream_kernel
+
+    G, Q, _ = X.shape
+    xsq = (X * X).sum(-1)
+    one = torch.ones_like(inv2s2)[..., None]
+    xa = torch.cat([X * (2 * inv2s2)[..., None], -inv2s2[..., None], one, 0 * one], -1).contiguous().numpy()
+    m = np.full((G, Q), -np.inf)
+    acc = np.zeros((G, Q, len(block.centre) + 1))
+    chunk = den.chunk_size or _NUMBA_CHUNK
+    nt = numba.get_num_threads()
+    if G == 1:  # tasks: a multiple of the threads, tiles of at most _NUMBA_QBLOCK rows
+        qblock = -(-Q // (nt * -(-Q // (nt * _NUMBA_QBLOCK))))
+    else:
+        qblock = min(Q, _NUMBA_QBLOCK)
+    rows = block.n_rows if block.store is not None else max(_MIN_CHUNK, _TILE // (X.shape[-1] + 3))
+    with _single_threaded_blas():
+        for ya, v in block.chunks(den, rows):
+            _stream_kernel(xa, ya.contiguous().numpy(), v.contiguous().numpy(), m, acc, qblock, chunk)
+    m, acc = torch.from_numpy(m), torch.from_numpy(acc)
+    z = acc[..., -1]
+    return acc[..., :-1] / z[..., None], m + torch.log(z) - xsq * inv2s2
 
 
 # =============================================================================================
@@ -329,7 +392,11 @@ class PatchDenoiser(Denoiser):
     chunk_size : candidate rows per streamed chunk; ``None``: chosen so that one float64 logit
         tile holds about 2^23 entries.
     cache_bytes : a block's candidate patches are stored (float64) when they take at most this
-        many bytes, else gathered from the training images chunk by chunk.
+        many bytes (1 GiB: the 28 x 28, N = 2000 and 16 x 16 colour, N = 5000 sets of the
+        benchmark fit at k <= 7), else gathered from the training images chunk by chunk.
+    backend : ``"numba"`` (CPU: the fused kernel), ``"torch"`` (CPU or CUDA) or ``"auto"``
+        (numba for CPU data, torch otherwise). Autograd (a query that requires grad) always
+        takes the torch route. The numba kernel is ``parallel=True``: not fork-safe once run.
     """
 
     _sigma_float64 = True  # the terms form 1/(2 sigma^2) in float64 whatever the dtype
@@ -343,7 +410,8 @@ class PatchDenoiser(Denoiser):
         padding: str = "zeros",
         merge_duplicates: bool = True,
         chunk_size: int | None = None,
-        cache_bytes: int = 1 << 28,
+        cache_bytes: int = 1 << 30,
+        backend: str = "auto",
     ):
         train = check_data(train, "train")
         if train.ndim != 4:
@@ -367,6 +435,11 @@ class PatchDenoiser(Denoiser):
             raise ValueError(f"merge_duplicates: expected a bool, got {merge_duplicates!r}")
         self.chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size")
         self.cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        if backend == "numba" and train.device.type != "cpu":
+            raise ValueError(f"backend: 'numba' runs on CPU data only, train is on {train.device}")
+        self.backend = backend
         self.variant, self.padding, self.merge_duplicates = variant, padding, merge_duplicates
         self.train = train
         self.event_shape = tuple(train.shape[1:])
@@ -389,7 +462,15 @@ class PatchDenoiser(Denoiser):
             merge_duplicates=self.merge_duplicates,
             chunk_size=self.chunk_size,
             cache_bytes=self.cache_bytes,
+            backend="auto"
+            if self.backend == "numba" and torch.device(device or self.device).type != "cpu"
+            else self.backend,
         )
+
+    @property
+    def _numba(self) -> bool:
+        """Whether calls run the numba kernel (``backend`` "numba", or "auto" on the CPU)."""
+        return self.backend == "numba" or (self.backend == "auto" and self.device.type == "cpu")
 
     def patch_size_at(self, sigma: float) -> int:
         """The patch size used at noise level ``sigma``."""
@@ -432,7 +513,10 @@ class PatchDenoiser(Denoiser):
             for a in range(0, B * P, bq):
                 Xa, inva = X[:, a : a + bq], inv[:, a : a + bq]
                 chunk = self._chunk_rows(G, Xa.shape[1], Xa.shape[2])
-                outs.append(_stream(Xa, inva, self, block, chunk, differentiable))
+                if self._numba and not differentiable:
+                    outs.append(_stream_numba(Xa, inva, self, block))
+                else:
+                    outs.append(_stream(Xa, inva, self, block, chunk, differentiable))
             mu = torch.cat([o[0] for o in outs], 1).reshape(G, B, P, C) + self._mean_c
             ls = torch.cat([o[1] for o in outs], 1).reshape(G, B, P)
             pieces_mean.append(mu.permute(1, 0, 2, 3).reshape(B, G * P, C))
