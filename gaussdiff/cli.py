@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import sys
 import textwrap
@@ -127,14 +128,23 @@ def _run_demo(args):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = plt.subplots(figsize=(6.5, 4.8))
         ax.scatter(*samples["gaussian"][:, :2].T, s=6, alpha=0.5, label="Gaussian denoiser")
         ax.scatter(*samples["empirical"][:, :2].T, s=30, marker="x", label="empirical denoiser")
         ax.scatter(*train[:, :2].T, s=40, facecolors="none", edgecolors="k", label="training set")
-        ax.legend()
-        ax.set_title("Same noise, two exact denoisers")
-        fig.savefig(args.outdir / "demo.png", dpi=120, bbox_inches="tight")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set(xlabel="coordinate 1", ylabel="coordinate 2")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+        proj = " (first 2 coordinates)" if args.dim > 2 else ""
+        ax.set_title(
+            f"Same noise, two exact denoisers: {args.samples} samples each,\n"
+            f"N = {args.n_train} training points in d = {args.dim}{proj}",
+            fontsize=9,
+        )
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         plt.close(fig)
+        atomic_write(args.outdir / "demo.png", buf.getvalue())
     print(f"wrote {args.outdir}/demo.json")
 
 

@@ -28,6 +28,7 @@ import dataclasses
 import io
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from .metrics import (
     nearest_training,
     reproducibility,
 )
+from .plotting import _plt, _save
 from .sampling import sample_euler, sample_heun, seeded_noise
 
 __all__ = [
@@ -469,46 +471,79 @@ def _versions() -> dict:
     return out
 
 
-def _plt():
-    import matplotlib
+def _log_floor(arrays) -> float:
+    """Lower end of a log axis for ``arrays``: their smallest positive value, but at most ten
+    decades below their largest (a rounding-level 1e-26 would otherwise squash the curves)."""
+    vals = np.concatenate([np.ravel(a) for a in arrays])
+    pos = vals[np.isfinite(vals) & (vals > 0)]
+    if pos.size == 0:
+        return 1e-12
+    return max(float(pos.min()), float(pos.max()) * 1e-10) / 2
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+def _log_curve(ax, s, v, floor, **kw) -> bool:
+    """Plot ``v`` over ``s`` on a log axis; values below ``floor`` (exact zeros included) are
+    drawn on it as open down-triangles. Returns whether any was."""
+    low = ~(v >= floor)
+    ax.plot(s, np.where(low, np.nan, v), **{"marker": "o", "ls": "-", "ms": 3, **kw})
+    if low.any():
+        ax.plot(s[low], np.full(int(low.sum()), floor), "v", ms=5, mfc="none", color=kw.get("color"), clip_on=False)
+    return bool(low.any())
 
 
 def plot_distances(comp: Comparison, path) -> None:
+    """The figure of :func:`_draw_distances` written to ``path`` (atomically)."""
+    _save(_draw_distances(comp), path, dpi=120)
+
+
+def _draw_distances(comp: Comparison):
     """Distance profiles over sigma with 95 % bands (1.96 standard errors over groups of
-    points), on training and held-out points, and the model's train / held-out MSE."""
+    points), on training and held-out points (one shared y axis), and the model's denoising MSE
+    on training and held-out points. Values below the axis, exact zeros included (the distance
+    of a closed form to itself), are drawn on its lower edge as open triangles."""
     plt = _plt()
     parts = [p for p in ("train", "heldout") if f"empirical_{p}" in comp.distance]
-    fig, axes = plt.subplots(1, len(parts) + 1, figsize=(4.2 * (len(parts) + 1), 3.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(parts) + 1, figsize=(3.6 * (len(parts) + 1), 3.5), squeeze=False, constrained_layout=True
+    )
     s = comp.sigmas.numpy()
-    for ax, part in zip(axes[0], parts):
-        for r, color in zip(_REFS, ("C3", "C0")):
-            v, se = (t.numpy() for t in comp.distance[f"{r}_{part}"])
-            ax.plot(s, v, "o-", color=color, ms=3, label=f"model vs {r}")
-            ax.fill_between(s, np.clip(v - 1.96 * se, 1e-12, None), v + 1.96 * se, color=color, alpha=0.25)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("sigma")
-        ax.set_ylabel("relative distance")
+    dist = {k: (v.numpy(), se.numpy()) for k, (v, se) in comp.distance.items()}
+    floor = _log_floor([v for v, _ in dist.values()] + [v + 1.96 * se for v, se in dist.values()])
+    clipped = False
+    for i, (ax, part) in enumerate(zip(axes[0], parts)):
+        for r, color, name in zip(_REFS, ("C3", "C0"), ("empirical", "Gaussian")):
+            v, se = dist[f"{r}_{part}"]
+            clipped |= _log_curve(ax, s, v, floor, color=color, label=f"model vs {name}")
+            lo, hi = np.maximum(v - 1.96 * se, floor), np.maximum(v + 1.96 * se, floor)
+            ax.fill_between(s, lo, hi, color=color, alpha=0.25, lw=0)
+        ax.set(xscale="log", yscale="log", xlabel="sigma")
+        ax.set_ylim(bottom=floor)
+        if i == 0:
+            ax.set_ylabel("relative distance\n(squared, / total variance of the training set)", fontsize=8)
+            ax.legend(fontsize=7)
+        else:
+            ax.sharey(axes[0, 0])
+            ax.tick_params(labelleft=True)
         ax.set_title(f"on noisy {'training' if part == 'train' else 'held-out'} points", fontsize=9)
-        ax.legend(fontsize=7)
     ax = axes[0, -1]
-    ax.plot(s, comp.mse_train.numpy(), "o-", ms=3, label="training points")
-    if comp.mse_heldout is not None:
-        ax.plot(s, comp.mse_heldout.numpy(), "s--", ms=3, label="held-out points")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("sigma")
-    ax.set_ylabel("denoising MSE per coordinate")
-    ax.set_title("generalization gap", fontsize=9)
+    mse = [comp.mse_train.numpy()] + ([comp.mse_heldout.numpy()] if comp.mse_heldout is not None else [])
+    mfloor = _log_floor(mse)
+    clipped |= _log_curve(ax, s, mse[0], mfloor, color="C2", label="training points")
+    if len(mse) > 1:
+        clipped |= _log_curve(ax, s, mse[1], mfloor, color="C1", ls="--", label="held-out points")
+    ax.set(xscale="log", yscale="log", xlabel="sigma")
+    ax.set_ylim(bottom=mfloor)
+    ax.set_ylabel("model's denoising MSE per coordinate", fontsize=8)
+    ax.set_title("generalization gap (held-out - training)" if len(mse) > 1 else "denoising error", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    n = comp.provenance.get("n")
+    title = "the model against the exact denoisers of its training set"
+    title += f" (N = {n})" if n is not None else ""
+    title += f"; bands: 95% over disjoint groups of points (at most {comp.settings.n_groups})"
+    if clipped:
+        title += "\n\u25bd on the lower edge: a value below the axis (0 included)"
+    fig.suptitle(title, fontsize=8)
+    return fig
 
 
 def _image(x: np.ndarray) -> np.ndarray:
@@ -516,12 +551,31 @@ def _image(x: np.ndarray) -> np.ndarray:
     return np.clip((img + 1) / 2, 0, 1)
 
 
-def plot_sample_grid(rows: dict, path, *, columns: int = 8, title: str | None = None) -> None:
-    """A grid of images, one row per entry of ``rows`` (label -> (B, C, H, W) tensor in
-    ``[-1, 1]``, the first ``columns`` images of each); a single entry is wrapped into rows of
-    ``columns`` images instead (at most 8 rows). Vector samples are drawn as a scatter of their
-    first two coordinates."""
+#: most image tiles :func:`plot_sample_grid` draws (128 samples of one set, 32 of four)
+MAX_TILES = 128
+
+
+def plot_sample_grid(
+    rows: dict, path, *, columns: int = 8, max_samples: int | None = None, title: str | None = None
+) -> None:
+    """The figure of :func:`_draw_sample_grid` written to ``path`` (atomically)."""
+    fig = _draw_sample_grid(rows, columns=columns, max_samples=max_samples, title=title)
+    _save(fig, path, dpi=120 if next(iter(rows.values())).ndim != 4 else 110)
+
+
+def _draw_sample_grid(rows: dict, *, columns: int = 8, max_samples: int | None = None, title: str | None = None):
+    """A grid of sample images, returned open.
+
+    ``rows``: label -> (B, C, H, W) tensor in ``[-1, 1]``, sample ``j`` of every entry made
+    from the same noise. The samples are wrapped into blocks of ``columns``: each block holds
+    one row of tiles per entry (labelled on the left; a single entry has no labels, only rows),
+    so samples ``j`` of all entries sit in one column. At most ``max_samples`` samples are drawn
+    (default: ``MAX_TILES // len(rows)`` rounded down to whole rows, at least one row); the title
+    says how many were drawn out of how many. Sizes are fixed in inches (0.8 in tiles), so the
+    margins do not change with the number of rows. Vector samples are drawn as a scatter of their
+    first two coordinates instead."""
     plt = _plt()
+    columns = check_int(columns, "columns")
     first = next(iter(rows.values()))
     if first.ndim != 4:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -530,36 +584,57 @@ def plot_sample_grid(rows: dict, path, *, columns: int = 8, title: str | None = 
             ax.scatter(xx[:, 0], xx[:, 1] if xx.shape[1] > 1 else np.zeros(len(xx)), s=10, label=lab)
         ax.legend(fontsize=7)
         ax.set_title(title or "samples (first two coordinates)", fontsize=9)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        return
-    if len(rows) == 1:  # one sample set: wrapped into rows of ``columns`` images (at most 8 rows)
-        ((lab, x),) = rows.items()
-        rows = {
-            (lab if i == 0 else " " * i): x[i * columns : (i + 1) * columns]
-            for i in range(min(8, -(-len(x) // columns)))
-        }
-    cols = min(columns, first.shape[0])
-    height = len(rows) * 0.9 + (0.35 if title else 0.05)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.9 + 1.2, height), squeeze=False)
-    for r, (lab, x) in enumerate(rows.items()):
-        arr = x.detach().double().cpu().numpy()
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < arr.shape[0]:
-                img = _image(arr[c])
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            else:
+        fig.tight_layout()
+        return fig
+    n_total = max(int(x.shape[0]) for x in rows.values())
+    if max_samples is None:
+        max_samples = max(columns, MAX_TILES // len(rows) // columns * columns)
+    shown = min(n_total, check_int(max_samples, "max_samples"))
+    cols = max(1, min(columns, shown))
+    blocks = -(-shown // cols)
+    labelled = len(rows) > 1
+    # fixed sizes in inches: tiles, the gap between blocks, the label column, the title band
+    tile, gap, pad = 0.8, 0.16, 0.08
+    lines = [ln for ln in (title or "").split("\n") if ln]
+    count = f"first {shown} of {n_total} samples" if shown < n_total else f"{n_total} samples"
+    left = pad + (0.06 * max(len(ln) for lab in rows for ln in str(lab).split("\n")) + 0.1 if labelled else 0)
+    width = left + cols * tile + pad
+    chars = max(20, int((width - 0.2) / 0.055))  # characters per title line at 8 pt
+    head = [w for ln in lines or [""] for w in textwrap.wrap(ln, chars)]
+    head = [*head[:-1], f"{head[-1]} ({count})" if head and head[-1] else count]
+    head = [w for ln in head for w in textwrap.wrap(ln, chars)]
+    top = 0.1 + 0.16 * len(head)
+    ratios = []
+    for b in range(blocks):
+        ratios += ([gap] if b else []) + [tile] * len(rows)
+    height = top + sum(ratios) + pad
+    fig = plt.figure(figsize=(width, height))
+    gs = fig.add_gridspec(
+        len(ratios),
+        cols,
+        height_ratios=ratios,
+        left=left / width,
+        right=1 - pad / width,
+        top=1 - top / height,
+        bottom=pad / height,
+        hspace=0.06,
+        wspace=0.06,
+    )
+    arrays = {lab: x.detach().double().cpu().numpy() for lab, x in rows.items()}
+    for b in range(blocks):
+        for r, (lab, arr) in enumerate(arrays.items()):
+            grow = b * (len(rows) + 1) + r
+            for c in range(cols):
+                j = b * cols + c
+                ax = fig.add_subplot(gs[grow, c])
                 ax.axis("off")
-        axes[r, 0].set_ylabel(lab, rotation=0, ha="right", va="center", fontsize=7)
-    top = 1 - (0.35 if title else 0.05) / height  # the title gets a fixed 0.35 inch band
-    fig.subplots_adjust(left=1.2 / (cols * 0.9 + 1.2), right=0.99, bottom=0.01, top=top, wspace=0.05, hspace=0.05)
-    if title:
-        fig.suptitle(title, fontsize=8, y=1 - 0.08 / height, va="top")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                if j < shown and j < arr.shape[0]:
+                    img = _image(arr[j])
+                    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+                if c == 0 and labelled:
+                    ax.text(-0.08, 0.5, str(lab), transform=ax.transAxes, ha="right", va="center", fontsize=7)
+    fig.suptitle("\n".join(head), fontsize=8, y=1 - 0.06 / height, va="top")
+    return fig
 
 
 def write_comparison(comp: Comparison, outdir, *, config: dict | None = None) -> list[Path]:
@@ -586,7 +661,7 @@ def write_comparison(comp: Comparison, outdir, *, config: dict | None = None) ->
     plot_distances(comp, outdir / "distances.png")
     rows = {
         "model": comp.samples["model"],
-        "nearest train": comp.nearest_images,
+        "its nearest\ntraining image": comp.nearest_images,
         "empirical": comp.samples["empirical"],
         "Gaussian": comp.samples["gaussian"],
     }
@@ -594,6 +669,6 @@ def write_comparison(comp: Comparison, outdir, *, config: dict | None = None) ->
     plot_sample_grid(
         rows,
         outdir / "samples.png",
-        title=f"same noise; model memorization {mem.value:.2f} [{mem.ci_low:.2f}, {mem.ci_high:.2f}]",
+        title=f"one noise per column; model memorization {mem.value:.2f} [{mem.ci_low:.2f}, {mem.ci_high:.2f}]",
     )
     return [*paths, outdir / "distances.png", outdir / "samples.png"]

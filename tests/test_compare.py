@@ -130,6 +130,105 @@ def test_sample_model_shares_noise(digits16, one_thread):
 
 
 # ---------------------------------------------------------------------------------------------
+# the figures
+# ---------------------------------------------------------------------------------------------
+
+
+def _image_axes(fig):
+    return [ax for ax in fig.axes if ax.images]
+
+
+def _no_overlap(a, b) -> bool:
+    return a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0
+
+
+@pytest.mark.parametrize(
+    "n_entries, n, columns, max_samples, drawn, count",
+    [
+        (1, 32, 8, None, 32, "(32 samples)"),  # `gaussdiff sample --samples 32`: four rows of 8
+        (1, 3, 8, None, 3, "(3 samples)"),  # fewer than a row: a 3-column figure
+        (1, 200, 8, None, 128, "(first 128 of 200 samples)"),  # the default cap, said in the title
+        (4, 32, 8, None, 32, "(32 samples)"),  # the compare grid: four blocks of four rows
+        (4, 40, 8, None, 32, "(first 32 of 40 samples)"),
+        (2, 10, 4, 6, 6, "(first 6 of 10 samples)"),
+    ],
+)
+def test_sample_grid_draws_every_sample_up_to_the_cap(n_entries, n, columns, max_samples, drawn, count):
+    """Every sample up to the cap is drawn, in blocks of ``columns`` with one row per entry, the
+    j-th sample of each entry in one column; the title says how many; the title, the labels and
+    the images do not overlap and stay inside the figure; the margins are fixed in inches."""
+    from gaussdiff.compare import _draw_sample_grid
+
+    g = torch.Generator().manual_seed(n)
+    rows = {f"entry {i}": torch.rand(n, 1, 8, 8, generator=g) * 2 - 1 for i in range(n_entries)}
+    title = "a fairly long title: a model path and its sampler, which has to wrap on narrow figures"
+    fig = _draw_sample_grid(rows, columns=columns, max_samples=max_samples, title=title)
+    try:
+        tiles = _image_axes(fig)
+        assert len(tiles) == drawn * n_entries
+        # sample j of entry i is shown, unchanged, in column j % cols of block j // cols (the
+        # cells are created block by block, entry by entry; the last block's extra cells are blank)
+        cols = min(columns, drawn)
+        assert len(fig.axes) == n_entries * cols * -(-drawn // cols)
+        for k, ax in enumerate(fig.axes):
+            block, rest = divmod(k, n_entries * cols)
+            i, c = divmod(rest, cols)
+            j = block * cols + c
+            if j >= drawn:
+                assert not ax.images
+                continue
+            want = np.clip((rows[f"entry {i}"][j, 0].double().numpy() + 1) / 2, 0, 1)
+            assert np.array_equal(ax.images[0].get_array(), want)
+        sup = fig._suptitle.get_text()
+        assert sup.replace("\n", " ").endswith(count) and "fairly long title" in sup
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        frame = fig.bbox
+        title_box = fig._suptitle.get_window_extent(renderer)
+        labels = [t for ax in fig.axes for t in ax.texts]
+        assert len(labels) == (0 if n_entries == 1 else n_entries * -(-drawn // cols))
+        for box in [title_box] + [t.get_window_extent(renderer) for t in labels]:
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            assert all(_no_overlap(box, ax.get_window_extent(renderer)) for ax in tiles)
+        # margins in inches: 0.08 in right and bottom, and 0.08 in left without labels
+        w, h = fig.get_size_inches()
+        gs = tiles[0].get_subplotspec().get_gridspec()
+        assert (1 - gs.right) * w == pytest.approx(0.08) and gs.bottom * h == pytest.approx(0.08)
+        if n_entries == 1:
+            assert gs.left * w == pytest.approx(0.08)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_distance_figure_shows_zeros_and_shares_its_axis(digits16, one_thread):
+    """The empirical model's distance to the empirical closed form is exactly 0: drawn as
+    triangles on the lower edge of a log axis that starts at a positive floor, with a note; the
+    training and held-out panels share one y axis."""
+    from gaussdiff.compare import _draw_distances
+
+    train, held = digits16
+    comp = compare_denoisers(_loaded(gd.EmpiricalDenoiser(train), train, "empirical"), train, held, **SMALL)
+    fig = _draw_distances(comp)
+    try:
+        a_train, a_held, a_mse = fig.axes
+        assert a_train.get_ylim() == a_held.get_ylim()
+        floor = a_train.get_ylim()[0]
+        gauss = comp.distance["gaussian_train"][0].numpy()
+        assert 0 < floor <= gauss[gauss > 0].min()
+        for ax in (a_train, a_held):
+            tri = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
+            assert len(tri) == 1 and np.array_equal(tri[0].get_ydata(), np.full(4, floor))
+        assert "below the axis (0 included)" in fig._suptitle.get_text()
+        assert a_mse.get_ylim()[0] > 0
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
 # the verbs
 # ---------------------------------------------------------------------------------------------
 
@@ -227,22 +326,27 @@ def test_help_has_runnable_examples(verb, capsys):
 # ---------------------------------------------------------------------------------------------
 
 
-def train_tiny_unet(outdir, train, *, steps=600, seed=0, prediction_type="epsilon"):
-    """Train a small diffusers UNet2DModel with DDPM's loss on ``train`` (N, 1, 8, 8) and save it as
-    a DDPMPipeline folder. (The code of docs/guide/compare.md.)"""
-    torch.manual_seed(seed)
+def train_tiny_unet(outdir, train, *, steps=800, seed=0, prediction_type="epsilon", channels=(16, 32)):
+    """Train a small diffusers UNet2DModel (no attention) with DDPM's loss on ``train``
+    (N, 1, 8, 8) and save it as a DDPMPipeline folder. Adam at 5e-3 with a cosine decay to 0:
+    on 8 digits, 600 such steps of the (16, 32) UNet reach a batch loss of about 0.019, below
+    the 0.022 - 0.028 plateau that a constant 2e-3 holds from step 900 to 2000 (the exact
+    empirical denoiser's loss on the same batches is 0.006: the remaining error is at the
+    smallest sigma, where an epsilon network cannot be that precise)."""
+    torch.manual_seed(seed)  # diffusers draws its initial weights from the global generator
     unet = diffusers.UNet2DModel(
         sample_size=8,
         in_channels=1,
         out_channels=1,
-        block_out_channels=(32, 64),
+        block_out_channels=channels,
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D",) * len(channels),
+        up_block_types=("UpBlock2D",) * len(channels),
         norm_num_groups=8,
     )
     sched = diffusers.DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
-    opt = torch.optim.Adam(unet.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(unet.parameters(), lr=5e-3)
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * i / steps)))
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         x0 = train[torch.randint(0, train.shape[0], (64,), generator=g)]
@@ -253,28 +357,52 @@ def train_tiny_unet(outdir, train, *, steps=600, seed=0, prediction_type="epsilo
         opt.zero_grad()
         loss.backward()
         opt.step()
+        decay.step()
     diffusers.DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(outdir)
     return outdir
 
 
-@pytest.mark.slow
-def test_trained_diffusers_model_end_to_end(tmp_path, one_thread):
-    """A UNet trained on 8 digits for 1500 steps (12 to 45 minutes on one CPU core) copies them:
-    its samples are memorized, and at intermediate sigma (0.1 .. 0.6) its denoiser is nearer the
-    empirical than the Gaussian closed form on training points, with a positive generalization
-    gap. (At sigma -> 0 both closed forms tend to the identity on training points, so the
-    comparison is made where they differ.) Measured in one run: memorization 1.00, distances
-    0.005 / 0.009 / 0.013 to the empirical against 0.010 / 0.036 / 0.109 to the Gaussian."""
+def memorizing_model_end_to_end(tmp_path, seed):
+    """Train on 8 digits, compare, and check what memorization implies (see the test)."""
     data, _, _ = gd.load_dataset("digits")
-    pipe = train_tiny_unet(tmp_path / "pipe", gd.subset(data, 8, 0), steps=1500)
+    pipe = train_tiny_unet(tmp_path / "pipe", gd.subset(data, 8, 0), seed=seed)
     args = ["compare", str(pipe), "--data", "digits", "--n", "8", "--samples", "32", "--steps", "50"]
+    args += ["--points", "64", "--sigma-lo", "0.1", "--sigma-hi", "0.6", "--sigmas", "3", "--seed", str(seed)]
     assert cli.main(args + ["--no-progress", "--outdir", str(tmp_path / "cmp")]) == 0
     with open(tmp_path / "cmp" / "samples.csv") as f:
         summary = {r["sampler"]: r for r in csv.DictReader(f)}
-    assert float(summary["model"]["memorization"]) > 0.5
     with open(tmp_path / "cmp" / "compare.csv") as f:
-        mid = [r for r in csv.DictReader(f) if 0.1 <= float(r["sigma"]) <= 0.6]
-    assert len(mid) == 3
-    for r in mid:
-        assert float(r["dist_empirical_train"]) < float(r["dist_gaussian_train"])
+        rows = list(csv.DictReader(f))
+    return summary, rows
+
+
+@pytest.mark.slow
+def test_trained_diffusers_model_end_to_end(tmp_path, one_thread):
+    """A diffusers UNet trained to memorize 8 digits (800 steps) is recognised as memorizing by
+    ``gaussdiff compare``. About 1 minute of CPU: 30 s of wall time on an idle 2-core machine,
+    2 to 8 minutes on one shared with four other jobs (where torch's idle OpenMP worker
+    spinning at its barrier costs as much CPU as the test), hence ``slow``. Checked:
+
+    * most of its samples are copies: memorization fraction (gap ratio 1/3) at least 1/2, where
+      the Gaussian flow's, from the same noise, is near 0;
+    * at moderate sigma (0.1, 0.245, 0.6) its denoiser on noisy training points is nearer the
+      empirical than the Gaussian closed form, the two 95% bands apart (at sigma -> 0 both
+      closed forms tend to the identity on training points, so the comparison is made where
+      they differ);
+    * there it denoises its training points better than held-out ones (a positive
+      generalization gap).
+
+    The criteria follow from the claim; they were set after exploratory runs of the training
+    recipe and before the three runs of this test (seeds 0, 1, 2) that checked them: memorization
+    0.84 / 0.91 / 0.88 (Gaussian flow 0.03 / 0 / 0); distance to the empirical 0.0012 / 0.0014 /
+    0.0010 at sigma 0.1 and 0.011 / 0.016 / 0.008 at 0.6, to the Gaussian 0.0040 / 0.0041 /
+    0.0038 and 0.18 / 0.10 / 0.11; generalization gap 0.03 to 0.23."""
+    summary, rows = memorizing_model_end_to_end(tmp_path, seed=0)
+    assert float(summary["model"]["memorization"]) >= 0.5
+    assert float(summary["gaussian"]["memorization"]) < 0.25
+    assert len(rows) == 3
+    for r in rows:
+        emp, emp_se = float(r["dist_empirical_train"]), float(r["dist_empirical_train_se"])
+        gau, gau_se = float(r["dist_gaussian_train"]), float(r["dist_gaussian_train_se"])
+        assert emp + 1.96 * emp_se < gau - 1.96 * gau_se
         assert float(r["generalization_gap"]) > 0
