@@ -27,3 +27,24 @@ TINY_GRID = PhaseConfig(
     dist_points=8,
     dist_sigmas=(0.1, 1.0),
 )
+
+
+def tiny_unet(seed=0, *, channels=(8, 16), groups=4, num_class_embeds=None):
+    """A small diffusers ``UNet2DModel`` on 1 x 8 x 8 images, no attention (``(8, 16)``: about
+    40k parameters). diffusers draws its initial weights from torch's global generator: they
+    are drawn from ``seed`` inside ``fork_rng``, so the caller's global state is untouched."""
+    import diffusers
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return diffusers.UNet2DModel(
+            sample_size=8,
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=channels,
+            layers_per_block=1,
+            down_block_types=("DownBlock2D",) * len(channels),
+            up_block_types=("UpBlock2D",) * len(channels),
+            norm_num_groups=groups,
+            num_class_embeds=num_class_embeds,
+        )

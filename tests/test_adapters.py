@@ -12,26 +12,11 @@ import torch
 
 import gaussdiff as gd
 from gaussdiff.adapters import CallableDenoiser, DiffusersDenoiser, LoadedModel, load_model
+from _helpers import tiny_unet
 
 diffusers = pytest.importorskip("diffusers")
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
-
-
-def tiny_unet(seed=0, num_class_embeds=None):
-    """A random UNet2DModel on 1 x 8 x 8 images (about 40k parameters)."""
-    torch.manual_seed(seed)  # diffusers draws its initial weights from the global generator
-    return diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        num_class_embeds=num_class_embeds,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import gaussdiff as gd
 from gaussdiff import cli
 from gaussdiff.adapters import LoadedModel, load_model
 from gaussdiff.compare import CompareSettings, compare_denoisers, sample_model, write_comparison
+from _helpers import tiny_unet
 
 SMALL = dict(n_points=24, n_sigmas=4, n_groups=4, n_samples=12, steps=8, n_boot=200, grid="karras")
 
@@ -236,17 +237,7 @@ diffusers = pytest.importorskip("diffusers")
 
 
 def tiny_pipeline(path, seed=0, prediction_type="epsilon"):
-    torch.manual_seed(seed)  # diffusers draws its initial weights from the global generator
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+    unet = tiny_unet(seed)
     sched = diffusers.DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
     diffusers.DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(path)
     return path
@@ -333,17 +324,7 @@ def train_tiny_unet(outdir, train, *, steps=800, seed=0, prediction_type="epsilo
     the 0.022 - 0.028 plateau that a constant 2e-3 holds from step 900 to 2000 (the exact
     empirical denoiser's loss on the same batches is 0.006: the remaining error is at the
     smallest sigma, where an epsilon network cannot be that precise)."""
-    torch.manual_seed(seed)  # diffusers draws its initial weights from the global generator
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=channels,
-        layers_per_block=1,
-        down_block_types=("DownBlock2D",) * len(channels),
-        up_block_types=("UpBlock2D",) * len(channels),
-        norm_num_groups=8,
-    )
+    unet = tiny_unet(seed, channels=channels, groups=8)
     sched = diffusers.DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
     opt = torch.optim.Adam(unet.parameters(), lr=5e-3)
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * i / steps)))
