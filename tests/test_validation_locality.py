@@ -113,12 +113,12 @@ def test_kamb_locality_fast(tmp_path, run_fast_validation, kl):
         # --- 1: local beats global
         r = {m: np.asarray(s["agreement"][m]["pearson_correlation"]) for m in kl.MACHINES}
         for g in kl.GLOBAL:
-            c1 = checks[f"{n}: 1 median Pearson r to the network's samples, calibrated ELS minus {g}"]
+            c1 = checks[f"{n}: 1 median Pearson r to the network's samples, calibrated {kl.MATCHED_NAME} minus {g}"]
             st = s["claim1"][g]
-            assert c1["value"] == pytest.approx(np.median(r["els"]) - np.median(r[g]), abs=1e-12)
-            assert st["share_els_better"] == pytest.approx(np.mean(r["els"] > r[g]))
+            assert c1["value"] == pytest.approx(np.median(r[kl.MATCHED]) - np.median(r[g]), abs=1e-12)
+            assert st["share_local_better"] == pytest.approx(np.mean(r[kl.MATCHED] > r[g]))
             assert st["ci"][0] <= c1["value"] <= st["ci"][1]
-            assert (c1["status"] == "PASS") == (st["ci"][0] > 0 and st["share_els_better"] > 0.5)
+            assert (c1["status"] == "PASS") == (st["ci"][0] > 0 and st["share_local_better"] > 0.5)
         # --- 2: calibrated size grows with sigma; sizes from the recorded per-sample choices
         for v in kl.PATCH_VARIANTS:
             cal = s["calibration"][v]
@@ -127,9 +127,9 @@ def test_kamb_locality_fast(tmp_path, run_fast_validation, kl):
             assert set(np.unique(ch)) <= set(cal["sizes"])
             assert cal["median"] == torch.median(torch.tensor(ch), 0).values.tolist()
             assert cal["sigmas"] == s["grid"][:-1]  # calibrated at the sampling levels
-        cal = s["calibration"]["els"]
-        assert max(cal["sizes"]) <= min(s["shape"][1:])  # ELS windows fit the image
-        c2 = checks[f"{n}: 2 Spearman(sigma, calibrated ELS patch size)"]
+        assert max(s["calibration"]["els"]["sizes"]) <= min(s["shape"][1:])  # ELS windows fit the image
+        cal = s["calibration"][kl.MATCHED]
+        c2 = checks[f"{n}: 2 Spearman(sigma, calibrated {kl.MATCHED_NAME} patch size)"]
         assert c2["value"] == pytest.approx(kl.spearman(cal["sigmas"], cal["median"]), abs=1e-12)
         st = s["claim2"]
         ok = st["ci"][0] > 0 and st["k_at_max_sigma"] > st["k_at_min_sigma"]
@@ -137,6 +137,8 @@ def test_kamb_locality_fast(tmp_path, run_fast_validation, kl):
         assert st["k_at_max_sigma"] == cal["median"][0] and st["k_at_min_sigma"] == cal["median"][-1]
         # --- 3: data-driven masks at least as well as ELS (non-inferiority, margin fixed)
         vn = {m: np.asarray(s["agreement"][m]["variance_normalised_r2"]) for m in kl.MACHINES}
-        c3 = checks[f"{n}: 3 mean variance-normalised r2 to the network's samples, Wiener masks minus calibrated ELS"]
-        assert c3["value"] == pytest.approx(vn["wiener"].mean() - vn["els"].mean(), abs=1e-12)
+        c3 = checks[
+            f"{n}: 3 mean variance-normalised r2 to the network's samples, Wiener masks minus calibrated {kl.MATCHED_NAME}"
+        ]
+        assert c3["value"] == pytest.approx(vn["wiener"].mean() - vn[kl.MATCHED].mean(), abs=1e-12)
         assert (c3["status"] == "PASS") == (s["claim3"]["ci"][0] > -kl.MARGIN)
