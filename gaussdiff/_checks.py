@@ -114,15 +114,22 @@ def _sigma_float(sigma, batch: int, name: str) -> float:
         raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got {sigma!r}") from exc
 
 
+def _sigma_rows(sigma: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+    """A tensor sigma as one value per row: 0-d or ``(1,)`` broadcast, ``(B,)`` as it is, any other
+    shape refused; the values checked by :func:`_check_sigma_tensor`."""
+    s = sigma
+    if s.ndim == 0:
+        s = s.reshape(1).expand(batch)
+    elif s.ndim != 1 or s.shape[0] not in (1, batch):
+        raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got shape {tuple(s.shape)}")
+    _check_sigma_tensor(s, name)
+    return s
+
+
 def check_sigma(sigma, batch: int, *, dtype, device, name: str = "sigma", allow_zero: bool = False) -> torch.Tensor:
     """Noise level(s): a positive float or a ``(B,)`` tensor; returns a ``(B,)`` tensor."""
     if isinstance(sigma, torch.Tensor):
-        s = sigma
-        if s.ndim == 0:
-            s = s.reshape(1).expand(batch)
-        elif s.ndim != 1 or s.shape[0] not in (1, batch):
-            raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got shape {tuple(s.shape)}")
-        _check_sigma_tensor(s, name)
+        s = _sigma_rows(sigma, batch, name)
         s = s.to(dtype=dtype, device=device).expand(batch)
         if s.numel() == 0:  # an empty batch: nothing to check
             return s
@@ -211,12 +218,7 @@ def check_sigma_squared(
     evaluates its sigma-dependent terms in float64 (:meth:`gaussdiff.Denoiser._evaluate`).
     Sigma whose square is not a normal float64 are refused (:func:`sigma_working_dtype`)."""
     if isinstance(sigma, torch.Tensor):
-        s = sigma
-        if s.ndim == 0:
-            s = s.reshape(1).expand(batch)
-        elif s.ndim != 1 or s.shape[0] not in (1, batch):
-            raise ValueError(f"{name}: expected a float or a ({batch},) tensor, got shape {tuple(s.shape)}")
-        _check_sigma_tensor(s, name)
+        s = _sigma_rows(sigma, batch, name)
         if s.numel() == 0:  # an empty batch: nothing to check
             return s.to(dtype=dtype, device=device).expand(batch)
         s64 = s.to(dtype=torch.float64, device=device)
