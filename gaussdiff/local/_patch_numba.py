@@ -32,45 +32,57 @@ _T_MIN = -708.0  # exp(-708) ~ 3e-308: weights below it are set to 0 (relative t
 _T_MAX = 708.0  # above it a chunk is redone with its own maximum (the sums would overflow)
 
 
-@njit(cache=True)
+# exp(r) on |r| <= ln(2)/2: the degree-11 polynomial interpolating exp at the 12 Chebyshev nodes
+# of the interval (found in 50-digit arithmetic, coefficients rounded to float64). Its relative
+# error is 1.7e-17 with these rounded coefficients (the degree-13 Taylor polynomial: 5e-18), far
+# below float64's 1.1e-16, and two terms shorter.
+_C0, _C1, _C2, _C3 = 1.0, 1.0, 0.5000000000000019, 0.1666666666666668
+_C4, _C5, _C6, _C7 = 0.0416666666664881, 0.008333333333319601, 0.0013888888952314775, 0.00019841269890047113
+_C8, _C9, _C10, _C11 = 2.4801485482328494e-05, 2.755724091857897e-06, 2.763263963904103e-07, 2.5110037605963777e-08
+
+
+@njit(cache=True, fastmath={"contract"})
 def _exp_tile(L, shift, T, K, nq, nj):
-    """``T[i, j] = exp(L[i, j] - shift[i])`` in float64 for ``i < nq, j < nj`` (``K`` scratch of
-    T's shape).
+    """``T[i, j] = exp(L[i, j] - shift[i])`` in float64 for ``i < nq, j < nj`` (``K`` a scratch
+    row of at least ``nj`` entries).
 
     Cody-Waite reduction ``t = n ln 2 + r`` (``n`` rounded to nearest by the 1.5 * 2^52 shifter,
-    ``|r| <= ln(2) / 2``), a degree-13 Taylor polynomial (truncation ``< 5e-18`` relative) and
-    ``2^n`` added to the exponent bits: about 1 ulp, no calls and no tables, so LLVM vectorises
-    the loops (libm's ``exp`` is a scalar call, ~5x slower here). Arguments are clamped to
-    ``[-708, 708]`` (normal results only) and those below ``-708`` give exactly 0."""
-    for i in range(nq):
-        for j in range(nj):
-            t0 = L[i, j] - shift[i]
-            t = min(max(t0, _T_MIN), _T_MAX)
-            kd = t * _LOG2E + _SHIFT
-            n = kd - _SHIFT
-            r = (t - n * _LN2_HI) - n * _LN2_LO
-            p = 1.0 / 6227020800  # Horner, the Taylor coefficients 1/13! ... 1/0!
-            p = p * r + 1.0 / 479001600
-            p = p * r + 1.0 / 39916800
-            p = p * r + 1.0 / 3628800
-            p = p * r + 1.0 / 362880
-            p = p * r + 1.0 / 40320
-            p = p * r + 1.0 / 5040
-            p = p * r + 1.0 / 720
-            p = p * r + 1.0 / 120
-            p = p * r + 1.0 / 24
-            p = p * r + 1.0 / 6
-            p = p * r + 1.0 / 2
-            p = p * r + 1.0
-            p = p * r + 1.0
-            K[i, j] = kd
-            T[i, j] = p if t0 >= _T_MIN else 0.0
+    ``|r| <= ln(2) / 2``), the degree-11 Chebyshev interpolant of ``exp`` on that interval
+    (``_C0 .. _C11``) and ``2^n`` added to the exponent bits: about 1 ulp, no calls and no
+    tables, so LLVM vectorises the loops (libm's ``exp`` is a scalar call, ~5x slower here).
+    Arguments are clamped to ``[-708, 708]`` (normal results only) and those below ``-708``
+    give exactly 0. ``fastmath={"contract"}`` lets LLVM fuse each multiply-add into one FMA
+    (one rounding instead of two; no reassociation, so the shifter and the two-part ``ln 2``
+    keep their exactness), and the two passes run a row at a time so that a row's ``T`` and
+    ``K`` stay in L1: measured ~0.77 ns per entry against 0.92 ns with the Taylor polynomial
+    over whole tiles (one thread, 128 x 512 tiles), about the FMA units' bound for the ~30
+    vector operations an entry takes."""
     Ti = T.view(np.int64)
     Ki = K.view(np.int64)
     sb = np.int64(0x4338000000000000)  # the bits of _SHIFT
     for i in range(nq):
+        s = shift[i]
         for j in range(nj):
-            e = (Ki[i, j] - sb) << 52
+            t0 = L[i, j] - s
+            t = min(max(t0, _T_MIN), _T_MAX)
+            kd = t * _LOG2E + _SHIFT
+            n = kd - _SHIFT
+            r = (t - n * _LN2_HI) - n * _LN2_LO
+            p = _C11 * r + _C10  # Horner
+            p = p * r + _C9
+            p = p * r + _C8
+            p = p * r + _C7
+            p = p * r + _C6
+            p = p * r + _C5
+            p = p * r + _C4
+            p = p * r + _C3
+            p = p * r + _C2
+            p = p * r + _C1
+            p = p * r + _C0
+            K[j] = kd
+            T[i, j] = p if t0 >= _T_MIN else 0.0
+        for j in range(nj):
+            e = (Ki[j] - sb) << 52
             Ti[i, j] = Ti[i, j] + e if Ti[i, j] != 0 else 0
 
 
@@ -111,7 +123,7 @@ def _stream_kernel(xa, ya, v, m, acc, qblock, chunk):
         q1 = min(Q, q0 + qblock)
         nq = q1 - q0
         xb = np.ascontiguousarray(xa[g, q0:q1])
-        K = np.empty((nq, min(chunk, M)))
+        K = np.empty(min(chunk, M))
         T = np.empty((nq, min(chunk, M)))
         sh = np.empty(nq)
         for j0 in range(0, M, chunk):

@@ -18,7 +18,8 @@ merged, with their multiplicity as a log-weight (exact: ``n`` equal logits are o
 Two backends run this one algorithm. ``"numba"`` (the CPU default,
 :mod:`gaussdiff.local._patch_numba`) fuses it per cache-sized tile: each thread takes up to 256
 query rows, and per 512 candidates calls single-threaded BLAS for the logit GEMM, a vectorised
-float64 ``exp`` (Cody-Waite reduction and a degree-13 polynomial, within 2 ulp of libm) and the
+float64 ``exp`` (Cody-Waite reduction and a degree-11 Chebyshev interpolant with fused
+multiply-adds, within 2 ulp of libm) and the
 weight GEMM while the tile is in cache; the torch route (CUDA, autograd, ``backend="torch"``)
 makes three passes over 64 MiB logit tiles, which made it memory bound. Both use the same
 augmented rows and the same per-row update, and agree with the brute force at ``1e-10``.
@@ -32,10 +33,11 @@ N = 2000 or one 16 x 16 colour image with N = 5000, k = 3, 5, 7; two back-to-bac
 1.1-3.8 s a call, 0.8-6.8x the rate of the bare float64 patch GEMM (which at ``k = 3``, inner
 dimension 9, is bound by writing its logits, while the kernel keeps them in cache, and which
 streams the unmerged windows) and 10-58x a plain ``unfold`` + ``cdist`` + ``softmax`` in
-float32; before this kernel (the torch route) 3.0-18.6 s, 0.2-1.5x and 2.9-7.6x. On a
-quieter machine (load 2-4) the bare GEMM gains more than the kernel: 0.44x and 9.9x at the
-colour set, k = 3, the weakest point. At ``k = 3`` the ``exp`` and the logit
-GEMM take about equal time; from ``k^2 C >= 25`` the GEMM dominates. Not done, and why: pruning of
+float32; before this kernel (the torch route) 3.0-18.6 s, 0.2-1.5x and 2.9-7.6x. On a quiet
+machine, where the bare GEMM gains more than the kernel, the faster ``exp`` (0.77 instead of
+0.92 ns an entry) gives 0.26-1.0 s a call, 0.60-1.78x the GEMM and 9.3-41x the plain route
+(colour k = 5, the weakest point: 9.3x and 10.3x in two runs). At ``k = 3`` the ``exp`` and the
+logit GEMM take about equal time; from ``k^2 C >= 25`` the GEMM dominates. Not done, and why: pruning of
 negligible candidates (at the benchmark's sigma, half the data spread, ~73% of the 3 x 3
 candidates of a 28 x 28 query lie within ``exp(-37)`` of the best, so a certified bound would
 skip almost nothing; it would pay only at small sigma) and a float32 logit GEMM (its rounding,
