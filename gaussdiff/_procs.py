@@ -67,16 +67,32 @@ def deferred_interrupts():
             signal.raise_signal(got[0])
 
 
-def kill_with_parent() -> None:
-    """``preexec_fn`` of a child command (Linux; elsewhere a no-op): the kernel sends it SIGKILL
-    when the process that started it dies, so ``kill -9`` of a runner leaves no script behind."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
+def kill_with_parent():
+    """A ``preexec_fn`` for a child command (Linux; elsewhere None): the kernel sends the child
+    SIGKILL when the process that started it dies, so ``kill -9`` of a runner leaves no script
+    behind.
 
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
-            pass
+    ``prctl`` is looked up here, in the parent: the child of ``fork`` in a multithreaded process
+    (torch starts threads) may only make async-signal-safe calls before ``exec``, and an
+    ``import`` or ``dlopen`` there can deadlock on a lock another thread held at the fork. The
+    child only calls the resolved function, then checks that its parent is still the one that
+    started it (a parent that died before ``prctl`` took effect sends no signal)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -253,7 +253,7 @@ def _run_one(
                 stderr=subprocess.STDOUT,
                 env=env,
                 timeout=timeout,
-                preexec_fn=kill_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=kill_with_parent(),
             )
         rc = proc.returncode
     except subprocess.TimeoutExpired:

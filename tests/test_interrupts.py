@@ -69,6 +69,29 @@ def _wait_for_cells(outdir: Path, proc: subprocess.Popen, k: int, timeout: float
         time.sleep(0.2)
 
 
+def _diagnosis(proc: subprocess.Popen, mark: str, log: Path) -> str:
+    """What a failed process count saw: the marked processes with their state and parent, the
+    runner's children, the script's log and (if the runner ended) its output."""
+    lines = [f"runner pid {proc.pid}, returncode {proc.poll()}"]
+    for pid in _marked(mark):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            lines.append(f"marked {pid}: state {stat[0]}, parent {stat[1]}, {cmd[:200]}")
+        except OSError as exc:
+            lines.append(f"marked {pid}: {exc}")
+    try:
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        lines.append(f"children of the runner: {kids}")
+    except OSError as exc:
+        lines.append(f"children of the runner: {exc}")
+    lines.append("log: " + (log.read_text(errors="replace")[-2000:] if log.exists() else "(none)"))
+    if proc.poll() is not None:
+        out, err = proc.communicate()
+        lines.append(f"runner stdout: {out[-2000:]}\nrunner stderr: {err[-2000:]}")
+    return "\n".join(lines)
+
+
 def _gone(mark: str, timeout: float = 15) -> list[int]:
     t0 = time.monotonic()
     while _marked(mark) and time.monotonic() - t0 < timeout:
@@ -296,7 +319,7 @@ def test_sigkill_of_validate_takes_its_running_script_with_it(tmp_path):
     t0 = time.monotonic()
     while len(_marked(mark)) < 2 and time.monotonic() - t0 < 30:  # the runner and its script
         time.sleep(0.05)
-    assert len(_marked(mark)) >= 2
+    assert len(_marked(mark)) >= 2, _diagnosis(proc, mark, out / "b_slow" / "log.txt")
     proc.kill()
     proc.communicate(timeout=30)
     assert _gone(mark) == []
