@@ -157,8 +157,11 @@ def _list_of(parse, what: str):
     """An argparse ``type`` for a comma-separated list of ``parse``-able values (a tuple)."""
 
     def parse_list(text):
+        items = [v.strip() for v in text.split(",")]
+        if not all(items):  # "1,,2", "1,", "" : an entry left out is a typo, not a shorter list
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what} with no empty entry, got {text!r}")
         try:
-            return tuple(parse(v.strip()) for v in text.split(",") if v.strip())
+            return tuple(parse(v) for v in items)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from exc
 
@@ -461,7 +464,10 @@ def _run_train(args):
     if args.init_from is not None:
         cond.pop("num_classes", None)  # the source model's
     try:
-        ckpts = [int(s) for s in args.checkpoint_steps.split(",") if s.strip()]
+        items = [s.strip() for s in args.checkpoint_steps.split(",")] if args.checkpoint_steps.strip() else []
+        if not all(items):
+            raise ValueError
+        ckpts = [int(s) for s in items]
     except ValueError:
         raise ValueError(
             f"--checkpoint-steps: expected integers separated by commas, got {args.checkpoint_steps!r}"

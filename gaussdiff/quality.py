@@ -81,6 +81,7 @@ class FeatureStats:
         check_finite(mean, "mean")
         check_finite(self.cov, "cov")
         check_int(self.n, "n", minimum=0)
+        _check_covariance(self.cov, "cov")
 
     @classmethod
     def from_features(cls, features, name: str = "features") -> "FeatureStats":
@@ -91,6 +92,28 @@ class FeatureStats:
         c = f - mean
         cov = c.T @ c / (f.shape[0] - 1)
         return cls(mean, 0.5 * (cov + cov.T), int(f.shape[0]))
+
+
+def _check_covariance(cov: torch.Tensor, name: str) -> None:
+    """A covariance is symmetric and positive semi-definite, up to the rounding of its own dtype:
+    asymmetry within ``1e-10`` relative (float64; ``1e4 eps`` of a coarser dtype) and eigenvalues
+    above ``-max(1e-10, 4 D eps) max|cov|`` (what ``eigh`` of a rank-deficient ``X^T X`` gives).
+    Tested by a Cholesky factorisation of ``cov`` shifted by that tolerance (a sixth of an
+    eigendecomposition's cost, which matters at D = 2048); the eigenvalues only for the message."""
+    D = cov.shape[0]
+    eps = torch.finfo(cov.dtype).eps if cov.is_floating_point() else torch.finfo(torch.float64).eps
+    scale = float(cov.abs().max()) if cov.numel() else 0.0
+    if scale == 0.0:
+        return
+    if not torch.allclose(cov, cov.T, rtol=0.0, atol=max(1e-10, 1e4 * eps) * scale):
+        raise ValueError(f"{name}: covariance is not symmetric")
+    c = (0.5 * (cov + cov.T)).to(torch.float64)
+    tol = max(1e-10, 4 * D * eps) * scale
+    _, info = torch.linalg.cholesky_ex(c + 2 * tol * torch.eye(D, dtype=torch.float64))
+    if int(info) != 0:
+        low = float(torch.linalg.eigvalsh(c).min())
+        if low < -tol:
+            raise ValueError(f"{name}: covariance is not positive semi-definite (smallest eigenvalue {low:.3g})")
 
 
 def _psd_sqrt(s: torch.Tensor) -> torch.Tensor:
@@ -109,12 +132,7 @@ def _as_stats(a, name: str) -> FeatureStats:
             raise ValueError(
                 f"{name}: covariance of shape {tuple(cov.shape)} does not match a mean of length {mean.numel()}"
             )
-        scale = float(cov.abs().max().clamp_min(1e-300))
-        if not torch.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * scale):
-            raise ValueError(f"{name}: covariance is not symmetric")
-        low = float(torch.linalg.eigvalsh(0.5 * (cov + cov.T)).min())
-        if low < -1e-10 * scale:
-            raise ValueError(f"{name}: covariance is not positive semi-definite (smallest eigenvalue {low:.3g})")
+        _check_covariance(cov, name)
         return FeatureStats(mean, cov, 0)
     raise ValueError(f"{name}: expected FeatureStats or a (mean, cov) pair, got {type(a).__name__}")
 

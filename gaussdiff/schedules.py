@@ -54,14 +54,21 @@ __all__ = [
 
 
 def _t(t, name: str = "t") -> torch.Tensor:
+    """``t`` as a tensor (floats as float64), refused when it holds NaN (a NaN time gives NaN
+    coefficients, not an error, further down). The NaN test runs on CPU tensors only: on an
+    accelerator it would wait for the device at every call of a sampler's loop."""
     if isinstance(t, torch.Tensor):
-        return t
-    if isinstance(t, (bool, np.bool_, str)) or t is None:
+        out = t
+    elif isinstance(t, (bool, np.bool_, str)) or t is None:
         raise ValueError(f"{name}: expected a float or a tensor, got {t!r}")
-    try:
-        return torch.as_tensor(t, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{name}: expected a float or a tensor, got {t!r}") from exc
+    else:
+        try:
+            out = torch.as_tensor(t, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{name}: expected a float or a tensor, got {t!r}") from exc
+    if out.device.type == "cpu" and out.is_floating_point() and bool(torch.isnan(out).any()):
+        raise ValueError(f"{name}: contains NaN")
+    return out
 
 
 def append_zero(x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +150,7 @@ class EDM(Schedule):
         return torch.ones_like(_t(t))
 
     def t_of_sigma(self, sigma):
-        return _t(sigma).clone()
+        return _t(sigma, "sigma").clone()
 
     def time_grid(self, n, *, sigma_min=0.002, sigma_max=80.0):
         return karras_sigmas(n, sigma_min=sigma_min, sigma_max=sigma_max, rho=self.rho)
@@ -179,7 +186,7 @@ class _VPLike(Schedule):
         return 0.5 * self._dlam(t) * torch.exp(lam) / torch.sqrt(torch.expm1(lam))
 
     def t_of_sigma(self, sigma):
-        return self._lam_inv(torch.log1p(_t(sigma) ** 2))
+        return self._lam_inv(torch.log1p(_t(sigma, "sigma") ** 2))
 
 
 @dataclass(frozen=True)
@@ -321,7 +328,7 @@ class RectifiedFlow(Schedule):
         return 1.0 / (1.0 - _t(t)) ** 2
 
     def t_of_sigma(self, sigma):
-        sigma = _t(sigma)
+        sigma = _t(sigma, "sigma")
         return sigma / (1.0 + sigma)
 
     def time_grid(self, n, *, sigma_min=0.002, sigma_max=80.0):

@@ -9,9 +9,9 @@ refusals (``SystemExit(2)``) count. Every case fails before any real work starts
 verb                cases
 ==================  =====
 ``demo``           10
-``phase-curve``    25
+``phase-curve``    27
 ``plot``            3
-``train``          36
+``train``          37
 ``inverse``        27
 ``validate``       11
 other folders       4
@@ -48,6 +48,8 @@ DEMO = [
 ]
 PHASE = [
     ("phase-curve", ["--sizes", ""], "--sizes"),
+    ("phase-curve", ["--sizes", "4,,8"], "--sizes"),
+    ("phase-curve", ["--seeds", "0,"], "--seeds"),
     ("phase-curve", ["--sizes", "a,b"], "--sizes"),
     ("phase-curve", ["--sizes", "8,4"], "--sizes"),
     ("phase-curve", ["--sizes", "-4"], "--sizes"),
@@ -108,6 +110,7 @@ TRAIN = [
     ("train", ["--n", "100000", "--steps", "1"], "--n"),
     ("train", ["--part", "2"], "--part"),
     ("train", ["--checkpoint-steps", "a,b", "--steps", "1"], "--checkpoint-steps"),
+    ("train", ["--checkpoint-steps", "1,,2", "--steps", "4"], "--checkpoint-steps"),
     ("train", ["--checkpoint-steps", "5", "--steps", "1"], "--checkpoint-steps"),
     ("train", ["--classes", "", "--steps", "1"], "--classes"),
     ("train", ["--classes", "99", "--steps", "1"], "--classes"),

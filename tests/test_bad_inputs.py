@@ -821,3 +821,26 @@ def test_conditional_small_batches():
     assert cond()(x[:0], 1.0, 1).shape == (0, D)
     assert cond()(x[:0], 1.0, torch.zeros(0, dtype=torch.long)).shape == (0, D)
     torch.testing.assert_close(cond()(x[:1], 0.5, 2), cond().class_denoisers[2](x[:1], 0.5), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        gd.schedules.EDM(),
+        gd.schedules.VP(),
+        gd.schedules.OU(),
+        gd.schedules.VPDiscrete(),
+        gd.schedules.RectifiedFlow(),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_schedule_methods_refuse_nan_times(schedule):
+    """Every elementwise method of every schedule refuses a NaN time (or sigma) by name, as a
+    float and inside a CPU tensor, instead of returning NaN coefficients."""
+    for method in ("s", "sigma", "ds", "dsigma", "ode_coefficients"):
+        for t in (float("nan"), torch.tensor([0.5, float("nan")], dtype=torch.float64)):
+            with pytest.raises(ValueError, match="^t: contains NaN"):
+                getattr(schedule, method)(t)
+    with pytest.raises(ValueError, match="^sigma: contains NaN"):
+        schedule.t_of_sigma(float("nan"))
+    assert torch.isfinite(schedule.sigma(torch.tensor([0.5], dtype=torch.float64))).all()

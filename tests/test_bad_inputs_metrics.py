@@ -369,6 +369,8 @@ BAD_QUALITY = [
     ("FeatureStats-cov-shape", lambda: _fs(cov=torch.eye(3)), "cov"),
     ("FeatureStats-cov-inf", lambda: _fs(cov=torch.eye(2) * torch.inf), "cov"),
     ("FeatureStats-n-negative", lambda: _fs(n=-1), "n"),
+    ("FeatureStats-cov-indefinite", lambda: _fs(cov=torch.tensor([[1.0, 2.0], [2.0, 1.0]])), "cov"),
+    ("FeatureStats-cov-asymmetric", lambda: _fs(cov=torch.tensor([[1.0, 0.5], [0.0, 1.0]])), "cov"),
     ("frechet-not-stats", lambda: gd.frechet_distance(3, 4), "a"),
     ("frechet-dimensions", lambda: gd.frechet_distance(_fs(), _fs(torch.zeros(3), torch.eye(3))), "b"),
     ("pixel-1-row", lambda: gd.pixel_frechet_distance(torch.randn(1, 3), torch.randn(6, 3)), "samples"),

@@ -152,3 +152,17 @@ def test_feature_classifier_cache_key_follows_labels_and_settings(tmp_cache):
         gd.feature_classifier((images, labels), steps=3, width=4, feature_dim=4).info["cache_key"],
     }
     assert len(keys) == 4 and len(list((tmp_cache / "classifiers").glob("*.pt"))) == 4
+
+
+def test_feature_stats_accepts_rank_deficient_covariances_in_their_own_rounding():
+    """A hand-made FeatureStats is checked as a (mean, cov) pair is (symmetric, PSD), with the
+    tolerance of its own dtype: a rank-deficient float32 covariance (N < D, eigenvalues at
+    -1e-7 D max|cov| from rounding) is accepted, a truly indefinite one refused."""
+    gen = torch.Generator().manual_seed(3)
+    f = torch.randn(20, 64, generator=gen)
+    cov32 = torch.cov(f.T).float()  # rank 19 of 64, rounded to float32
+    assert float(torch.linalg.eigvalsh(cov32.double()).min()) < 0  # rounding made it indefinite
+    gd.FeatureStats(f.mean(0).float(), cov32, 20)
+    gd.FeatureStats.from_features(f)
+    with pytest.raises(ValueError, match="cov: covariance is not positive semi-definite"):
+        gd.FeatureStats(torch.zeros(64), cov32 - 1e-3 * float(cov32.abs().max()) * torch.eye(64), 20)
