@@ -276,3 +276,16 @@ def test_digits_with_constant_border_pixels_match_brute_force():
         x = X[:2] + sigma * torch.from_numpy(gen.normal(size=(2, *X.shape[1:])))
         ref = brute_force(X, x, sigma, ref_mask)
         np.testing.assert_allclose(den(x, sigma).numpy(), ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    """The torch backend on CUDA data (float64 there too) equals the CPU answer at 1e-10 of the
+    data's spread; "auto" picks the torch backend for CUDA data."""
+    rng = np.random.default_rng(11)
+    X = _data(rng)
+    x = X[:4] + 0.7 * torch.from_numpy(rng.normal(size=(4, *SHAPE)))
+    cpu = WienerMaskDenoiser(X)(x, 0.7)
+    gpu = WienerMaskDenoiser(X.cuda())(x.cuda(), 0.7)
+    assert gpu.device.type == "cuda"
+    assert float((gpu.cpu() - cpu).abs().max()) <= 1e-10 * _spread(X)

@@ -6,8 +6,8 @@ fails or runs out of time is recorded as such and the others still run), under a
 wall-time guard (a part starts only with the time that is left, less a reserve for writing):
 
 ``tests``
-    the CUDA tests (``tests/test_kernels.py`` and ``tests/test_ensemble.py``, ``-k cuda``) and the
-    Triton tests (``tests/test_triton.py``) in a pytest subprocess; counts from its JUnit XML.
+    the CUDA tests (``-k cuda`` in ``tests/test_kernels.py``, ``tests/test_ensemble.py`` and the
+    local closed forms' ``tests/test_local.py``, ``tests/test_local_masks.py``) and the Triton tests (``tests/test_triton.py``) in a pytest subprocess; counts from its JUnit XML.
 ``bench_empirical``
     ``bench_empirical.py`` on the device: the Triton and torch backends of the exact empirical
     denoiser against the float32 GEMM rate measured in the same run, and the opt-in TF32 mode
@@ -74,6 +74,13 @@ MIN_PART_S = 10.0  # a part is not started with less
 #: gets what is left)
 BUDGETS = {"tests": 100.0, "bench_empirical": 90.0, "cifar_sampling": 120.0, "phase_curve": 300.0}
 SPECTRUM_FILE = "cifar10_cov_eigenvalues.npy"
+#: the test files holding CUDA tests (selected by ``-k cuda``)
+CUDA_TEST_FILES = (
+    "tests/test_kernels.py",
+    "tests/test_ensemble.py",
+    "tests/test_local.py",
+    "tests/test_local_masks.py",
+)
 
 
 class OverBudget(Exception):
@@ -139,10 +146,10 @@ def junit_counts(path: Path) -> dict:
 
 # -- part 1: the CUDA and Triton tests --------------------------------------------------------
 def part_tests(ctx: dict, budget: float) -> dict:
-    """The CUDA tests (``-k cuda`` in the two files that hold them) and, on a device, the
+    """The CUDA tests (``-k cuda`` in the files that hold them, ``CUDA_TEST_FILES``) and, on a device, the
     Triton tests, in one pytest subprocess each; counts from JUnit XML."""
     outdir = ctx["outdir"]
-    selections = [("cuda", ["tests/test_kernels.py", "tests/test_ensemble.py", "-k", "cuda"])]
+    selections = [("cuda", [*CUDA_TEST_FILES, "-k", "cuda"])]
     notes = []
     if ctx["dry_run"]:
         notes.append("dry run: the CUDA tests are collected and skip without a device")
