@@ -37,6 +37,7 @@ from pathlib import Path
 __all__ = [
     "Report",
     "parse_args",
+    "run_script",
     "fmt",
     "set_threads",
     "save_figure",
@@ -60,6 +61,17 @@ def parse_args(doc: str | None, argv=None, extra=None) -> argparse.Namespace:
 
         torch.set_num_threads(args.threads)
     return args
+
+
+def run_script(doc: str | None, argv, *, full: dict, fast: dict, body) -> dict:
+    """A script's ``main``: its arguments (:func:`parse_args`), its configuration (``fast`` under
+    ``--fast``, else ``full``) and ``body(args, cfg, threads)`` run with torch and numba on
+    ``--threads`` CPU threads (1 by default: see :class:`set_threads`), the previous counts
+    restored afterwards."""
+    args = parse_args(doc, argv)
+    threads = args.threads or 1
+    with set_threads(threads):
+        return body(args, fast if args.fast else full, threads)
 
 
 class set_threads:

@@ -130,7 +130,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, save_figure, set_threads  # noqa: E402
+from _common import Report, fmt, run_script, save_figure  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 
@@ -261,10 +261,7 @@ def run_training(train, ref, ref_feats, clf, noise, *, n, seed, width, steps, co
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__, argv)
-    cfg = FAST if args.fast else FULL
-    with set_threads(args.threads or 1):
-        return _main(args, cfg, args.threads or 1)
+    return run_script(__doc__, argv, full=FULL, fast=FAST, body=_main)
 
 
 def _main(args, cfg, threads) -> dict:

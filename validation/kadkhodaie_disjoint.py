@@ -151,9 +151,8 @@ from _common import (
     fmt,
     max_null_threshold,
     pair_null_threshold,
-    parse_args,
+    run_script,
     save_figure,  # noqa: E402
-    set_threads,
     train_to_plateau,
 )
 
@@ -220,10 +219,7 @@ def median_se(values, seed, n_boot=1000):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__, argv)
-    cfg = FAST if args.fast else FULL
-    with set_threads(args.threads or 1):
-        return _main(args, cfg, args.threads or 1)
+    return run_script(__doc__, argv, full=FULL, fast=FAST, body=_main)
 
 
 def run_cell(name, train_a, train_b, width, noise, t, t_mem, cfg, threads, outdir, seed):

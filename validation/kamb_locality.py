@@ -177,7 +177,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, fmt, parse_args, save_figure, set_threads, train_to_plateau  # noqa: E402
+from _common import Report, fmt, run_script, save_figure, train_to_plateau  # noqa: E402
 
 import gaussdiff as gd  # noqa: E402
 
@@ -431,10 +431,7 @@ def run_set(name, spec, resize, cfg, outdir, threads, rng) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__, argv)
-    cfg = FAST if args.fast else FULL
-    with set_threads(args.threads or 1):
-        return _main(args, cfg, args.threads or 1)
+    return run_script(__doc__, argv, full=FULL, fast=FAST, body=_main)
 
 
 def _main(args, cfg, threads) -> dict:

@@ -122,9 +122,8 @@ from _common import (
     fmt,
     max_null_threshold,
     pair_null_threshold,
-    parse_args,
+    run_script,
     save_figure,  # noqa: E402
-    set_threads,
     train_to_plateau,
 )
 
@@ -166,10 +165,7 @@ def native_sample(den, framework, noise):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__, argv)
-    cfg = FAST if args.fast else FULL
-    with set_threads(args.threads or 1):
-        return _main(args, cfg, args.threads or 1)
+    return run_script(__doc__, argv, full=FULL, fast=FAST, body=_main)
 
 
 def train_model(train, net, fw, width, seed, cfg, threads, outdir):
