@@ -53,6 +53,10 @@ def test_sweep_rows_and_resume(tmp_path):
     for r in rows:
         assert 0 <= r["memorization"] <= 1 and r["memorization_se"] >= 0
         assert r["empirical_memorization"] == 1.0  # the exact empirical flow copies
+        for kind in ("empirical", "gaussian"):  # the closed forms' fractions carry their errors too
+            for what in ("memorization", "reproducibility"):
+                assert r[f"{kind}_{what}_se"] >= 0 and f"{kind}_{what}_se" in table[0]
+        assert r["empirical_memorization_se"] == 0.0  # every sample copies: no spread to resample
         assert r["dist_empirical"] >= 0 and r["dist_gaussian"] >= 0
     meta = json.loads((tmp_path / "config.json").read_text())
     assert meta["status"] == "finished" and meta["torch_version"] == torch.__version__

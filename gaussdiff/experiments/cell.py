@@ -129,14 +129,17 @@ def _closed_form_references(config: PhaseConfig, train_a, train_b, noise, sigmas
             [closed_samples[("a", kind)], closed_samples[("b", kind)]], [train_a, train_b], seed
         )
         refs[f"{kind}_memorization"] = mem.value
+        refs[f"{kind}_memorization_se"] = mem.se
     for kind in ("gaussian", "empirical"):
-        refs[f"{kind}_reproducibility"] = reproducibility(
+        rep = reproducibility(
             closed_samples[("a", kind)],
             closed_samples[("b", kind)],
             similarity=sims,
             threshold=config.threshold,
             seed=seed,
-        ).fraction.value
+        ).fraction
+        refs[f"{kind}_reproducibility"] = rep.value
+        refs[f"{kind}_reproducibility_se"] = rep.se
     return closed, closed_samples, refs
 
 

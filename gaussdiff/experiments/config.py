@@ -46,6 +46,10 @@ RESULT_COLUMNS = [
     "gaussian_memorization",
     "gaussian_reproducibility",
     "empirical_reproducibility",
+    "empirical_memorization_se",
+    "gaussian_memorization_se",
+    "gaussian_reproducibility_se",
+    "empirical_reproducibility_se",
 ]
 
 
