@@ -8,6 +8,7 @@ registered in :mod:`gaussdiff.cli`'s verb list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import textwrap
@@ -19,7 +20,16 @@ import torch
 from ._checks import check_int
 from ._io import atomic_write, make_outdir
 from .adapters import TIMESTEP_RULES, load_model
-from .compare import SAMPLERS, CompareSettings, compare_denoisers, plot_sample_grid, sample_model, write_comparison
+from .compare import (
+    LOCAL_FORMS,
+    SAMPLERS,
+    CompareSettings,
+    compare_denoisers,
+    plot_sample_grid,
+    sample_model,
+    write_comparison,
+)
+from .local.patches import PADDINGS
 
 __all__: list[str] = []
 
@@ -75,9 +85,18 @@ def _add_compare(sub):
             and held-out points (with bands over groups of points) and its generalization gap; then,
             from shared seeded noise and one deterministic sampler, the memorization fraction of
             its samples with a bootstrap interval, their nearest training images, and the
-            reproducibility of the model against each closed form's samples. Writes compare.csv,
-            samples.csv, samples.npz, config.json (settings, versions, the model's provenance),
-            distances.png and samples.png to --outdir, and prints the tables.
+            reproducibility of the model against each closed form's samples and their agreement
+            with the model's samples (median Pearson r, R^2). Writes compare.csv, samples.csv,
+            samples.npz, config.json (settings, versions, the model's provenance), distances.png
+            and samples.png to --outdir, and prints the tables.
+
+            --local adds local closed forms of images (the patch machines ls, els, bbels and the
+            Wiener masks) to every measurement; each patch machine's patch size is calibrated per
+            sigma against the model (the size whose machine agrees best with it, median R^2, on
+            --n-calibration noisy held-out images among --patch-sizes), written as the k_<variant>
+            columns of compare.csv and to calibration.csv. --padding should match the network's:
+            a U-Net padding with zeros is matched by bbels. They cost O(B H W N H W k^2 C) a call:
+            meant for small images and training sets.
 
             The training set is --data (a data set spec or a file) restricted to the --n rows picked
             by --data-seed (as gaussdiff train --n N --data-seed S chose them; --part 1 for the
@@ -89,6 +108,7 @@ def _add_compare(sub):
               gaussdiff compare out/unet --scheduler out/scheduler --data digits --n 64 --outdir out/cmp
               gaussdiff compare out/d64 --data digits --n 64 --samples 256 --steps 40 --outdir out/cmp_net
               gaussdiff compare empirical:digits --data digits --n 64 --grid karras --outdir out/cmp_exact
+              gaussdiff compare gaussian:digits --data digits --n 64 --local bbels,wiener --samples 16 --outdir out/cmp_local
             """),
     )
     _add_model_options(p)
@@ -112,14 +132,85 @@ def _add_compare(sub):
         "--threshold", type=float, default=_C.threshold, help=f"reproducibility threshold (default {_C.threshold})"
     )
     p.add_argument("--seed", type=int, default=_C.seed, help=f"seed of points, noise and bootstrap (default {_C.seed})")
+    p.add_argument(
+        "--local",
+        default=",".join(_C.local),
+        metavar="NAMES",
+        help=f"local closed forms to add, comma-separated from {','.join(LOCAL_FORMS)} (default none; images only)",
+    )
+    p.add_argument(
+        "--padding",
+        choices=PADDINGS,
+        default=_C.padding,
+        help=f"padding of the patch machines (default {_C.padding}: a zero-padded U-Net's match is bbels)",
+    )
+    p.add_argument(
+        "--patch-sizes",
+        default=",".join(map(str, _C.patch_sizes)),
+        metavar="SIZES",
+        help=f"odd candidate patch sizes of the calibration (default {','.join(map(str, _C.patch_sizes))})",
+    )
+    p.add_argument(
+        "--n-calibration",
+        type=int,
+        default=_C.n_calibration,
+        help=f"images the patch sizes are calibrated on (default {_C.n_calibration})",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--outdir", type=Path, required=True, help="where to write the tables and figures")
     p.set_defaults(func=_run_compare)
 
 
+def _names(text: str, option: str) -> tuple[str, ...]:
+    """A comma-separated option value as a tuple of its items ("" is none); an empty entry
+    ("els,,bbels", "els,") is refused as the other verbs' lists are."""
+    if not text.strip():
+        return ()
+    items = tuple(v.strip() for v in text.split(","))
+    if not all(items):
+        raise ValueError(f"{option}: expected comma-separated values with no empty entry, got {text!r}")
+    return items
+
+
+@contextlib.contextmanager
+def _compare_options():
+    """A library error ``"name: ..."`` with ``name`` replaced by the option that sets it."""
+    try:
+        yield
+    except ValueError as exc:  # name the option, not the function's argument
+        name, sep, rest = str(exc).partition(":")
+        if sep and name in _COMPARE_OPTIONS:
+            raise ValueError(f"{_COMPARE_OPTIONS[name]}:{rest}") from exc
+        raise
+
+
 def _run_compare(args):
     from .data import load_dataset, split_indices
 
+    try:
+        sizes = tuple(int(v) for v in _names(args.patch_sizes, "--patch-sizes"))
+    except ValueError:
+        raise ValueError(
+            f"--patch-sizes: expected odd integers separated by commas, got {args.patch_sizes!r}"
+        ) from None
+    with _compare_options():  # settings first: a wrong option fails before any data or model is loaded
+        settings = CompareSettings(
+            n_points=args.points,
+            n_sigmas=args.sigmas,
+            sigma_lo=args.sigma_lo,
+            sigma_hi=args.sigma_hi,
+            n_samples=args.samples,
+            steps=args.steps,
+            sampler=args.sampler,
+            grid=args.grid,
+            threshold=args.threshold,
+            seed=args.seed,
+            label=args.label,
+            local=_names(args.local, "--local"),
+            padding=args.padding,
+            patch_sizes=sizes,
+            n_calibration=args.n_calibration,
+        )
     make_outdir(args.outdir, "--outdir")
     data, _, info = load_dataset(args.data)
     if args.n is not None:
@@ -136,26 +227,8 @@ def _run_compare(args):
     else:
         train, heldout = data, None
     model = _load(args, n=args.n, data_seed=args.data_seed, part=args.part)  # a closed form: of the same rows
-    try:
-        settings = CompareSettings(
-            n_points=args.points,
-            n_sigmas=args.sigmas,
-            sigma_lo=args.sigma_lo,
-            sigma_hi=args.sigma_hi,
-            n_samples=args.samples,
-            steps=args.steps,
-            sampler=args.sampler,
-            grid=args.grid,
-            threshold=args.threshold,
-            seed=args.seed,
-            label=args.label,
-        )
+    with _compare_options():
         comp = compare_denoisers(model, train, heldout, settings=settings, progress=not args.no_progress)
-    except ValueError as exc:  # name the option, not the function's argument
-        name, sep, rest = str(exc).partition(":")
-        if sep and name in _COMPARE_OPTIONS:
-            raise ValueError(f"{_COMPARE_OPTIONS[name]}:{rest}") from exc
-        raise
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
     config["data_info"] = {k: v for k, v in info.items() if k != "truth"}
     config["n_train"], config["n_heldout"] = int(train.shape[0]), 0 if heldout is None else int(heldout.shape[0])
@@ -178,29 +251,46 @@ _COMPARE_OPTIONS = {
     "seed": "--seed",
     "label": "--label",
     "n": "--steps",
+    "local": "--local",
+    "padding": "--padding",
+    "patch_sizes": "--patch-sizes",
+    "n_calibration": "--n-calibration",
 }
 
 
 def _print_tables(comp) -> None:
     rows = comp.table()
-    held = "dist_empirical_heldout" in rows[0]
-    head = f"{'sigma':>9}  {'emp(train)':>16}  {'gauss(train)':>16}"
-    head += f"  {'emp(held-out)':>16}  {'gauss(held-out)':>16}  {'gen. gap':>9}" if held else ""
+    parts = ["train"] + (["heldout"] if "dist_empirical_heldout" in rows[0] else [])
+    short = {"empirical": "emp", "gaussian": "gauss"}
+    keys = [f"{f}_{part}" for part in parts for f in comp.forms]
+    head = f"{'sigma':>9}" + "".join(
+        f"  {short.get(f, f) + ('(train)' if part == 'train' else '(held-out)'):>16}"
+        for part in parts
+        for f in comp.forms
+    )
+    head += f"  {'gen. gap':>9}" if len(parts) > 1 else ""
+    head += "".join(f"  {'k_' + v:>7}" for v in comp.calibration)
     print(head)
     for r in rows:
         line = f"{r['sigma']:9.4g}"
-        keys = ["empirical_train", "gaussian_train"] + (["empirical_heldout", "gaussian_heldout"] if held else [])
         for k in keys:
             line += f"  {r['dist_' + k]:8.3g} +- {r['dist_' + k + '_se']:<5.2g}"
-        if held:
+        if len(parts) > 1:
             line += f"  {r['generalization_gap']:9.3g}"
+        line += "".join(f"  {r['k_' + v]:7d}" for v in comp.calibration)
         print(line)
     print()
-    print(f"{'sampler':>10}  {'memorization [95% CI]':>24}  {'median NN dist':>14}  {'reproducibility vs model':>24}")
+    head = f"{'sampler':>10}  {'memorization [95% CI]':>24}  {'median NN dist':>14}  {'reproducibility vs model':>24}"
+    agree = bool(comp.agreement) and any(comp.agreement.values())
+    print(head + (f"  {'median r, R^2 vs model':>22}" if agree else ""))
     for r in comp.summary():
         rep = f"{r['reproducibility']:.2f} (cos {r['mean_similarity']:.2f})" if "reproducibility" in r else "-"
         mem = f"{r['memorization']:.2f} [{r['memorization_ci_low']:.2f}, {r['memorization_ci_high']:.2f}]"
-        print(f"{r['sampler']:>10}  {mem:>24}  {r['median_nn_distance']:14.4g}  {rep:>24}")
+        line = f"{r['sampler']:>10}  {mem:>24}  {r['median_nn_distance']:14.4g}  {rep:>24}"
+        if agree:
+            both = f"{r['median_pearson_r']:.2f}, {r['median_r2']:.2f}" if "median_r2" in r else "-"
+            line += f"  {both:>22}"
+        print(line)
 
 
 # ---------------------------------------------------------------------------------------------

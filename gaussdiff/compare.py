@@ -12,13 +12,32 @@ rows of the same data set) and measures
 * from shared seeded noise (:func:`gaussdiff.seeded_noise`) and one deterministic sampler on one
   grid: the samples of the model, of the empirical and of the Gaussian denoiser, the
   memorization fraction of each with its bootstrap interval, the nearest training image of each
-  model sample, and the reproducibility of the model against each closed form's samples
-  (:mod:`gaussdiff.metrics.samples`).
+  model sample, the reproducibility of the model against each closed form's samples
+  (:mod:`gaussdiff.metrics.samples`), and the per-image agreement of each closed form's sample
+  with the model's sample of the same noise (:func:`gaussdiff.metrics.agreement.agreement_measures`:
+  R², the Pearson r of the mean-centred images, the variance-normalised r2; the model's sample
+  is the target), summarised by their median and mean over samples.
+
+Local closed forms (``CompareSettings.local``, opt-in; images ``(C, H, W)`` only): the patch
+machines LS, ELS and bbELS (:class:`gaussdiff.PatchDenoiser`) and the data-driven locality
+masks (:class:`gaussdiff.WienerMaskDenoiser`) join the two global forms and go through every
+measurement above (distances, samples, memorization, reproducibility, agreement). A patch
+machine's patch size is not guessed: at each level of the distance grid it is calibrated against
+the model's own denoiser (:func:`gaussdiff.calibrate_patch_size`: the size whose machine agrees
+best, by median R², with the model on ``n_calibration`` noisy held-out images), as Kamb & Ganguli
+calibrate ELS against their U-Nets; the closed form is then the machine with that size per sigma
+(at a sampler level off the grid, the size of the nearest grid level in ``log sigma``). So the
+question "which closed form does the model follow, at which noise level, and how closely?" is
+answered by the distance and agreement columns of every form and the calibrated size ``k``.
+Cost: a patch machine costs ``O(B H W N H W k^2 C)`` per call (every query patch against every
+training patch; LS ``O(B H W N k^2 C)``), so the calibration alone makes ``n_sigmas x
+len(patch_sizes)`` calls on ``n_calibration`` images per variant: meant for small images
+(8x8 to 32x32) and small training sets, which is why it is off by default.
 
 :func:`sample_model` is the sampling step on its own (``gaussdiff sample``);
 :func:`write_comparison` writes a :class:`Comparison` under an output folder (``compare.csv``,
-``samples.csv``, ``samples.npz``, ``config.json`` and the figures ``distances.png`` and
-``samples.png``); ``gaussdiff compare`` is these two calls.
+``samples.csv``, ``samples.npz``, ``config.json``, with local forms ``calibration.csv``, and the
+figures ``distances.png`` and ``samples.png``); ``gaussdiff compare`` is these two calls.
 """
 
 from __future__ import annotations
@@ -41,6 +60,8 @@ from ._version import __version__
 from .adapters import LoadedModel
 from .denoisers import GaussianDenoiser
 from .empirical import EmpiricalDenoiser
+from .local import PatchDenoiser, WienerMaskDenoiser, calibrate_patch_size
+from .local.patches import PADDINGS, _check_patch_size
 from .metrics import (
     denoiser_distance,
     generalization_gap,
@@ -48,6 +69,7 @@ from .metrics import (
     nearest_training,
     reproducibility,
 )
+from .metrics.agreement import agreement_measures, coefficient_of_determination
 from .plotting import _plt, _save
 from .sampling import sample_euler, sample_heun, seeded_noise
 
@@ -63,7 +85,24 @@ __all__ = [
 
 #: the deterministic samplers of :func:`sample_model`
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
-_REFS = ("empirical", "gaussian")
+#: the local closed forms of :attr:`CompareSettings.local`: the patch machines (L1)-(L3) of
+#: :mod:`gaussdiff.local` and the data-driven locality masks (W1)-(W3)
+LOCAL_FORMS = ("ls", "els", "bbels", "wiener")
+#: each closed form's colour and name in the figures (the two global forms first)
+_STYLE = {
+    "empirical": ("C3", "empirical"),
+    "gaussian": ("C0", "Gaussian"),
+    "ls": ("C4", "LS"),
+    "els": ("C8", "ELS"),
+    "bbels": ("C6", "bbELS"),
+    "wiener": ("C9", "Wiener masks"),
+}
+#: the agreement measures of the samples, and their short names in the summary's columns
+_AGREEMENT = {
+    "pearson_correlation": "pearson_r",
+    "coefficient_of_determination": "r2",
+    "variance_normalised_r2": "variance_normalised_r2",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +125,19 @@ class CompareSettings:
     seed : seed of the points, the noise and the bootstraps.
     batch_size : rows per denoiser call.
     label : class label for a class-conditional model (None for an unconditional one).
+    local : local closed forms to measure too, any of ``"ls"``, ``"els"``, ``"bbels"`` (the patch
+        machines of :class:`gaussdiff.PatchDenoiser`) and ``"wiener"``
+        (:class:`gaussdiff.WienerMaskDenoiser`), in the outputs in the order given; a list or a
+        comma-separated string is accepted, a tuple is stored. Default none: they cost
+        ``O(B H W N H W k^2 C)`` a call (module docstring) and need image data.
+    padding : padding of the patch machines, ``"zeros"``, ``"circular"`` or ``"reflect"``.
+        Match the network: most U-Nets pad their convolutions with zeros, which lets border
+        pixels know where they are, and then bbELS (the boundary-broken ELS) is the machine
+        that matches them; ELS with circular padding matches a circularly padded network.
+    patch_sizes : odd candidate patch sizes of the calibration (ELS skips those larger than
+        the image).
+    n_calibration : images the patch sizes are calibrated on: held-out rows when there are any
+        (as the calibration wants inputs the model did not train on), else training rows.
     """
 
     n_points: int = 256
@@ -102,6 +154,10 @@ class CompareSettings:
     seed: int = 0
     batch_size: int = 512
     label: int | None = None
+    local: tuple[str, ...] = ()
+    padding: str = "zeros"
+    patch_sizes: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
+    n_calibration: int = 16
 
     def __post_init__(self):
         for name in ("n_points", "n_sigmas", "n_samples", "steps", "n_boot", "batch_size"):
@@ -117,28 +173,58 @@ class CompareSettings:
             raise ValueError(f"grid: expected 'own' or 'karras', got {self.grid!r}")
         if not -1 <= float(self.threshold) <= 1:
             raise ValueError(f"threshold: a cosine threshold lies in [-1, 1], got {self.threshold!r}")
+        local = self.local
+        if isinstance(local, str):  # "els,bbels", as on the command line
+            local = [v.strip() for v in local.split(",") if v.strip()]
+        if not isinstance(local, (list, tuple)):
+            raise ValueError(f"local: expected a list of names from {', '.join(LOCAL_FORMS)}, got {local!r}")
+        for name in local:
+            if not isinstance(name, str) or name not in LOCAL_FORMS:
+                raise ValueError(f"local: expected names from {', '.join(LOCAL_FORMS)}, got {name!r}")
+        if len(set(local)) != len(local):
+            raise ValueError(f"local: each form at most once, got {tuple(local)}")
+        object.__setattr__(self, "local", tuple(local))
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding: expected one of {', '.join(PADDINGS)}, got {self.padding!r}")
+        sizes = self.patch_sizes
+        if not isinstance(sizes, (list, tuple)) or not sizes:
+            raise ValueError(f"patch_sizes: expected a non-empty list of odd sizes, got {sizes!r}")
+        object.__setattr__(self, "patch_sizes", tuple(_check_patch_size(k, "patch_sizes") for k in sizes))
+        check_int(self.n_calibration, "n_calibration")
 
 
 @dataclass(frozen=True)
 class Comparison:
     """What :func:`compare_denoisers` returns.
 
+    The closed forms are ``"empirical"``, ``"gaussian"`` and then the local forms of
+    ``settings.local`` in their order (:attr:`forms`).
+
     Attributes
     ----------
     sigmas : (S,) noise levels of the distance grid.
-    distance : ``{"empirical_train", "gaussian_train", "empirical_heldout", "gaussian_heldout"}``
-        -> ``(values, se)``, two (S,) float64 tensors: relative distance and its standard error
-        (held-out entries absent without held-out points).
+    distance : ``{f"{form}_train", f"{form}_heldout"}`` for each closed form -> ``(values, se)``,
+        two (S,) float64 tensors: relative distance and its standard error (held-out entries
+        absent without held-out points).
     mse_train, mse_heldout : (S,) per-coordinate denoising MSE of the model on training and
         held-out points (``mse_heldout`` None without held-out points).
     sample_sigmas : the sampling grid.
-    samples : ``{"model", "empirical", "gaussian"}`` -> (B, *event_shape) float64 samples.
+    samples : ``{"model", *forms}`` -> (B, *event_shape) float64 samples.
     nearest : ``{name: (dist (B, 2), idx (B, 2))}`` two nearest training points of each sample.
     nearest_images : (B, *event_shape) nearest training image of each model sample.
     memorization : ``{name: Fraction}`` gap-ratio memorization of each sampler's samples.
-    reproducibility : ``{"empirical", "gaussian"}`` -> the model against that closed form.
+    reproducibility : ``{form: ReproducibilityResult}``, the model against that closed form.
     settings : the :class:`CompareSettings` used.
     provenance : the model's (:class:`gaussdiff.adapters.LoadedModel`).
+    agreement : ``{form: {measure: (B,) float64}}``: per sample pair, the agreement of the closed
+        form's sample (prediction) with the model's sample of the same noise (target), for the
+        measures ``"pearson_correlation"``, ``"coefficient_of_determination"`` and
+        ``"variance_normalised_r2"`` of :mod:`gaussdiff.metrics.agreement`; NaN for a pair with a
+        constant image, where they are undefined. Empty for samples of fewer than 2 entries.
+    calibration : ``{variant: table}`` for each patch machine of ``settings.local``: the table of
+        :func:`gaussdiff.calibrate_patch_size` (``"sigmas"``, the candidate ``"sizes"``, the
+        ``"scores"``, one list per sigma: median R² against the model) and ``"patch_size"``,
+        the calibrated size at each sigma of the grid.
     """
 
     sigmas: torch.Tensor
@@ -153,9 +239,17 @@ class Comparison:
     reproducibility: dict
     settings: CompareSettings
     provenance: dict
+    agreement: dict = dataclasses.field(default_factory=dict)
+    calibration: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """The closed forms measured, in order: ``"empirical"``, ``"gaussian"``, the local ones."""
+        return tuple(name for name in self.samples if name != "model")
 
     def table(self) -> list[dict]:
-        """One row per noise level: distances with standard errors, MSEs and their gap."""
+        """One row per noise level: distances with standard errors, MSEs and their gap, and the
+        calibrated patch size ``k_<variant>`` of each patch machine."""
         rows = []
         for i, s in enumerate(self.sigmas.tolist()):
             row = {"sigma": s}
@@ -166,20 +260,31 @@ class Comparison:
             if self.mse_heldout is not None:
                 row["mse_heldout"] = float(self.mse_heldout[i])
                 row["generalization_gap"] = float(self.mse_heldout[i] - self.mse_train[i])
+            for variant, tab in self.calibration.items():
+                row[f"k_{variant}"] = int(tab["patch_size"][i])
             rows.append(row)
         return rows
 
     def summary(self) -> list[dict]:
-        """One row per sampler (model, empirical, gaussian): memorization with its interval,
-        median distance to the nearest training point, reproducibility of the model against it."""
+        """One row per sampler (the model, then each closed form): memorization with its
+        interval, median distance to the nearest training point; for a closed form the
+        reproducibility of the model against it and the agreement of its samples with the
+        model's, median and mean over sample pairs (``median_pearson_r``, ``mean_pearson_r``,
+        ``median_r2``, ``mean_r2``, ``median_variance_normalised_r2``,
+        ``mean_variance_normalised_r2``; pairs with a constant image left out)."""
         rows = []
-        for name in ("model", *_REFS):
+        for name in ("model", *self.forms):
             row = {"sampler": name, **self.memorization[name].as_dict("memorization")}
             row["median_nn_distance"] = float(self.nearest[name][0][:, 0].median())
             rep = self.reproducibility.get(name)
             if rep is not None:
                 row.update(rep.fraction.as_dict("reproducibility"))
                 row["mean_similarity"] = rep.mean_similarity
+            for measure, values in self.agreement.get(name, {}).items():
+                v = values[~torch.isnan(values)]
+                col = _AGREEMENT[measure]
+                row[f"median_{col}"] = float(torch.quantile(v, 0.5)) if v.numel() else math.nan
+                row[f"mean_{col}"] = float(v.mean()) if v.numel() else math.nan
             rows.append(row)
         return rows
 
@@ -317,6 +422,81 @@ def _check_fit(m: LoadedModel, den, train: torch.Tensor) -> None:
         raise ValueError(f"model: returned a non-floating or non-finite output (dtype {y.dtype})")
 
 
+def _local_forms(den, train, heldout, sigmas, settings, progress) -> tuple[dict, dict]:
+    """The local closed forms of ``settings.local`` for the training images ``train``: each
+    patch machine with its patch size calibrated at every level of ``sigmas`` against the model's
+    denoiser ``den`` (:func:`gaussdiff.calibrate_patch_size`, median R² over
+    ``n_calibration`` noisy images, held-out if any), the Wiener masks with their defaults.
+    Every variant is calibrated on the same images and the same noise (seeded from
+    ``settings.seed``). Returns ``({name: denoiser}, {variant: calibration table})``."""
+    if train.ndim != 4:
+        raise ValueError(
+            f"local: the local closed forms need images (C, H, W), the data have shape {tuple(train.shape[1:])}"
+        )
+    H, W = train.shape[2:]
+    pool = heldout if heldout is not None else train
+    pick = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(settings.seed + 5))
+    x0 = pool[pick[: settings.n_calibration]]
+    from tqdm.auto import tqdm
+
+    forms, tables = {}, {}
+    for name in tqdm(settings.local, disable=not progress, desc="local closed forms", leave=False):
+        if name == "wiener":
+            forms[name] = WienerMaskDenoiser(train)
+            continue
+        if name == "els" and min(settings.patch_sizes) > min(H, W):
+            raise ValueError(
+                f"patch_sizes: ELS needs a size of at most {min(H, W)} on {H} x {W} images, got {settings.patch_sizes}"
+            )
+        with torch.no_grad():  # the model's denoiser is the reference: no graph through a network
+            schedule, table = calibrate_patch_size(
+                train,
+                den,
+                x0,
+                sigmas,
+                sizes=settings.patch_sizes,
+                variant=name,
+                padding=settings.padding,
+                agreement=_calibration_score,
+                generator=torch.Generator().manual_seed(settings.seed + 11),  # the same noise for every variant
+            )
+        forms[name] = PatchDenoiser(train, schedule, variant=name, padding=settings.padding)
+        tables[name] = {**table, "patch_size": list(schedule.sizes)}
+    return forms, tables
+
+
+def _nonconstant(x: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: which images of ``x`` are not constant (the agreement module's own test)."""
+    f = x.reshape(x.shape[0], -1).double()
+    c = f - f.mean(1, keepdim=True)
+    return (c * c).sum(1) > 0
+
+
+def _calibration_score(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """The calibration's agreement: the median over images of R² (as
+    :func:`gaussdiff.calibrate_patch_size` by default), leaving out images where the model's
+    output is constant (R² undefined) instead of failing; -inf if all are."""
+    ok = _nonconstant(target)
+    if not bool(ok.any()):
+        return -math.inf
+    return coefficient_of_determination(pred[ok], target[ok]).median
+
+
+def _sample_agreement(closed: torch.Tensor, model: torch.Tensor) -> dict:
+    """``{measure: (B,)}``: the agreement of each closed-form sample (prediction) with the
+    model's sample of the same noise (target), :func:`~gaussdiff.metrics.agreement.agreement_measures`.
+    A pair where either image is constant gets NaN (the measures divide by its variance, as
+    the agreement module refuses); samples of fewer than 2 entries get no measures at all."""
+    if model[0].numel() < 2:
+        return {}
+    ok = _nonconstant(closed) & _nonconstant(model)
+    out = {m: torch.full((model.shape[0],), math.nan, dtype=torch.float64) for m in _AGREEMENT}
+    if bool(ok.any()):
+        for m, a in agreement_measures(closed[ok], model[ok], measures=tuple(_AGREEMENT)).items():
+            out[m][ok] = a.values
+    return out
+
+
 def compare_denoisers(
     model,
     train,
@@ -326,7 +506,9 @@ def compare_denoisers(
     progress: bool = False,
     **overrides,
 ) -> Comparison:
-    """Measure a model against the empirical and Gaussian denoisers of its training set.
+    """Measure a model against the empirical and Gaussian denoisers of its training set (and,
+    with ``settings.local``, against the local closed forms, their patch sizes calibrated
+    against the model).
 
     See the module docstring for what is measured. The closed forms are built in float64 from
     ``train``; the model computes in its own dtype.
@@ -364,6 +546,10 @@ def compare_denoisers(
         )
     sigmas = torch.logspace(math.log10(lo), math.log10(hi), settings.n_sigmas, dtype=torch.float64)
     refs = {"empirical": EmpiricalDenoiser(train), "gaussian": GaussianDenoiser.fit(train)}
+    calibration = {}
+    if settings.local:
+        local, calibration = _local_forms(den, train, heldout, sigmas, settings, progress)
+        refs.update(local)
     gen = torch.Generator().manual_seed(settings.seed)
     pick = torch.randperm(train.shape[0], generator=gen)[: settings.n_points]
     sets = {"train": train[pick]}
@@ -378,7 +564,7 @@ def compare_denoisers(
     distance = {}
     jobs = [(r, part) for part in sets for r in refs]
     for i, (r, part) in enumerate(tqdm(jobs, disable=not progress, desc="denoiser distances", leave=False)):
-        seed = settings.seed + 1000 * (list(sets).index(part) + 1)  # the same noise for both references
+        seed = settings.seed + 1000 * (list(sets).index(part) + 1)  # the same noise for every reference
         distance[f"{r}_{part}"] = _banded_distance(den, refs[r], sets[part], sigmas, z, seed, settings)
     if heldout is not None:
         gap = generalization_gap(
@@ -416,6 +602,7 @@ def compare_denoisers(
         )
         for r in refs
     }
+    agreement = {r: _sample_agreement(samples[r], samples["model"]) for r in refs}
     return Comparison(
         sigmas=sigmas,
         distance=distance,
@@ -429,6 +616,8 @@ def compare_denoisers(
         reproducibility=rep,
         settings=settings,
         provenance=dict(m.provenance),
+        agreement=agreement,
+        calibration=calibration,
     )
 
 
@@ -498,11 +687,13 @@ def plot_distances(comp: Comparison, path) -> None:
 
 def _draw_distances(comp: Comparison):
     """Distance profiles over sigma with 95 % bands (1.96 standard errors over groups of
-    points), on training and held-out points (one shared y axis), and the model's denoising MSE
-    on training and held-out points. Values below the axis, exact zeros included (the distance
-    of a closed form to itself), are drawn on its lower edge as open triangles."""
+    points), on training and held-out points (one shared y axis), one colour per closed form
+    (a patch machine's legend gives the range of its calibrated patch size), and the model's
+    denoising MSE on training and held-out points. Values below the axis, exact zeros included
+    (the distance of a closed form to itself), are drawn on its lower edge as open triangles."""
     plt = _plt()
     parts = [p for p in ("train", "heldout") if f"empirical_{p}" in comp.distance]
+    forms = [f for f in comp.forms if f"{f}_train" in comp.distance]
     fig, axes = plt.subplots(
         1, len(parts) + 1, figsize=(3.6 * (len(parts) + 1), 3.5), squeeze=False, constrained_layout=True
     )
@@ -511,9 +702,14 @@ def _draw_distances(comp: Comparison):
     floor = _log_floor([v for v, _ in dist.values()] + [v + 1.96 * se for v, se in dist.values()])
     clipped = False
     for i, (ax, part) in enumerate(zip(axes[0], parts)):
-        for r, color, name in zip(_REFS, ("C3", "C0"), ("empirical", "Gaussian")):
+        for r in forms:
+            color, name = _STYLE[r]
+            label = f"model vs {name}"
+            if r in comp.calibration:
+                k = comp.calibration[r]["patch_size"]
+                label += f" (k = {min(k)})" if min(k) == max(k) else f" (k = {min(k)}..{max(k)})"
             v, se = dist[f"{r}_{part}"]
-            clipped |= _log_curve(ax, s, v, floor, color=color, label=f"model vs {name}")
+            clipped |= _log_curve(ax, s, v, floor, color=color, label=label)
             lo, hi = np.maximum(v - 1.96 * se, floor), np.maximum(v + 1.96 * se, floor)
             ax.fill_between(s, lo, hi, color=color, alpha=0.25, lw=0)
         ax.set(xscale="log", yscale="log", xlabel="sigma")
@@ -641,7 +837,11 @@ def write_comparison(comp: Comparison, outdir, *, config: dict | None = None) ->
     """Write a :class:`Comparison` under ``outdir`` (each file atomically): ``compare.csv``
     (per sigma), ``samples.csv`` (per sampler), ``samples.npz`` (samples, nearest training
     images, grid), ``config.json`` (settings, ``config``, versions, the model's provenance)
-    and the figures ``distances.png`` and ``samples.png``. Returns the paths written."""
+    and the figures ``distances.png`` and ``samples.png``. Returns the paths written.
+
+    With local closed forms also ``calibration.csv``: one row per (sigma, variant, candidate
+    patch size) with its calibration score (median R² against the model) and whether it was
+    chosen (``chosen`` 1); the same tables are in ``config.json`` under ``"calibration"``."""
     outdir = make_outdir(outdir, "outdir")
     paths = [outdir / n for n in ("compare.csv", "samples.csv", "samples.npz", "config.json")]
     atomic_write(paths[0], _csv_text(comp.table()))
@@ -657,14 +857,20 @@ def write_comparison(comp: Comparison, outdir, *, config: dict | None = None) ->
         "versions": _versions(),
         "sample_sigmas": comp.sample_sigmas.tolist(),
     }
+    if comp.calibration:
+        meta["calibration"] = comp.calibration
+        cal = [
+            {"sigma": sigma, "variant": variant, "k": k, "score": score, "chosen": int(k == best)}
+            for variant, tab in comp.calibration.items()
+            for sigma, scores, best in zip(tab["sigmas"], tab["scores"], tab["patch_size"])
+            for k, score in zip(tab["sizes"], scores)
+        ]
+        paths.append(outdir / "calibration.csv")
+        atomic_write(paths[-1], _csv_text(cal))
     atomic_write(paths[3], json.dumps(meta, indent=2, default=str))
     plot_distances(comp, outdir / "distances.png")
-    rows = {
-        "model": comp.samples["model"],
-        "its nearest\ntraining image": comp.nearest_images,
-        "empirical": comp.samples["empirical"],
-        "Gaussian": comp.samples["gaussian"],
-    }
+    rows = {"model": comp.samples["model"], "its nearest\ntraining image": comp.nearest_images}
+    rows.update({_STYLE[f][1]: comp.samples[f] for f in comp.forms})
     mem = comp.memorization["model"]
     plot_sample_grid(
         rows,

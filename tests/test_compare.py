@@ -230,6 +230,206 @@ def test_distance_figure_shows_zeros_and_shares_its_axis(digits16, one_thread):
 
 
 # ---------------------------------------------------------------------------------------------
+# local closed forms
+# ---------------------------------------------------------------------------------------------
+
+LOCAL = {**SMALL, "n_sigmas": 3, "sigma_lo": 0.1, "sigma_hi": 1.0, "patch_sizes": (1, 3, 5, 7), "n_calibration": 8}
+
+
+@pytest.fixture(scope="module")
+def els_model_comparison(digits16):
+    """The model is itself ELS with 3 x 3 patches (zero padding, float64), compared with every
+    local form. Module-scoped (about 4 s), so it sets one torch and one numba thread itself."""
+    from gaussdiff.adapters import CallableDenoiser
+
+    train, held = digits16
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import numba
+
+        old_numba = numba.get_num_threads()
+        numba.set_num_threads(1)
+    except Exception:  # pragma: no cover - numba missing or its threading layer not started
+        numba, old_numba = None, None
+    try:
+        els3 = gd.PatchDenoiser(train, 3, variant="els")
+        model = CallableDenoiser(els3, (1, 8, 8), dtype=torch.float64, provenance={"kind": "els3"})
+        return compare_denoisers(model, train, held, **LOCAL, local=("els", "bbels", "ls", "wiener"))
+    finally:
+        torch.set_num_threads(old)
+        if numba is not None:
+            numba.set_num_threads(old_numba)
+
+
+def test_local_closed_form_model_is_recognised(els_model_comparison):
+    """A model that is ELS with k = 3: the calibration picks k = 3 at every sigma, decisively
+    (R² = 1 against at most 0.95 for the other sizes); its distance to the calibrated ELS is 0
+    on training and held-out points; from the same noise the ELS samples are the model's
+    (Pearson r = R² = 1), while the global forms' samples agree with it far less."""
+    comp = els_model_comparison
+    assert comp.forms == ("empirical", "gaussian", "els", "bbels", "ls", "wiener")
+    cal = comp.calibration["els"]
+    assert cal["sizes"] == [1, 3, 5, 7] and cal["patch_size"] == [3, 3, 3]
+    assert cal["sigmas"] == pytest.approx(comp.sigmas.tolist(), rel=1e-15)
+    for scores in cal["scores"]:
+        assert scores[1] == pytest.approx(1.0, abs=1e-12)
+        assert max(scores[:1] + scores[2:]) < 0.95
+    assert set(comp.calibration) == {"els", "bbels", "ls"}  # the Wiener masks have no patch size
+    assert [r["k_els"] for r in comp.table()] == [3, 3, 3] and "k_wiener" not in comp.table()[0]
+    for part in ("train", "heldout"):
+        val, se = comp.distance[f"els_{part}"]
+        assert float(val.abs().max()) <= 1e-12 and float(se.abs().max()) <= 1e-12
+        assert bool((comp.distance[f"gaussian_{part}"][0] > 1e-2).all())
+    assert (comp.samples["els"] - comp.samples["model"]).abs().max() <= 1e-12
+    agree = comp.agreement["els"]
+    assert set(agree) == {"pearson_correlation", "coefficient_of_determination", "variance_normalised_r2"}
+    for values in agree.values():
+        assert values.shape == (12,) and float((values - 1).abs().max()) <= 1e-10
+    assert comp.reproducibility["els"].fraction.value == 1.0
+    summary = {r["sampler"]: r for r in comp.summary()}
+    assert "median_pearson_r" not in summary["model"]
+    assert summary["els"]["median_pearson_r"] == pytest.approx(1, abs=1e-10)
+    assert summary["els"]["mean_r2"] == pytest.approx(1, abs=1e-10)
+    for name in ("empirical", "gaussian"):
+        assert float(comp.agreement[name]["pearson_correlation"].max()) < 0.9
+        assert summary[name]["median_pearson_r"] < 0.5 and summary[name]["median_r2"] < 0
+        r = comp.agreement[name]["pearson_correlation"]
+        assert summary[name]["median_pearson_r"] == float(torch.quantile(r, 0.5))
+        assert summary[name]["mean_pearson_r"] == pytest.approx(float(r.mean()), rel=1e-15)
+
+
+def test_sample_agreement_leaves_out_constant_images():
+    """A constant image has no variance: its pair gets NaN (the agreement module would refuse
+    the whole batch), and the summary's median and mean are over the other pairs."""
+    from gaussdiff.compare import _sample_agreement
+
+    g = torch.Generator().manual_seed(1)
+    model = torch.randn(4, 1, 3, 3, generator=g, dtype=torch.float64)
+    closed = 2 * model + 1  # r = 1, R² < 1
+    closed[2] = 0.5
+    out = _sample_agreement(closed, model)
+    r = out["pearson_correlation"]
+    assert torch.isnan(r[2]) and torch.allclose(r[[0, 1, 3]], torch.ones(3, dtype=torch.float64), atol=1e-14)
+    assert bool((out["coefficient_of_determination"][[0, 1, 3]] < 1).all())
+    assert _sample_agreement(closed[:, :, :1, :1], model[:, :, :1, :1]) == {}  # one entry: nothing to compare
+
+
+def test_local_settings_and_errors_name_the_argument(digits16, one_thread):
+    train, held = digits16
+    s = CompareSettings(local=["els", "wiener"], patch_sizes=[1, 3])
+    assert s.local == ("els", "wiener") and s.patch_sizes == (1, 3)
+    assert CompareSettings(local="bbels, ls").local == ("bbels", "ls")
+    assert CompareSettings().local == () and CompareSettings().padding == "zeros"
+    with pytest.raises(ValueError, match="local: expected names from ls, els, bbels, wiener, got 'elsx'"):
+        CompareSettings(local=("els", "elsx"))
+    with pytest.raises(ValueError, match="local: each form at most once"):
+        CompareSettings(local=("els", "els"))
+    with pytest.raises(ValueError, match="patch_sizes: must be odd"):
+        CompareSettings(patch_sizes=(1, 3, 4))
+    with pytest.raises(ValueError, match="patch_sizes: expected a non-empty list"):
+        CompareSettings(patch_sizes=())
+    with pytest.raises(ValueError, match="padding: expected one of zeros, circular, reflect"):
+        CompareSettings(padding="same")
+    with pytest.raises(ValueError, match="n_calibration: expected a positive integer"):
+        CompareSettings(n_calibration=0)
+    vec = train.reshape(16, -1)
+    with pytest.raises(ValueError, match=r"local: the local closed forms need images \(C, H, W\)"):
+        compare_denoisers(gd.GaussianDenoiser.fit(vec), vec, held.reshape(40, -1), **SMALL, local=("wiener",))
+    with pytest.raises(ValueError, match="patch_sizes: ELS needs a size of at most 8"):
+        compare_denoisers(gd.GaussianDenoiser.fit(train), train, held, **SMALL, local=("els",), patch_sizes=(9, 11))
+
+
+def test_write_comparison_with_local_forms(tmp_path, els_model_comparison, monkeypatch):
+    """calibration.csv (every score, the chosen size marked), the k columns, the agreement
+    columns, every form's samples; both figures draw every closed form, the global ones in
+    their colours."""
+    import gaussdiff.compare as cmp
+
+    comp = els_model_comparison
+    grids = []
+    real = cmp.plot_sample_grid
+    monkeypatch.setattr(cmp, "plot_sample_grid", lambda rows, path, **kw: grids.append(rows) or real(rows, path, **kw))
+    paths = write_comparison(comp, tmp_path)
+    assert [p.name for p in paths] == [
+        "compare.csv",
+        "samples.csv",
+        "samples.npz",
+        "config.json",
+        "calibration.csv",
+        "distances.png",
+        "samples.png",
+    ]
+    with open(tmp_path / "calibration.csv") as f:
+        cal = list(csv.DictReader(f))
+    assert len(cal) == 3 * 3 * 4 and list(cal[0]) == ["sigma", "variant", "k", "score", "chosen"]
+    assert [int(r["k"]) for r in cal if r["variant"] == "els" and r["chosen"] == "1"] == [3, 3, 3]
+    assert sum(r["chosen"] == "1" for r in cal) == 9
+    with open(tmp_path / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["k_els"] for r in rows] == ["3", "3", "3"] and "k_bbels" in rows[0] and "k_ls" in rows[0]
+    assert float(rows[0]["dist_els_heldout"]) == 0.0 and "dist_wiener_train_se" in rows[0]
+    with open(tmp_path / "samples.csv") as f:
+        summary = {r["sampler"]: r for r in csv.DictReader(f)}
+    assert list(summary) == ["model", "empirical", "gaussian", "els", "bbels", "ls", "wiener"]
+    assert float(summary["els"]["median_pearson_r"]) == pytest.approx(1, abs=1e-10)
+    assert "mean_variance_normalised_r2" in summary["wiener"] and summary["model"]["median_r2"] == ""
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["settings"]["local"] == ["els", "bbels", "ls", "wiener"] and meta["settings"]["padding"] == "zeros"
+    assert meta["calibration"]["els"]["patch_size"] == [3, 3, 3]
+    assert set(np.load(tmp_path / "samples.npz").files) >= {"model", "els", "bbels", "ls", "wiener"}
+    (rows,) = grids
+    assert list(rows) == ["model", "its nearest\ntraining image", "empirical", "Gaussian", "ELS", "bbELS", "LS"] + [
+        "Wiener masks"
+    ]
+    assert torch.equal(rows["ELS"], comp.samples["els"])
+    fig = cmp._draw_distances(comp)
+    try:
+        for ax in fig.axes[:2]:
+            curves = {ln.get_label(): ln.get_color() for ln in ax.get_lines() if ln.get_marker() == "o"}
+            k_bb = comp.calibration["bbels"]["patch_size"]
+            want_bb = f"model vs bbELS (k = {min(k_bb)}..{max(k_bb)})" if min(k_bb) < max(k_bb) else None
+            assert curves["model vs empirical"] == "C3" and curves["model vs Gaussian"] == "C0"
+            assert "model vs ELS (k = 3)" in curves and "model vs Wiener masks" in curves
+            assert want_bb is None or want_bb in curves
+            assert len(curves) == 6 and len(set(curves.values())) == 6
+        legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert legend[:2] == ["model vs empirical", "model vs Gaussian"] and len(legend) == 6
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_cli_compare_local(tmp_path, capsys, one_thread):
+    """``--local``, ``--patch-sizes``, ``--n-calibration`` reach the settings; the tables print
+    the local forms and the calibrated sizes; a bad name or size is one error line naming the
+    option (exit 2), before any data are loaded or --outdir is made."""
+    args = ["compare", "empirical:digits", "--data", "digits", "--n", "12", "--points", "8", "--sigmas", "2"]
+    args += ["--samples", "4", "--steps", "5", "--grid", "karras", "--no-progress"]
+    out = tmp_path / "cmp"
+    local = ["--local", "els, wiener", "--patch-sizes", "1,3", "--n-calibration", "4", "--padding", "circular"]
+    assert cli.main(args + local + ["--outdir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "els(train)" in text and "wiener(held-out)" in text and "k_els" in text and "median r, R^2" in text
+    meta = json.loads((out / "config.json").read_text())
+    s = meta["settings"]
+    assert s["local"] == ["els", "wiener"] and s["patch_sizes"] == [1, 3] and s["n_calibration"] == 4
+    assert s["padding"] == "circular" and (out / "calibration.csv").stat().st_size > 0
+    for bad, msg in [
+        (["--local", "els,foo"], "--local: expected names from ls, els, bbels, wiener, got 'foo'"),
+        (["--patch-sizes", "1,4"], "--patch-sizes: must be odd"),
+        (["--patch-sizes", "1,x"], "--patch-sizes: expected odd integers separated by commas, got '1,x'"),
+        (["--n-calibration", "0"], "--n-calibration: expected a positive integer"),
+        (["--local", "els,,wiener"], "--local: expected comma-separated values with no empty entry"),
+        (["--patch-sizes", "1,3,"], "--patch-sizes: expected odd integers separated by commas"),
+    ]:
+        assert cli.main(args + bad + ["--outdir", str(tmp_path / "bad")]) == 2
+        assert f"gaussdiff compare: error: {msg}" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------------------------------------
 # the verbs
 # ---------------------------------------------------------------------------------------------
 
