@@ -1,5 +1,7 @@
 """Small shared test helpers (importable: pytest puts this folder on sys.path)."""
 
+import contextlib
+
 import torch
 
 from gaussdiff.experiments import PhaseConfig
@@ -48,3 +50,25 @@ def tiny_unet(seed=0, *, channels=(8, 16), groups=4, num_class_embeds=None):
             norm_num_groups=groups,
             num_class_embeds=num_class_embeds,
         )
+
+
+@contextlib.contextmanager
+def one_thread_each():
+    """One torch and one numba thread inside the block, the previous counts restored after it:
+    tiny problems run up to 10x faster on a shared 2-core machine without oversubscribed threads
+    and hand-offs."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import numba
+
+        old_numba = numba.get_num_threads()
+        numba.set_num_threads(1)
+    except Exception:  # pragma: no cover - numba missing or its threading layer not started
+        numba, old_numba = None, None
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+        if numba is not None:
+            numba.set_num_threads(old_numba)

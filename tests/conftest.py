@@ -61,23 +61,12 @@ def shared_dir():
 
 @pytest.fixture
 def one_thread():
-    """One torch and one numba thread for the test (restored afterwards): tiny problems run up to
-    10x faster on a shared 2-core machine without oversubscribed threads and hand-offs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        import numba
+    """One torch and one numba thread for the test (restored afterwards): see
+    ``_helpers.one_thread_each``."""
+    from _helpers import one_thread_each
 
-        old_numba = numba.get_num_threads()
-        numba.set_num_threads(1)
-    except Exception:  # pragma: no cover - numba missing or its threading layer not started
-        numba, old_numba = None, None
-    try:
+    with one_thread_each():
         yield
-    finally:
-        torch.set_num_threads(old)
-        if numba is not None:
-            numba.set_num_threads(old_numba)
 
 
 VALIDATION = os.path.join(os.path.dirname(__file__), "..", "validation")

@@ -13,7 +13,7 @@ import gaussdiff as gd
 from gaussdiff import cli
 from gaussdiff.adapters import LoadedModel, load_model
 from gaussdiff.compare import CompareSettings, compare_denoisers, sample_model, write_comparison
-from _helpers import tiny_unet
+from _helpers import one_thread_each, tiny_unet
 
 SMALL = dict(n_points=24, n_sigmas=4, n_groups=4, n_samples=12, steps=8, n_boot=200, grid="karras")
 
@@ -243,23 +243,10 @@ def els_model_comparison(digits16):
     from gaussdiff.adapters import CallableDenoiser
 
     train, held = digits16
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        import numba
-
-        old_numba = numba.get_num_threads()
-        numba.set_num_threads(1)
-    except Exception:  # pragma: no cover - numba missing or its threading layer not started
-        numba, old_numba = None, None
-    try:
+    with one_thread_each():
         els3 = gd.PatchDenoiser(train, 3, variant="els")
         model = CallableDenoiser(els3, (1, 8, 8), dtype=torch.float64, provenance={"kind": "els3"})
         return compare_denoisers(model, train, held, **LOCAL, local=("els", "bbels", "ls", "wiener"))
-    finally:
-        torch.set_num_threads(old)
-        if numba is not None:
-            numba.set_num_threads(old_numba)
 
 
 def test_local_closed_form_model_is_recognised(els_model_comparison):
